@@ -1,0 +1,18 @@
+"""filtercast's compiled image kernels.
+
+``deprocess`` turns the float images produced by gradient ascent into uint8
+pictures with the seeds' formula, ``process`` maps uint8 pictures back to the
+float range (the upscale preset's step between rounds) and ``stitch`` lays
+pictures out in a grid. All three release the GIL and spread a batch over
+threads; :mod:`filtercast_native.reference` holds plain-numpy equivalents.
+"""
+
+from filtercast_native._core import (
+    deprocess,
+    get_num_threads,
+    process,
+    set_num_threads,
+    stitch,
+)
+
+__all__ = ["deprocess", "get_num_threads", "process", "set_num_threads", "stitch"]

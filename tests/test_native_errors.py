@@ -1,0 +1,96 @@
+"""Every bad input to the native kernels raises a clear ValueError/TypeError."""
+
+import threading
+import time
+
+import filtercast_native as native
+import numpy as np
+import pytest
+
+GOOD = np.zeros((2, 8, 8, 3), dtype=np.float32)
+GOOD_U8 = np.zeros((4, 8, 8, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: native.deprocess(GOOD.astype(np.int32)), TypeError, "floating-point array"),
+        (lambda: native.deprocess(np.array(["a"])), TypeError, "floating-point"),
+        (lambda: native.deprocess(np.zeros((8, 8), np.float32)), ValueError, "rank 2"),
+        (lambda: native.deprocess(np.zeros((1, 2, 8, 8, 3), np.float32)), ValueError, "rank 5"),
+        (lambda: native.deprocess(np.zeros((2, 8, 8, 4), np.float32)), ValueError, "3 channels"),
+        (lambda: native.deprocess(np.zeros((0, 8, 8, 3), np.float32)), ValueError, "empty batch"),
+        (lambda: native.deprocess(np.zeros((1, 0, 8, 3), np.float32)), ValueError, "empty image"),
+        (lambda: native.deprocess(GOOD, crop=4), ValueError, "crop must be <= 3"),
+        (lambda: native.deprocess(GOOD, crop=-1), ValueError, "crop must be >= 0"),
+        (lambda: native.deprocess(GOOD, std=0), ValueError, "std must be a finite number > 0"),
+        (lambda: native.deprocess(GOOD, std=float("nan")), ValueError, "std must be"),
+        (lambda: native.deprocess(GOOD, eps=-1), ValueError, "eps must be"),
+        (lambda: native.deprocess(GOOD, threads=0), ValueError, "threads must be >= 1"),
+        (lambda: native.process(GOOD, 0, 1, target_std=0.25), TypeError, "uint8"),
+        (
+            lambda: native.process(GOOD_U8.astype(np.uint16), 0, 1, target_std=0.25),
+            TypeError,
+            "uint8",
+        ),
+        (lambda: native.process(GOOD_U8, 0, 1, target_std=0), ValueError, "target_std"),
+        (
+            lambda: native.process(GOOD_U8, [0, 1], 1, target_std=0.25),
+            ValueError,
+            "one value per image (4)",
+        ),
+        (lambda: native.process(GOOD_U8, 0, -1, target_std=0.25), ValueError, "std must be >= 0"),
+        (
+            lambda: native.process(GOOD_U8, float("inf"), 1, target_std=0.25),
+            ValueError,
+            "mean must be finite",
+        ),
+        (lambda: native.stitch(GOOD_U8, n=3), ValueError, "needs 9 images, got 4; n must be <= 2"),
+        (lambda: native.stitch(GOOD_U8, n=0), ValueError, "n must be >= 1"),
+        (lambda: native.stitch(GOOD_U8, n=2, margin=-1), ValueError, "margin must be >= 0"),
+        (lambda: native.stitch(GOOD_U8, [0, 1, 2], n=2), ValueError, "order has 3 entries"),
+        (
+            lambda: native.stitch(GOOD_U8, [0, 1, 2, 4], n=2),
+            ValueError,
+            "order[3] = 4 is out of range",
+        ),
+        (
+            lambda: native.stitch(GOOD_U8, [0, -1, 2, 3], n=2),
+            ValueError,
+            "valid image indices are 0..3",
+        ),
+        (lambda: native.stitch(GOOD_U8[0], n=1), ValueError, "shape (N, H, W, 3)"),
+        (lambda: native.stitch(GOOD, n=1), TypeError, "uint8"),
+    ],
+)
+def test_bad_input_raises_a_clear_error(call, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=None) as info:
+        call()
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_pixels_are_rejected_naming_the_image(bad: float) -> None:
+    images = np.ones((3, 8, 8, 3), dtype=np.float32)
+    images[2, 4, 5, 1] = bad
+    with pytest.raises(ValueError, match=r"non-finite values .* in image 2"):
+        native.deprocess(images)
+
+
+def test_the_gil_is_released_while_computing() -> None:
+    images = np.random.default_rng(0).random((64, 300, 300, 3), dtype=np.float32)
+    start = time.perf_counter()
+    native.deprocess(images, threads=1)
+    call_seconds = time.perf_counter() - start
+
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (native.deprocess(images, threads=1), done.set()))
+    gaps, last = [], time.perf_counter()
+    worker.start()
+    while not done.is_set():
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+    worker.join()
+    # Holding the GIL would freeze this loop for the whole call.
+    assert max(gaps) < call_seconds / 2, (max(gaps), call_seconds)
