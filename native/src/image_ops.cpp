@@ -62,14 +62,14 @@ double sum_squared_deviation(const float* x, std::size_t count, double mean) {
   return total;
 }
 
-// out[i] = uint8(clip((x[i] - mean) * scale + 0.5, 0, 1) * 255), written as
-// x * scale + offset so the loop vectorises; both terms are double, so a large
-// mean does not cancel away the image's detail.
+// out[i] = uint8(clip((x[i] - mean) * scale + 0.5, 0, 1) * 255). The
+// subtraction comes first, in double: folding the mean into an offset
+// (x * scale + offset) cancels catastrophically when mean * scale is large.
 FILTERCAST_SIMD_CLONES
-void normalise_row(const float* x, std::size_t count, double scale, double offset,
+void normalise_row(const float* x, std::size_t count, double mean, double scale,
                    std::uint8_t* out) {
   for (std::size_t i = 0; i < count; ++i) {
-    double v = static_cast<double>(x[i]) * scale + offset;
+    double v = (static_cast<double>(x[i]) - mean) * scale + 0.5;
     v = v < 0.0 ? 0.0 : v;
     v = v > 1.0 ? 1.0 : v;
     out[i] = static_cast<std::uint8_t>(static_cast<int>(v * 255.0));
@@ -89,14 +89,13 @@ bool deprocess_image(const float* image, std::size_t height, std::size_t width,
   const double std = std::sqrt(sum_squared_deviation(image, count, mean) /
                                static_cast<double>(count));
   const double scale = params.target_std / (std + params.eps);
-  const double offset = 0.5 - mean * scale;
 
   const std::size_t crop = params.crop;
   const std::size_t out_width = width - 2 * crop;
   const std::size_t row_values = out_width * 3;
   for (std::size_t y = crop; y < height - crop; ++y) {
     const float* row = image + (y * width + crop) * 3;
-    normalise_row(row, row_values, scale, offset, out + (y - crop) * row_values);
+    normalise_row(row, row_values, mean, scale, out + (y - crop) * row_values);
   }
   return true;
 }
