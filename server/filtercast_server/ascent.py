@@ -1,0 +1,239 @@
+"""Batched gradient ascent: many filters, one compiled TensorFlow step.
+
+Each row of a batch maximises the mean activation of its own filter. Rows are
+independent (inference mode, no cross-row terms), so the gradient of the sum
+of the rows' losses is every row's own gradient. Rows leave the batch as soon
+as they finish or die, and in single-round presets new filters take their
+place at once (continuous batching), so a dead filter never slows the others.
+"""
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import filtercast_native as native
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from filtercast_server.devices import Precision
+from filtercast_server.models import LoadedModel
+from filtercast_server.presets import AscentParams
+
+RMS_EPS = 1e-7  # the seeds' K.epsilon() in g / (sqrt(mean(g²)) + eps)
+L2_EPS_SQUARED = 1e-12  # tf.math.l2_normalize's floor on sum(g²)
+
+StepFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One request's work: resolved parameters, precision, filters and seed."""
+
+    params: AscentParams
+    precision: Precision  # resolved: FLOAT32 or BFLOAT16
+    filters: tuple[int, ...]
+    seed: int
+
+
+@dataclass
+class FilterOutcome:
+    """One finished filter: its picture (None when dead) and how it got there."""
+
+    index: int
+    loss: float
+    dead: bool
+    image: np.ndarray | None  # uint8 (H, W, 3)
+    steps: int
+    seconds: float
+
+
+@dataclass
+class _Row:
+    index: int
+    started: float = field(default_factory=time.perf_counter)
+    steps: int = 0
+    loss: float = float("nan")
+
+    def age(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def initial_image(params: AscentParams, seed: int, index: int) -> np.ndarray:
+    """A filter's starting noise; depends only on (seed, filter index)."""
+    size = params.round_sizes()[0]
+    uniform = np.random.default_rng([seed, index]).random((size, size, 3))
+    return ((uniform - 0.5) * params.init_scale + params.init_offset).astype(np.float32)
+
+
+def build_step(extractor: tf.keras.Model, border: int, gradient_norm: str) -> StepFn:
+    """One compiled ascent step for a whole batch.
+
+    Takes (images float32 (B,H,W,3), filters int32 (B,), step_size) and returns
+    the updated images and each row's loss before the update. The input
+    signature has free batch and spatial sizes: one trace serves every batch.
+    """
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.float32),
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([], tf.float32),
+        ]
+    )
+    def step(images: tf.Tensor, filters: tf.Tensor, step_size: tf.Tensor):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(images)
+            activations = extractor(images, training=False)
+            if border:
+                activations = activations[:, border:-border, border:-border, :]
+            chosen = tf.gather(activations, filters, axis=3, batch_dims=1)
+            losses = tf.reduce_mean(tf.cast(chosen, tf.float32), axis=[1, 2])
+            total = tf.reduce_sum(losses)
+        grads = tape.gradient(total, images)
+        if gradient_norm == "rms":
+            scale = tf.sqrt(tf.reduce_mean(tf.square(grads), axis=[1, 2, 3], keepdims=True))
+            grads = grads / (scale + RMS_EPS)
+        else:
+            grads = grads * tf.math.rsqrt(
+                tf.maximum(
+                    tf.reduce_sum(tf.square(grads), axis=[1, 2, 3], keepdims=True), L2_EPS_SQUARED
+                )
+            )
+        return images + step_size * grads, losses
+
+    return step
+
+
+def rescale(images: np.ndarray, params: AscentParams, target: int) -> np.ndarray:
+    """The upscale preset's step between rounds: deprocess, bicubic resize, map back."""
+    axes = (1, 2, 3)
+    mean = images.mean(axis=axes, dtype=np.float64)
+    std = images.std(axis=axes, dtype=np.float64)
+    pictures = native.deprocess(images, std=params.deprocess_std, eps=params.deprocess_eps)
+    resized = np.stack(
+        [
+            np.asarray(Image.fromarray(p).resize((target, target), Image.Resampling.BICUBIC))
+            for p in pictures
+        ]
+    )
+    return native.process(resized, mean, std, target_std=params.deprocess_std)
+
+
+class AscentEngine:
+    """Runs plans on one resident model, batching filters up to a memory budget."""
+
+    def __init__(
+        self,
+        models: dict[str, LoadedModel],
+        max_batch: int = 64,
+        max_batch_pixels: int = 64 * 128 * 128,
+    ) -> None:
+        self.models = models
+        self.max_batch = max_batch
+        self.max_batch_pixels = max_batch_pixels
+        self._steps: dict[tuple, StepFn] = {}
+
+    def batch_size(self, params: AscentParams) -> int:
+        """Rows per batch: bounded by max_batch and by pixels at the largest round."""
+        largest = max(params.round_sizes())
+        return max(1, min(self.max_batch, self.max_batch_pixels // (largest * largest)))
+
+    def step_fn(self, params: AscentParams, precision: Precision) -> StepFn:
+        """The compiled step for this model, layer, precision and loss (cached)."""
+        key = (params.model, params.layer, precision, params.border, params.gradient_norm)
+        if key not in self._steps:
+            extractor = self.models[params.model].extractor(params.layer, precision)
+            self._steps[key] = build_step(extractor, params.border, params.gradient_norm)
+        return self._steps[key]
+
+    def run(self, plan: Plan) -> Iterator[FilterOutcome]:
+        """Yield each filter's outcome as soon as it is known (completion order)."""
+        params = plan.params
+        step = self.step_fn(params, plan.precision)
+        pending = deque(plan.filters)
+        capacity = self.batch_size(params)
+        # Single-round presets refill freed rows at once; multi-round presets
+        # run in cohorts, since rows of one batch must share an image size.
+        refill = pending if params.upscale_rounds == 0 else None
+        with tf.device(self.models[params.model].device.name):
+            while pending:
+                rows = [_Row(pending.popleft()) for _ in range(min(capacity, len(pending)))]
+                images = self._initial_batch(plan, [r.index for r in rows])
+                for target in params.resize_targets():
+                    rows, images = yield from self._ascend_round(
+                        plan, step, rows, images, capacity, refill
+                    )
+                    if not rows:
+                        break
+                    if target is not None:
+                        images = rescale(images, params, target)
+                if rows:
+                    yield from self._finish(params, rows, images)
+
+    @staticmethod
+    def _initial_batch(plan: Plan, indices: Sequence[int]) -> np.ndarray:
+        return np.stack([initial_image(plan.params, plan.seed, i) for i in indices])
+
+    def _ascend_round(
+        self,
+        plan: Plan,
+        step: StepFn,
+        rows: list[_Row],
+        images: np.ndarray,
+        capacity: int,
+        refill: deque[int] | None,
+    ) -> Iterator[FilterOutcome]:
+        """Run one round of `steps` steps for every row, yielding dead rows at once.
+
+        With `refill`, finished rows are yielded too and new filters take their
+        places; the round ends when nothing is left. Without, rows move in
+        lockstep and the survivors and their float images are returned.
+        """
+        params = plan.params
+        threshold = params.dead_threshold
+        step_size = tf.constant(params.step_size, tf.float32)
+        last_step = {id(r): r.steps + params.steps for r in rows}
+        batch = tf.constant(images)
+        while rows:
+            batch, losses = step(batch, tf.constant([r.index for r in rows], tf.int32), step_size)
+            keep, done = [], []
+            for position, (row, loss) in enumerate(zip(rows, losses.numpy(), strict=True)):
+                row.steps += 1
+                row.loss = float(loss)
+                if threshold is not None and row.loss <= threshold:
+                    yield FilterOutcome(row.index, row.loss, True, None, row.steps, row.age())
+                elif row.steps >= last_step[id(row)]:
+                    done.append(position)
+                else:
+                    keep.append(position)
+            if done:
+                finished, finished_images = [rows[p] for p in done], _take(batch, done).numpy()
+                if refill is None:  # lockstep: every surviving row finished now
+                    return finished, finished_images
+                yield from self._finish(params, finished, finished_images)
+            rows, batch = [rows[p] for p in keep], _take(batch, keep)
+            if refill:
+                fresh = [
+                    _Row(refill.popleft()) for _ in range(min(capacity - len(rows), len(refill)))
+                ]
+                last_step.update({id(r): params.steps for r in fresh})
+                new_images = self._initial_batch(plan, [r.index for r in fresh])
+                rows, batch = rows + fresh, tf.concat([batch, new_images], axis=0)
+        return [], images[:0]
+
+    @staticmethod
+    def _finish(
+        params: AscentParams, rows: Sequence[_Row], images: np.ndarray
+    ) -> Iterator[FilterOutcome]:
+        pictures = native.deprocess(
+            images, std=params.deprocess_std, crop=params.crop, eps=params.deprocess_eps
+        )
+        for row, picture in zip(rows, pictures, strict=True):
+            yield FilterOutcome(row.index, row.loss, False, picture, row.steps, row.age())
+
+
+def _take(batch: tf.Tensor, positions: list[int]) -> tf.Tensor:
+    """Rows `positions` of a batch (an empty list gives an empty batch)."""
+    return tf.gather(batch, tf.constant(positions, tf.int32))

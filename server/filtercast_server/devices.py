@@ -1,0 +1,96 @@
+"""Device selection and precision detection.
+
+``auto`` precision means bfloat16 compute where the hardware runs it natively
+(NVIDIA compute capability >= 8.0; CPUs with AMX-BF16 or AVX512-BF16) and
+float32 elsewhere. It is detected from the hardware, never assumed.
+"""
+
+import contextlib
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import tensorflow as tf
+
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+class Precision(StrEnum):
+    """Compute precision of the network; the image itself always stays float32."""
+
+    AUTO = "auto"
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where the models live: a TensorFlow device name and what it can do."""
+
+    name: str  # "/GPU:0" or "/CPU:0"
+    kind: str  # "gpu" or "cpu"
+    description: str
+    native_bf16: bool
+
+    def resolve(self, precision: Precision | str) -> Precision:
+        """Turn AUTO into the precision this device runs best."""
+        precision = Precision(precision)
+        if precision is Precision.AUTO:
+            return Precision.BFLOAT16 if self.native_bf16 else Precision.FLOAT32
+        return precision
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The feature flags of the first CPU listed in /proc/cpuinfo (empty if unreadable)."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name, or "CPU" when it cannot be read."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "CPU"
+
+
+def select_device(requested: str = "auto") -> Device:
+    """Pick the GPU when present (``auto``), else the CPU.
+
+    GPU memory growth is switched on so the process never grabs all device
+    memory up front. ``requested`` is ``auto``, ``cpu`` or ``gpu``; asking for a
+    GPU on a machine without one is an error, not a silent fallback.
+    """
+    if requested not in ("auto", "cpu", "gpu"):
+        raise ValueError(f"device must be auto, cpu or gpu, got {requested!r}")
+    gpus = tf.config.list_physical_devices("GPU")
+    if requested == "gpu" and not gpus:
+        raise RuntimeError("device=gpu was requested but TensorFlow sees no GPU")
+    if gpus and requested != "cpu":
+        for gpu in gpus:
+            # RuntimeError: already initialised, growth was set by an earlier call.
+            with contextlib.suppress(RuntimeError):
+                tf.config.experimental.set_memory_growth(gpu, True)
+        details = tf.config.experimental.get_device_details(gpus[0])
+        capability = details.get("compute_capability") or (0, 0)
+        name = details.get("device_name", "GPU")
+        return Device(
+            name="/GPU:0",
+            kind="gpu",
+            description=f"{name} (compute capability {capability[0]}.{capability[1]})",
+            native_bf16=tuple(capability) >= (8, 0),
+        )
+    flags = cpu_flags()
+    bf16 = sorted(flag for flag in CPU_BF16_FLAGS if flag in flags)
+    suffix = f" ({', '.join(bf16)})" if bf16 else ""
+    return Device(
+        name="/CPU:0", kind="cpu", description=cpu_model() + suffix, native_bf16=bool(bf16)
+    )

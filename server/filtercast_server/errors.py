@@ -1,0 +1,17 @@
+"""Errors the engine raises for a request it cannot serve.
+
+The gRPC layer maps each to a status code; the local CLI prints the message.
+Every message says what to change.
+"""
+
+
+class InvalidRequestError(ValueError):
+    """A request parameter is out of range or unknown (gRPC INVALID_ARGUMENT)."""
+
+
+class UnknownModelError(InvalidRequestError):
+    """The requested model is not served (gRPC NOT_FOUND)."""
+
+
+class ModelLoadError(RuntimeError):
+    """A model or its weights could not be loaded."""

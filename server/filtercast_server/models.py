@@ -1,0 +1,159 @@
+"""The networks the service visualizes: loading, introspection, feature extractors.
+
+A model is loaded once (``imagenet`` through Keras' own download and cache, a
+weights file, or seeded ``random`` weights), stays resident on its device, and
+builds a feature extractor truncated at a layer on first use, cached per
+(layer, precision).
+"""
+
+import hashlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from filtercast_server.devices import Device, Precision
+from filtercast_server.errors import InvalidRequestError, ModelLoadError, UnknownModelError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build one architecture from keras.applications."""
+
+    build: Callable[..., keras.Model]
+    default_layer: str
+
+
+MODEL_SPECS: dict[str, ModelSpec] = {
+    "vgg16": ModelSpec(keras.applications.VGG16, "block5_conv1"),
+    "vgg19": ModelSpec(keras.applications.VGG19, "block5_conv1"),
+    "resnet50v2": ModelSpec(keras.applications.ResNet50V2, "conv3_block4_out"),
+}
+
+POLICIES = {Precision.FLOAT32: "float32", Precision.BFLOAT16: "mixed_bfloat16"}
+_policy_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A layer whose output is (H, W, C): where ascent can be run."""
+
+    name: str
+    type: str
+    channels: int
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _construct(spec: ModelSpec, weights: str | None, precision: Precision) -> keras.Model:
+    # keras.applications take no dtype argument: the global policy decides,
+    # so it is set only for the duration of this construction.
+    with _policy_lock:
+        keras.config.set_dtype_policy(POLICIES[precision])
+        try:
+            return spec.build(include_top=False, weights=weights, input_shape=(None, None, 3))
+        finally:
+            keras.config.set_dtype_policy("float32")
+
+
+class LoadedModel:
+    """One resident network and the feature extractors built from it."""
+
+    def __init__(self, name: str, weights: str, device: Device, seed: int = 0) -> None:
+        if name not in MODEL_SPECS:
+            raise UnknownModelError(
+                f"unknown model {name!r}; valid models: {', '.join(sorted(MODEL_SPECS))}"
+            )
+        self.name = name
+        self.spec = MODEL_SPECS[name]
+        self.device = device
+        self.weights_source, self.weights_sha256 = weights, ""
+        self._variants: dict[Precision, keras.Model] = {}
+        self._extractors: dict[tuple[str, Precision], keras.Model] = {}
+        self._lock = threading.Lock()
+        with tf.device(device.name):
+            self._variants[Precision.FLOAT32] = self._load(weights, seed)
+        self.layers = self._introspect(self._variants[Precision.FLOAT32])
+
+    def _load(self, weights: str, seed: int) -> keras.Model:
+        if weights == "random":
+            keras.utils.set_random_seed(seed)
+            return _construct(self.spec, None, Precision.FLOAT32)
+        if weights == "imagenet":
+            try:
+                return _construct(self.spec, "imagenet", Precision.FLOAT32)
+            except Exception as error:
+                raise ModelLoadError(
+                    f"could not load ImageNet weights for {self.name} ({error}). Keras downloads "
+                    "them on first use; offline, pass --weights PATH to a .weights.h5 file"
+                ) from error
+        path = Path(weights)
+        if not path.is_file():
+            raise ModelLoadError(
+                f"weights file not found: {path}. Pass --weights imagenet, random or an "
+                "existing .weights.h5 path"
+            )
+        model = _construct(self.spec, None, Precision.FLOAT32)
+        try:
+            model.load_weights(str(path))
+        except Exception as error:
+            raise ModelLoadError(
+                f"could not load {path} into {self.name}: {error}. The file must hold the "
+                f"weights of keras.applications {self.name} with include_top=False"
+            ) from error
+        self.weights_sha256 = sha256_of(path)
+        return model
+
+    @staticmethod
+    def _introspect(model: keras.Model) -> list[LayerInfo]:
+        return [
+            LayerInfo(layer.name, type(layer).__name__, int(layer.output.shape[-1]))
+            for layer in model.layers
+            if not isinstance(layer, keras.layers.InputLayer) and len(layer.output.shape) == 4
+        ]
+
+    def layer(self, name: str) -> LayerInfo:
+        """The layer called `name`, or an error listing the valid ones."""
+        for info in self.layers:
+            if info.name == name:
+                return info
+        raise InvalidRequestError(
+            f"layer {name!r} not found in {self.name}; valid layers: "
+            + ", ".join(info.name for info in self.layers)
+        )
+
+    def _variant(self, precision: Precision) -> keras.Model:
+        if precision not in self._variants:
+            # Same weights, other compute dtype: build and copy, no reload.
+            with tf.device(self.device.name):
+                model = _construct(self.spec, None, precision)
+                model.set_weights(self._variants[Precision.FLOAT32].get_weights())
+            self._variants[precision] = model
+        return self._variants[precision]
+
+    def extractor(self, layer: str, precision: Precision) -> keras.Model:
+        """The network truncated at `layer`, in `precision` (built once, then cached)."""
+        self.layer(layer)
+        key = (layer, precision)
+        with self._lock:
+            if key not in self._extractors:
+                model = self._variant(precision)
+                self._extractors[key] = keras.Model(model.input, model.get_layer(layer).output)
+            return self._extractors[key]
+
+    def output_size(self, layer: str, input_size: int) -> tuple[int, int]:
+        """Spatial size of `layer`'s output for a square input of `input_size` pixels."""
+        shape = self.extractor(layer, Precision.FLOAT32).compute_output_shape(
+            (1, input_size, input_size, 3)
+        )
+        return int(shape[1]), int(shape[2])

@@ -1,0 +1,242 @@
+"""The three seed presets, request overrides and their validation.
+
+A preset fixes every parameter of one published version of the algorithm;
+a request may override any of them within configurable limits. The result is
+a frozen :class:`AscentParams`, the complete recipe for one filter.
+"""
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from filtercast_server.errors import InvalidRequestError
+
+GradientNorm = Literal["rms", "l2"]
+GridOrder = Literal["loss", "index"]
+
+
+@dataclass(frozen=True)
+class AscentParams:
+    """Everything that decides one filter's picture, and how the grid is built."""
+
+    model: str
+    layer: str
+    size: int  # final image side in pixels
+    steps: int  # ascent steps per round
+    step_size: float
+    init_scale: float  # start = (uniform[0,1) - 0.5) * init_scale + init_offset
+    init_offset: float
+    gradient_norm: GradientNorm  # rms: g / (sqrt(mean g²) + 1e-7); l2: g / ||g||
+    border: int  # activation pixels left out of the loss on each side
+    dead_threshold: float | None  # a filter whose loss falls to <= this is dead
+    upscale_rounds: int  # 0: one ascent at `size`; k: k rounds growing to `size`
+    upscale_factor: float
+    deprocess_std: float
+    deprocess_eps: float
+    crop: int  # pixels removed from each side of the final picture
+    grid_n: int | None  # None: floor(sqrt(kept))
+    grid_margin: int
+    grid_order: GridOrder  # loss: best first; index: filter order
+    default_filters: int | None  # the seed's own filter count (None: all)
+
+    def round_sizes(self) -> list[int]:
+        """Image side during each ascent round."""
+        if self.upscale_rounds == 0:
+            return [self.size]
+        k, f = self.upscale_rounds, self.upscale_factor
+        return [int(self.size / f ** (k - i)) for i in range(k)]
+
+    def resize_targets(self) -> list[int | None]:
+        """Side to resize to after each round (None: no resize)."""
+        if self.upscale_rounds == 0:
+            return [None]
+        k, f = self.upscale_rounds, self.upscale_factor
+        return [int(self.size / f ** (k - 1 - i)) for i in range(k)]
+
+    @property
+    def output_size(self) -> int:
+        """Side of the delivered picture (after the crop)."""
+        return self.size - 2 * self.crop
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved values, for manifests and the wire."""
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, AscentParams] = {
+    # Keras' classic conv_filter_visualization.py.
+    "classic": AscentParams(
+        model="vgg16",
+        layer="block5_conv1",
+        size=128,
+        steps=20,
+        step_size=1.0,
+        init_scale=20.0,
+        init_offset=128.0,
+        gradient_norm="rms",
+        border=0,
+        dead_threshold=0.0,
+        upscale_rounds=0,
+        upscale_factor=1.0,
+        deprocess_std=0.1,
+        deprocess_eps=1e-7,
+        crop=0,
+        grid_n=8,
+        grid_margin=5,
+        grid_order="loss",
+        default_filters=200,
+    ),
+    # Its later version: 9 rounds of 15 steps, upscaling by 1.2 to 412 px.
+    "upscale": AscentParams(
+        model="vgg16",
+        layer="block5_conv1",
+        size=412,
+        steps=15,
+        step_size=1.0,
+        init_scale=20.0,
+        init_offset=128.0,
+        gradient_norm="rms",
+        border=0,
+        dead_threshold=1e-7,
+        upscale_rounds=9,
+        upscale_factor=1.2,
+        deprocess_std=0.25,
+        deprocess_eps=1e-7,
+        crop=0,
+        grid_n=None,
+        grid_margin=5,
+        grid_order="loss",
+        default_filters=None,
+    ),
+    # keras.io "Visualizing what convnets learn".
+    "keras_io": AscentParams(
+        model="resnet50v2",
+        layer="conv3_block4_out",
+        size=180,
+        steps=30,
+        step_size=10.0,
+        init_scale=0.25,
+        init_offset=0.0,
+        gradient_norm="l2",
+        border=2,
+        dead_threshold=None,
+        upscale_rounds=0,
+        upscale_factor=1.0,
+        deprocess_std=0.15,
+        deprocess_eps=1e-5,
+        crop=25,
+        grid_n=8,
+        grid_margin=5,
+        grid_order="index",
+        default_filters=64,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a request may ask for; operators set these per deployment."""
+
+    min_size: int = 16
+    max_size: int = 512
+    max_steps: int = 200
+    max_step_size: float = 1000.0
+    max_upscale_rounds: int = 12
+    max_filters: int = 4096
+    max_grid_n: int = 32
+    max_margin: int = 64
+
+
+OVERRIDABLE = {
+    field.name for field in dataclasses.fields(AscentParams) if field.name != "default_filters"
+}
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not (low <= value <= high) or (isinstance(value, float) and math.isnan(value)):
+        raise InvalidRequestError(f"{name}={value} is out of range; valid: {low}..{high}")
+
+
+def resolve(preset: str, overrides: dict[str, Any], limits: Limits) -> AscentParams:
+    """The preset with `overrides` applied, each validated against `limits`.
+
+    Model and layer names are checked later against the loaded model; here
+    only values that need no model are validated.
+    """
+    if preset not in PRESETS:
+        raise InvalidRequestError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    unknown = set(overrides) - OVERRIDABLE
+    if unknown:
+        raise InvalidRequestError(
+            f"unknown parameter(s) {', '.join(sorted(unknown))}; valid: "
+            + ", ".join(sorted(OVERRIDABLE))
+        )
+    params = dataclasses.replace(PRESETS[preset], **overrides)
+    _check_range("size", params.size, limits.min_size, limits.max_size)
+    _check_range("steps", params.steps, 1, limits.max_steps)
+    _check_range("step_size", params.step_size, 1e-6, limits.max_step_size)
+    _check_range("upscale_rounds", params.upscale_rounds, 0, limits.max_upscale_rounds)
+    if params.upscale_rounds:
+        _check_range("upscale_factor", params.upscale_factor, 1.01, 4.0)
+        smallest = params.round_sizes()[0]
+        if smallest < limits.min_size:
+            raise InvalidRequestError(
+                f"upscaling {params.upscale_rounds} rounds by {params.upscale_factor} from "
+                f"{params.size} px starts at {smallest} px, below the minimum {limits.min_size}; "
+                "use fewer rounds, a smaller factor or a larger size"
+            )
+    _check_range("init_scale", params.init_scale, 0.0, 1e4)
+    _check_range("init_offset", params.init_offset, -1e4, 1e4)
+    _check_range("border", params.border, 0, params.size // 4)
+    _check_range("deprocess_std", params.deprocess_std, 1e-3, 10.0)
+    _check_range("deprocess_eps", params.deprocess_eps, 1e-12, 1.0)
+    _check_range("crop", params.crop, 0, (params.size - 1) // 2)
+    _check_range("grid_margin", params.grid_margin, 0, limits.max_margin)
+    if params.grid_n is not None:
+        _check_range("grid_n", params.grid_n, 1, limits.max_grid_n)
+    if params.gradient_norm not in ("rms", "l2"):
+        raise InvalidRequestError(f"gradient_norm must be rms or l2, got {params.gradient_norm!r}")
+    if params.grid_order not in ("loss", "index"):
+        raise InvalidRequestError(f"grid_order must be loss or index, got {params.grid_order!r}")
+    return params
+
+
+def parse_filters(spec: str | None, channels: int, default_count: int | None) -> list[int]:
+    """Filter indices from "A:B" ranges and comma lists ("0:8,12,20:22").
+
+    None or "" means the preset's default count (all when it has none),
+    clamped to the layer's channels.
+    """
+    if not spec:
+        return list(range(min(default_count or channels, channels)))
+    indices: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if ":" in part:
+                start_text, stop_text = part.split(":", 1)
+                start = int(start_text) if start_text else 0
+                stop = int(stop_text) if stop_text else channels
+                if start >= stop:
+                    raise InvalidRequestError(f"empty filter range {part!r}: start must be < stop")
+                indices.extend(range(start, stop))
+            else:
+                indices.append(int(part))
+        except ValueError as error:
+            if isinstance(error, InvalidRequestError):
+                raise
+            raise InvalidRequestError(
+                f"bad filter spec {part!r}; use ranges A:B and comma lists, e.g. 0:32,40"
+            ) from error
+    return validate_filters(indices, channels)
+
+
+def validate_filters(indices: list[int], channels: int) -> list[int]:
+    """Check indices against the layer's channel count; keep order, drop repeats."""
+    bad = [i for i in indices if not 0 <= i < channels]
+    if bad:
+        raise InvalidRequestError(
+            f"filter {bad[0]} is out of range; this layer has {channels} filters: 0..{channels - 1}"
+        )
+    return list(dict.fromkeys(indices))
