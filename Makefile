@@ -8,6 +8,11 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 EXTRAS ?= server,dev
 
+# Weights for the demo: $FILTERCAST_WEIGHTS, else the offline copy in
+# ../shared when it exists, else Keras' ImageNet download.
+SHARED_WEIGHTS := ../shared/models/vgg16_imagenet_notop.weights.h5
+WEIGHTS ?= $(or $(FILTERCAST_WEIGHTS),$(if $(wildcard $(SHARED_WEIGHTS)),$(SHARED_WEIGHTS),imagenet))
+
 NATIVE_SOURCES := $(wildcard native/src/*.cpp native/src/*.hpp) CMakeLists.txt pyproject.toml
 
 .PHONY: all install demo test lint bench clean
@@ -27,7 +32,8 @@ $(VENV)/.installed: $(BIN)/activate $(NATIVE_SOURCES)
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m filtercast_native.demo --out demo-output
+	$(BIN)/filtercast render --weights $(WEIGHTS) --preset classic --filters 0:64 \
+		--seed 0 --out demo-output
 
 lint: install
 	$(BIN)/ruff check .

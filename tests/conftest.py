@@ -12,3 +12,21 @@ settings.register_profile(
 )
 settings.register_profile("thorough", parent=settings.get_profile("default"), max_examples=500)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+SHARED = Path(
+    os.environ.get("FILTERCAST_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared")
+)
+VGG16_WEIGHTS = SHARED / "models" / "vgg16_imagenet_notop.weights.h5"
+
+
+@pytest.fixture(scope="session")
+def vgg16_weights() -> Path:
+    """The real ImageNet VGG16 weights from ../shared, or a skip saying why."""
+    if not VGG16_WEIGHTS.is_file():
+        pytest.skip(f"real VGG16 weights not found at {VGG16_WEIGHTS} (set FILTERCAST_SHARED_DIR)")
+    return VGG16_WEIGHTS

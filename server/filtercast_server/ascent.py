@@ -214,10 +214,9 @@ class AscentEngine:
                     return finished, finished_images
                 yield from self._finish(params, finished, finished_images)
             rows, batch = [rows[p] for p in keep], _take(batch, keep)
-            if refill:
-                fresh = [
-                    _Row(refill.popleft()) for _ in range(min(capacity - len(rows), len(refill)))
-                ]
+            free = min(capacity - len(rows), len(refill)) if refill else 0
+            if free:
+                fresh = [_Row(refill.popleft()) for _ in range(free)]
                 last_step.update({id(r): params.steps for r in fresh})
                 new_images = self._initial_batch(plan, [r.index for r in fresh])
                 rows, batch = rows + fresh, tf.concat([batch, new_images], axis=0)

@@ -1,0 +1,34 @@
+"""The classic preset with the real ImageNet VGG16 weights (skipped when absent)."""
+
+import numpy as np
+import pytest
+from filtercast_server.ascent import AscentEngine
+from filtercast_server.devices import select_device
+from filtercast_server.models import LoadedModel
+from filtercast_server.planning import make_plan
+
+
+@pytest.fixture(scope="module")
+def real_vgg(vgg16_weights) -> dict[str, LoadedModel]:
+    return {"vgg16": LoadedModel("vgg16", str(vgg16_weights), select_device("auto"))}
+
+
+def test_classic_block5_conv1_looks_like_the_seed(real_vgg) -> None:
+    engine = AscentEngine(real_vgg)
+    plan = make_plan(real_vgg, "classic", {}, "0:32", "auto", seed=0)
+    outcomes = {o.index: o for o in engine.run(plan)}
+    start_plan = make_plan(
+        real_vgg, "classic", {"steps": 1, "dead_threshold": None}, "0:32", "auto", seed=0
+    )
+    start = {o.index: o.loss for o in engine.run(start_plan)}
+
+    dead = [i for i, o in outcomes.items() if o.dead]
+    live = [o for o in outcomes.values() if not o.dead]
+    assert dead, "the classic seed finds dead filters among 0..31 of block5_conv1"
+    assert len(live) >= 16
+    for outcome in live:
+        assert outcome.image.shape == (128, 128, 3)
+        # deprocess scales to std 0.1 of the [0, 1] range: about 25 levels of 255.
+        assert 20 <= outcome.image.std() <= 27, (outcome.index, outcome.image.std())
+        assert outcome.loss > 100 and outcome.loss > 5 * max(start[outcome.index], 1.0)
+    assert np.mean([o.loss for o in live]) > 10 * max(np.mean(list(start.values())), 1.0)
