@@ -157,20 +157,19 @@ class AscentEngine:
         # Single-round presets refill freed rows at once; multi-round presets
         # run in cohorts, since rows of one batch must share an image size.
         refill = pending if params.upscale_rounds == 0 else None
-        with tf.device(self.models[params.model].device.name):
-            while pending:
-                rows = [_Row(pending.popleft()) for _ in range(min(capacity, len(pending)))]
-                images = self._initial_batch(plan, [r.index for r in rows])
-                for target in params.resize_targets():
-                    rows, images = yield from self._ascend_round(
-                        plan, step, rows, images, capacity, refill
-                    )
-                    if not rows:
-                        break
-                    if target is not None:
-                        images = rescale(images, params, target)
-                if rows:
-                    yield from self._finish(params, rows, images)
+        while pending:
+            rows = [_Row(pending.popleft()) for _ in range(min(capacity, len(pending)))]
+            images = self._initial_batch(plan, [r.index for r in rows])
+            for target in params.resize_targets():
+                rows, images = yield from self._ascend_round(
+                    plan, step, rows, images, capacity, refill
+                )
+                if not rows:
+                    break
+                if target is not None:
+                    images = rescale(images, params, target)
+            if rows:
+                yield from self._finish(params, rows, images)
 
     @staticmethod
     def _initial_batch(plan: Plan, indices: Sequence[int]) -> np.ndarray:
@@ -193,13 +192,20 @@ class AscentEngine:
         """
         params = plan.params
         threshold = params.dead_threshold
-        step_size = tf.constant(params.step_size, tf.float32)
+        # Device scopes are a thread-local stack: they are entered and left
+        # between yields, never held open while the caller runs.
+        device = self.models[params.model].device.name
         last_step = {id(r): r.steps + params.steps for r in rows}
-        batch = tf.constant(images)
+        with tf.device(device):
+            step_size = tf.constant(params.step_size, tf.float32)
+            batch = tf.constant(images)
         while rows:
-            batch, losses = step(batch, tf.constant([r.index for r in rows], tf.int32), step_size)
+            with tf.device(device):
+                filters = tf.constant([r.index for r in rows], tf.int32)
+                batch, losses = step(batch, filters, step_size)
+                losses = losses.numpy()
             keep, done = [], []
-            for position, (row, loss) in enumerate(zip(rows, losses.numpy(), strict=True)):
+            for position, (row, loss) in enumerate(zip(rows, losses, strict=True)):
                 row.steps += 1
                 row.loss = float(loss)
                 if threshold is not None and row.loss <= threshold:
@@ -208,18 +214,24 @@ class AscentEngine:
                     done.append(position)
                 else:
                     keep.append(position)
-            if done:
-                finished, finished_images = [rows[p] for p in done], _take(batch, done).numpy()
+            finished = [rows[p] for p in done]
+            fresh = []
+            if refill:
+                fresh = [
+                    _Row(refill.popleft()) for _ in range(min(capacity - len(keep), len(refill)))
+                ]
+                last_step.update({id(r): params.steps for r in fresh})
+            with tf.device(device):
+                finished_images = _take(batch, done).numpy() if done else None
+                batch = _take(batch, keep)
+                if fresh:
+                    new_images = self._initial_batch(plan, [r.index for r in fresh])
+                    batch = tf.concat([batch, new_images], axis=0)
+            rows = [rows[p] for p in keep] + fresh
+            if finished:
                 if refill is None:  # lockstep: every surviving row finished now
                     return finished, finished_images
                 yield from self._finish(params, finished, finished_images)
-            rows, batch = [rows[p] for p in keep], _take(batch, keep)
-            free = min(capacity - len(rows), len(refill)) if refill else 0
-            if free:
-                fresh = [_Row(refill.popleft()) for _ in range(free)]
-                last_step.update({id(r): params.steps for r in fresh})
-                new_images = self._initial_batch(plan, [r.index for r in fresh])
-                rows, batch = rows + fresh, tf.concat([batch, new_images], axis=0)
         return [], images[:0]
 
     @staticmethod

@@ -64,49 +64,41 @@ class AscentParams:
         return dataclasses.asdict(self)
 
 
+# Keras' classic conv_filter_visualization.py.
+CLASSIC = AscentParams(
+    model="vgg16",
+    layer="block5_conv1",
+    size=128,
+    steps=20,
+    step_size=1.0,
+    init_scale=20.0,
+    init_offset=128.0,
+    gradient_norm="rms",
+    border=0,
+    dead_threshold=0.0,
+    upscale_rounds=0,
+    upscale_factor=1.0,
+    deprocess_std=0.1,
+    deprocess_eps=1e-7,
+    crop=0,
+    grid_n=8,
+    grid_margin=5,
+    grid_order="loss",
+    default_filters=200,
+)
+
 PRESETS: dict[str, AscentParams] = {
-    # Keras' classic conv_filter_visualization.py.
-    "classic": AscentParams(
-        model="vgg16",
-        layer="block5_conv1",
-        size=128,
-        steps=20,
-        step_size=1.0,
-        init_scale=20.0,
-        init_offset=128.0,
-        gradient_norm="rms",
-        border=0,
-        dead_threshold=0.0,
-        upscale_rounds=0,
-        upscale_factor=1.0,
-        deprocess_std=0.1,
-        deprocess_eps=1e-7,
-        crop=0,
-        grid_n=8,
-        grid_margin=5,
-        grid_order="loss",
-        default_filters=200,
-    ),
+    "classic": CLASSIC,
     # Its later version: 9 rounds of 15 steps, upscaling by 1.2 to 412 px.
-    "upscale": AscentParams(
-        model="vgg16",
-        layer="block5_conv1",
+    "upscale": dataclasses.replace(
+        CLASSIC,
         size=412,
         steps=15,
-        step_size=1.0,
-        init_scale=20.0,
-        init_offset=128.0,
-        gradient_norm="rms",
-        border=0,
         dead_threshold=1e-7,
         upscale_rounds=9,
         upscale_factor=1.2,
         deprocess_std=0.25,
-        deprocess_eps=1e-7,
-        crop=0,
         grid_n=None,
-        grid_margin=5,
-        grid_order="loss",
         default_filters=None,
     ),
     # keras.io "Visualizing what convnets learn".

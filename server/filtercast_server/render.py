@@ -17,7 +17,7 @@ from filtercast_server.devices import Device, select_device
 from filtercast_server.grid import build_grid
 from filtercast_server.models import LoadedModel
 from filtercast_server.planning import make_plan
-from filtercast_server.presets import PRESETS
+from filtercast_server.presets import Limits, resolve
 
 Progress = Callable[[FilterOutcome, int, int], None]
 
@@ -63,7 +63,8 @@ def render(
         overrides["model"] = model
     if layer:
         overrides["layer"] = layer
-    model_name = overrides.get("model", PRESETS[preset].model if preset in PRESETS else "vgg16")
+    # Check what needs no model before the slow load; make_plan checks the rest.
+    model_name = resolve(preset, overrides, Limits()).model
     chosen_device = select_device(device)
     loaded = LoadedModel(model_name, weights, chosen_device)
     models = {model_name: loaded}
