@@ -15,7 +15,7 @@ WEIGHTS ?= $(or $(FILTERCAST_WEIGHTS),$(if $(wildcard $(SHARED_WEIGHTS)),$(SHARE
 
 NATIVE_SOURCES := $(wildcard native/src/*.cpp native/src/*.hpp) CMakeLists.txt pyproject.toml
 
-.PHONY: all install demo test lint bench clean
+.PHONY: all install demo test lint proto proto-lint bench clean
 
 all: install
 
@@ -35,9 +35,21 @@ demo: install
 	$(BIN)/filtercast render --weights $(WEIGHTS) --preset classic --filters 0:64 \
 		--seed 0 --out demo-output
 
-lint: install
+lint: install proto-lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The stubs are committed; this regenerates them (tests/test_proto.py fails
+# when they drift from the .proto).
+PROTO := proto/filtercast/v1/filtercast.proto
+proto: install
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=client --pyi_out=client \
+		--grpc_python_out=client $(PROTO)
+
+# buf (from npm) lints the contract; skipped with a notice only where npx is missing.
+proto-lint:
+	@if command -v npx >/dev/null 2>&1; then npx --yes @bufbuild/buf@1.75.0 lint; \
+	else echo "proto-lint: npx not found, buf lint skipped (install Node.js)"; fi
 
 test: lint
 	$(PY) -m pytest

@@ -15,6 +15,22 @@ def main() -> None:
     """Show what the filters of a convolutional network have learned."""
 
 
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Run the gRPC server (needs the `server` extra); `filtercast serve --help` lists flags."""
+    try:
+        from filtercast_server.main import main as serve_main
+    except ImportError as error:
+        raise click.ClickException(
+            f"serve needs the server extra ({error}); pip install 'filtercast[server]'"
+        ) from error
+    serve_main(ctx.args)
+
+
 @main.command()
 @click.option(
     "--out",

@@ -11,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import filtercast_native as native
 import numpy as np
@@ -49,12 +50,42 @@ class FilterOutcome:
     seconds: float
 
 
-@dataclass
-class _Row:
+@dataclass(eq=False)
+class Job:
+    """One filter to render for one request; the engine never looks at `owner`."""
+
     index: int
+    seed: int
+    owner: Any = None
+    is_cancelled: Callable[[], bool] = lambda: False
+
+
+# Returns up to n jobs to start now (fewer, or none, is fine).
+JobSource = Callable[[int], list[Job]]
+
+
+class EngineObserver:
+    """Hooks for metrics; the default does nothing."""
+
+    def on_step(
+        self, params: AscentParams, precision: Precision, rows: int, seconds: float
+    ) -> None:
+        """One compiled step ran on `rows` rows."""
+
+    def on_deprocess(self, images: int, seconds: float) -> None:
+        """The native module deprocessed `images` finished pictures."""
+
+
+@dataclass(eq=False)
+class _Row:
+    job: Job
     started: float = field(default_factory=time.perf_counter)
     steps: int = 0
     loss: float = float("nan")
+
+    @property
+    def index(self) -> int:
+        return self.job.index
 
     def age(self) -> float:
         return time.perf_counter() - self.started
@@ -129,10 +160,12 @@ class AscentEngine:
         models: dict[str, LoadedModel],
         max_batch: int = 64,
         max_batch_pixels: int = 64 * 128 * 128,
+        observer: EngineObserver | None = None,
     ) -> None:
         self.models = models
         self.max_batch = max_batch
         self.max_batch_pixels = max_batch_pixels
+        self.observer = observer or EngineObserver()
         self._steps: dict[tuple, StepFn] = {}
 
     def batch_size(self, params: AscentParams) -> int:
@@ -149,20 +182,35 @@ class AscentEngine:
         return self._steps[key]
 
     def run(self, plan: Plan) -> Iterator[FilterOutcome]:
-        """Yield each filter's outcome as soon as it is known (completion order)."""
-        params = plan.params
-        step = self.step_fn(params, plan.precision)
-        pending = deque(plan.filters)
+        """Yield each filter's outcome of one plan as soon as it is known."""
+        pending = deque(Job(index, plan.seed) for index in plan.filters)
+
+        def source(n: int) -> list[Job]:
+            return [pending.popleft() for _ in range(min(n, len(pending)))]
+
+        for _, outcome in self.run_jobs(plan.params, plan.precision, source):
+            if outcome is not None:
+                yield outcome
+
+    def run_jobs(
+        self, params: AscentParams, precision: Precision, source: JobSource
+    ) -> Iterator[tuple[Job, FilterOutcome | None]]:
+        """Run jobs pulled from `source` until it has none; yield (job, outcome).
+
+        The outcome is None for a job dropped because it was cancelled. Every
+        job shares `params` and `precision` (they decide the compiled step);
+        seeds and owners may differ, so jobs of many requests share batches.
+        """
+        step = self.step_fn(params, precision)
         capacity = self.batch_size(params)
         # Single-round presets refill freed rows at once; multi-round presets
         # run in cohorts, since rows of one batch must share an image size.
-        refill = pending if params.upscale_rounds == 0 else None
-        while pending:
-            rows = [_Row(pending.popleft()) for _ in range(min(capacity, len(pending)))]
-            images = self._initial_batch(plan, [r.index for r in rows])
+        refill = source if params.upscale_rounds == 0 else None
+        while rows := [_Row(job) for job in source(capacity)]:
+            images = self._initial_batch(params, [r.job for r in rows])
             for target in params.resize_targets():
                 rows, images = yield from self._ascend_round(
-                    plan, step, rows, images, capacity, refill
+                    params, step, precision, rows, images, capacity, refill
                 )
                 if not rows:
                     break
@@ -172,25 +220,26 @@ class AscentEngine:
                 yield from self._finish(params, rows, images)
 
     @staticmethod
-    def _initial_batch(plan: Plan, indices: Sequence[int]) -> np.ndarray:
-        return np.stack([initial_image(plan.params, plan.seed, i) for i in indices])
+    def _initial_batch(params: AscentParams, jobs: Sequence[Job]) -> np.ndarray:
+        return np.stack([initial_image(params, job.seed, job.index) for job in jobs])
 
     def _ascend_round(
         self,
-        plan: Plan,
+        params: AscentParams,
         step: StepFn,
+        precision: Precision,
         rows: list[_Row],
         images: np.ndarray,
         capacity: int,
-        refill: deque[int] | None,
-    ) -> Iterator[FilterOutcome]:
+        refill: JobSource | None,
+    ) -> Iterator[tuple[Job, FilterOutcome | None]]:
         """Run one round of `steps` steps for every row, yielding dead rows at once.
 
-        With `refill`, finished rows are yielded too and new filters take their
+        With `refill`, finished rows are yielded too and new jobs take their
         places; the round ends when nothing is left. Without, rows move in
         lockstep and the survivors and their float images are returned.
+        Rows whose job was cancelled leave at the next step.
         """
-        params = plan.params
         threshold = params.dead_threshold
         # Device scopes are a thread-local stack: they are entered and left
         # between yields, never held open while the caller runs.
@@ -200,32 +249,33 @@ class AscentEngine:
             step_size = tf.constant(params.step_size, tf.float32)
             batch = tf.constant(images)
         while rows:
+            started = time.perf_counter()
             with tf.device(device):
                 filters = tf.constant([r.index for r in rows], tf.int32)
                 batch, losses = step(batch, filters, step_size)
                 losses = losses.numpy()
+            self.observer.on_step(params, precision, len(rows), time.perf_counter() - started)
             keep, done = [], []
             for position, (row, loss) in enumerate(zip(rows, losses, strict=True)):
                 row.steps += 1
                 row.loss = float(loss)
-                if threshold is not None and row.loss <= threshold:
-                    yield FilterOutcome(row.index, row.loss, True, None, row.steps, row.age())
+                if row.job.is_cancelled():
+                    yield row.job, None
+                elif threshold is not None and row.loss <= threshold:
+                    yield row.job, self._outcome(row, None)
                 elif row.steps >= last_step[id(row)]:
                     done.append(position)
                 else:
                     keep.append(position)
             finished = [rows[p] for p in done]
-            fresh = []
-            if refill:
-                fresh = [
-                    _Row(refill.popleft()) for _ in range(min(capacity - len(keep), len(refill)))
-                ]
-                last_step.update({id(r): params.steps for r in fresh})
+            fresh = [_Row(job) for job in refill(capacity - len(keep))] if refill else []
+            last_step.update({id(r): params.steps for r in fresh})
             with tf.device(device):
                 finished_images = _take(batch, done).numpy() if done else None
-                batch = _take(batch, keep)
+                if len(keep) < len(rows):  # the common step keeps every row: no copy
+                    batch = _take(batch, keep)
                 if fresh:
-                    new_images = self._initial_batch(plan, [r.index for r in fresh])
+                    new_images = self._initial_batch(params, [r.job for r in fresh])
                     batch = tf.concat([batch, new_images], axis=0)
             rows = [rows[p] for p in keep] + fresh
             if finished:
@@ -234,15 +284,20 @@ class AscentEngine:
                 yield from self._finish(params, finished, finished_images)
         return [], images[:0]
 
-    @staticmethod
     def _finish(
-        params: AscentParams, rows: Sequence[_Row], images: np.ndarray
-    ) -> Iterator[FilterOutcome]:
+        self, params: AscentParams, rows: Sequence[_Row], images: np.ndarray
+    ) -> Iterator[tuple[Job, FilterOutcome]]:
+        started = time.perf_counter()
         pictures = native.deprocess(
             images, std=params.deprocess_std, crop=params.crop, eps=params.deprocess_eps
         )
+        self.observer.on_deprocess(len(rows), time.perf_counter() - started)
         for row, picture in zip(rows, pictures, strict=True):
-            yield FilterOutcome(row.index, row.loss, False, picture, row.steps, row.age())
+            yield row.job, self._outcome(row, picture)
+
+    @staticmethod
+    def _outcome(row: _Row, picture: np.ndarray | None) -> FilterOutcome:
+        return FilterOutcome(row.index, row.loss, picture is None, picture, row.steps, row.age())
 
 
 def _take(batch: tf.Tensor, positions: list[int]) -> tf.Tensor:

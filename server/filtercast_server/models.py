@@ -44,6 +44,7 @@ class LayerInfo:
     name: str
     type: str
     channels: int
+    stride: int  # input pixels per output pixel
 
 
 def sha256_of(path: Path) -> str:
@@ -116,10 +117,24 @@ class LoadedModel:
 
     @staticmethod
     def _introspect(model: keras.Model) -> list[LayerInfo]:
-        return [
-            LayerInfo(layer.name, type(layer).__name__, int(layer.output.shape[-1]))
+        layers = [
+            layer
             for layer in model.layers
             if not isinstance(layer, keras.layers.InputLayer) and len(layer.output.shape) == 4
+        ]
+        # One symbolic pass at 224 px gives every layer's output size, hence its stride.
+        probe = 224
+        shapes = keras.Model(model.input, [layer.output for layer in layers]).compute_output_shape(
+            (1, probe, probe, 3)
+        )
+        return [
+            LayerInfo(
+                layer.name,
+                type(layer).__name__,
+                int(layer.output.shape[-1]),
+                max(1, round(probe / shape[1])),
+            )
+            for layer, shape in zip(layers, shapes, strict=True)
         ]
 
     def layer(self, name: str) -> LayerInfo:

@@ -59,6 +59,12 @@ class AscentParams:
         """Side of the delivered picture (after the crop)."""
         return self.size - 2 * self.crop
 
+    def compute_key(self) -> "AscentParams":
+        """These params without the grid fields: plans with equal keys share batches."""
+        return dataclasses.replace(
+            self, grid_n=None, grid_margin=0, grid_order="loss", default_filters=None
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved values, for manifests and the wire."""
         return dataclasses.asdict(self)

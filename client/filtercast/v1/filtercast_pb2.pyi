@@ -1,0 +1,297 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Precision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRECISION_UNSPECIFIED: _ClassVar[Precision]
+    PRECISION_AUTO: _ClassVar[Precision]
+    PRECISION_FLOAT32: _ClassVar[Precision]
+    PRECISION_BFLOAT16: _ClassVar[Precision]
+
+class Preset(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRESET_UNSPECIFIED: _ClassVar[Preset]
+    PRESET_CLASSIC: _ClassVar[Preset]
+    PRESET_UPSCALE: _ClassVar[Preset]
+    PRESET_KERAS_IO: _ClassVar[Preset]
+
+class ImageFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IMAGE_FORMAT_UNSPECIFIED: _ClassVar[ImageFormat]
+    IMAGE_FORMAT_PNG: _ClassVar[ImageFormat]
+    IMAGE_FORMAT_RAW: _ClassVar[ImageFormat]
+PRECISION_UNSPECIFIED: Precision
+PRECISION_AUTO: Precision
+PRECISION_FLOAT32: Precision
+PRECISION_BFLOAT16: Precision
+PRESET_UNSPECIFIED: Preset
+PRESET_CLASSIC: Preset
+PRESET_UPSCALE: Preset
+PRESET_KERAS_IO: Preset
+IMAGE_FORMAT_UNSPECIFIED: ImageFormat
+IMAGE_FORMAT_PNG: ImageFormat
+IMAGE_FORMAT_RAW: ImageFormat
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class DescribeModelRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class DescribeModelResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: ModelInfo
+    def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "weights_source", "weights_sha256", "device", "auto_precision", "layers", "default_layer")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    AUTO_PRECISION_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_LAYER_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    weights_source: str
+    weights_sha256: str
+    device: str
+    auto_precision: Precision
+    layers: _containers.RepeatedCompositeFieldContainer[LayerInfo]
+    default_layer: str
+    def __init__(self, name: _Optional[str] = ..., weights_source: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., device: _Optional[str] = ..., auto_precision: _Optional[_Union[Precision, str]] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., default_layer: _Optional[str] = ...) -> None: ...
+
+class LayerInfo(_message.Message):
+    __slots__ = ("name", "type", "channels", "output_stride")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_STRIDE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    channels: int
+    output_stride: int
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., channels: _Optional[int] = ..., output_stride: _Optional[int] = ...) -> None: ...
+
+class FilterSelection(_message.Message):
+    __slots__ = ("range", "list")
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    LIST_FIELD_NUMBER: _ClassVar[int]
+    range: FilterRange
+    list: FilterList
+    def __init__(self, range: _Optional[_Union[FilterRange, _Mapping]] = ..., list: _Optional[_Union[FilterList, _Mapping]] = ...) -> None: ...
+
+class FilterRange(_message.Message):
+    __slots__ = ("start", "stop")
+    START_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    stop: int
+    def __init__(self, start: _Optional[int] = ..., stop: _Optional[int] = ...) -> None: ...
+
+class FilterList(_message.Message):
+    __slots__ = ("indices",)
+    INDICES_FIELD_NUMBER: _ClassVar[int]
+    indices: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, indices: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Overrides(_message.Message):
+    __slots__ = ("size", "steps", "step_size", "upscale_rounds", "upscale_factor", "deprocess_std", "border", "crop")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    STEP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    UPSCALE_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    UPSCALE_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    DEPROCESS_STD_FIELD_NUMBER: _ClassVar[int]
+    BORDER_FIELD_NUMBER: _ClassVar[int]
+    CROP_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    steps: int
+    step_size: float
+    upscale_rounds: int
+    upscale_factor: float
+    deprocess_std: float
+    border: int
+    crop: int
+    def __init__(self, size: _Optional[int] = ..., steps: _Optional[int] = ..., step_size: _Optional[float] = ..., upscale_rounds: _Optional[int] = ..., upscale_factor: _Optional[float] = ..., deprocess_std: _Optional[float] = ..., border: _Optional[int] = ..., crop: _Optional[int] = ...) -> None: ...
+
+class GridOptions(_message.Message):
+    __slots__ = ("disabled", "n", "margin")
+    DISABLED_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    disabled: bool
+    n: int
+    margin: int
+    def __init__(self, disabled: _Optional[bool] = ..., n: _Optional[int] = ..., margin: _Optional[int] = ...) -> None: ...
+
+class VisualizeFiltersRequest(_message.Message):
+    __slots__ = ("model", "layer", "filters", "preset", "overrides", "seed", "precision", "image_format", "grid", "keep_dead_filters")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    GRID_FIELD_NUMBER: _ClassVar[int]
+    KEEP_DEAD_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    layer: str
+    filters: FilterSelection
+    preset: Preset
+    overrides: Overrides
+    seed: int
+    precision: Precision
+    image_format: ImageFormat
+    grid: GridOptions
+    keep_dead_filters: bool
+    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., filters: _Optional[_Union[FilterSelection, _Mapping]] = ..., preset: _Optional[_Union[Preset, str]] = ..., overrides: _Optional[_Union[Overrides, _Mapping]] = ..., seed: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., image_format: _Optional[_Union[ImageFormat, str]] = ..., grid: _Optional[_Union[GridOptions, _Mapping]] = ..., keep_dead_filters: _Optional[bool] = ...) -> None: ...
+
+class VisualizeFiltersResponse(_message.Message):
+    __slots__ = ("accepted", "filter", "grid", "summary")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    GRID_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    accepted: Accepted
+    filter: FilterResult
+    grid: Grid
+    summary: Summary
+    def __init__(self, accepted: _Optional[_Union[Accepted, _Mapping]] = ..., filter: _Optional[_Union[FilterResult, _Mapping]] = ..., grid: _Optional[_Union[Grid, _Mapping]] = ..., summary: _Optional[_Union[Summary, _Mapping]] = ...) -> None: ...
+
+class ResolvedParams(_message.Message):
+    __slots__ = ("model", "layer", "preset", "precision", "seed", "size", "steps", "step_size", "init_scale", "init_offset", "gradient_norm", "border", "dead_threshold", "upscale_rounds", "upscale_factor", "deprocess_std", "deprocess_eps", "crop", "grid_n", "grid_margin", "grid_order", "grid_disabled", "image_format")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    STEP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    INIT_SCALE_FIELD_NUMBER: _ClassVar[int]
+    INIT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_NORM_FIELD_NUMBER: _ClassVar[int]
+    BORDER_FIELD_NUMBER: _ClassVar[int]
+    DEAD_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    UPSCALE_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    UPSCALE_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    DEPROCESS_STD_FIELD_NUMBER: _ClassVar[int]
+    DEPROCESS_EPS_FIELD_NUMBER: _ClassVar[int]
+    CROP_FIELD_NUMBER: _ClassVar[int]
+    GRID_N_FIELD_NUMBER: _ClassVar[int]
+    GRID_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    GRID_ORDER_FIELD_NUMBER: _ClassVar[int]
+    GRID_DISABLED_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    layer: str
+    preset: Preset
+    precision: Precision
+    seed: int
+    size: int
+    steps: int
+    step_size: float
+    init_scale: float
+    init_offset: float
+    gradient_norm: str
+    border: int
+    dead_threshold: float
+    upscale_rounds: int
+    upscale_factor: float
+    deprocess_std: float
+    deprocess_eps: float
+    crop: int
+    grid_n: int
+    grid_margin: int
+    grid_order: str
+    grid_disabled: bool
+    image_format: ImageFormat
+    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., preset: _Optional[_Union[Preset, str]] = ..., precision: _Optional[_Union[Precision, str]] = ..., seed: _Optional[int] = ..., size: _Optional[int] = ..., steps: _Optional[int] = ..., step_size: _Optional[float] = ..., init_scale: _Optional[float] = ..., init_offset: _Optional[float] = ..., gradient_norm: _Optional[str] = ..., border: _Optional[int] = ..., dead_threshold: _Optional[float] = ..., upscale_rounds: _Optional[int] = ..., upscale_factor: _Optional[float] = ..., deprocess_std: _Optional[float] = ..., deprocess_eps: _Optional[float] = ..., crop: _Optional[int] = ..., grid_n: _Optional[int] = ..., grid_margin: _Optional[int] = ..., grid_order: _Optional[str] = ..., grid_disabled: _Optional[bool] = ..., image_format: _Optional[_Union[ImageFormat, str]] = ...) -> None: ...
+
+class Accepted(_message.Message):
+    __slots__ = ("request_id", "params", "filter_count", "filters")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    params: ResolvedParams
+    filter_count: int
+    filters: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, request_id: _Optional[str] = ..., params: _Optional[_Union[ResolvedParams, _Mapping]] = ..., filter_count: _Optional[int] = ..., filters: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Image(_message.Message):
+    __slots__ = ("format", "data", "width", "height")
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    format: ImageFormat
+    data: bytes
+    width: int
+    height: int
+    def __init__(self, format: _Optional[_Union[ImageFormat, str]] = ..., data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
+class FilterResult(_message.Message):
+    __slots__ = ("index", "loss", "dead", "image", "steps", "seconds", "done", "total")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    loss: float
+    dead: bool
+    image: Image
+    steps: int
+    seconds: float
+    done: int
+    total: int
+    def __init__(self, index: _Optional[int] = ..., loss: _Optional[float] = ..., dead: _Optional[bool] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., steps: _Optional[int] = ..., seconds: _Optional[float] = ..., done: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
+
+class Grid(_message.Message):
+    __slots__ = ("image", "n", "margin", "order")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    image: Image
+    n: int
+    margin: int
+    order: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., n: _Optional[int] = ..., margin: _Optional[int] = ..., order: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Summary(_message.Message):
+    __slots__ = ("kept", "dead", "total_seconds", "mean_filter_seconds")
+    KEPT_FIELD_NUMBER: _ClassVar[int]
+    DEAD_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FILTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    kept: int
+    dead: int
+    total_seconds: float
+    mean_filter_seconds: float
+    def __init__(self, kept: _Optional[int] = ..., dead: _Optional[int] = ..., total_seconds: _Optional[float] = ..., mean_filter_seconds: _Optional[float] = ...) -> None: ...

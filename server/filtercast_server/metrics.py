@@ -1,0 +1,134 @@
+"""Prometheus metrics, served on their own HTTP port.
+
+Base units, `_total` counters, low-cardinality labels (model, layer, preset,
+outcome, method, code; never a request id or a filter index). Buckets are
+fitted to the latencies measured on CPU (seconds per step, minutes per
+request) and on GPU (milliseconds per step).
+"""
+
+import tensorflow as tf
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+
+from filtercast_server.ascent import EngineObserver
+from filtercast_server.devices import Precision
+from filtercast_server.presets import AscentParams
+
+REQUEST_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640, 1280)
+FILTER_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160)
+STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16)
+NATIVE_BUCKETS = (1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics(EngineObserver):
+    """Every series the service exports, in one registry of its own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.request_duration = Histogram(
+            "filtercast_request_duration_seconds",
+            "VisualizeFilters duration from accept to summary (or failure)",
+            ["model", "layer", "preset", "outcome"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.time_to_first_filter = Histogram(
+            "filtercast_time_to_first_filter_seconds",
+            "From accept to the first FilterResult sent",
+            ["model", "layer", "preset"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.filter_queue_wait = Histogram(
+            "filtercast_filter_queue_wait_seconds",
+            "Time a filter waited for a batch row",
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.filter_compute = Histogram(
+            "filtercast_filter_compute_seconds",
+            "Time a filter spent in a batch",
+            buckets=FILTER_BUCKETS,
+            registry=r,
+        )
+        self.step_duration = Histogram(
+            "filtercast_ascent_step_seconds",
+            "One compiled ascent step for a whole batch",
+            ["model", "layer", "precision"],
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "filtercast_batch_size",
+            "Rows in one ascent step",
+            ["model", "layer"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.deprocess_duration = Histogram(
+            "filtercast_native_deprocess_seconds",
+            "Native deprocess of the pictures finished by one step",
+            buckets=NATIVE_BUCKETS,
+            registry=r,
+        )
+        self.stitch_duration = Histogram(
+            "filtercast_native_stitch_seconds",
+            "Native stitch of one grid",
+            buckets=NATIVE_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "filtercast_requests_in_flight", "VisualizeFilters streams open", registry=r
+        )
+        self.queued = Gauge(
+            "filtercast_queued_filters", "Filters waiting for a batch row", registry=r
+        )
+        self.filters = Counter(
+            "filtercast_filters_total",
+            "Filters by outcome: ok, dead, cancelled, error",
+            ["outcome"],
+            registry=r,
+        )
+        self.handled = Counter(
+            "filtercast_grpc_handled_total",
+            "RPCs completed, by method and status code",
+            ["method", "code"],
+            registry=r,
+        )
+        self.device_memory = Gauge(
+            "filtercast_device_memory_bytes",
+            "Accelerator memory in use, where the device reports it",
+            ["device"],
+            registry=r,
+        )
+        for outcome in ("ok", "dead", "cancelled", "error"):
+            self.filters.labels(outcome)
+
+    def on_step(
+        self, params: AscentParams, precision: Precision, rows: int, seconds: float
+    ) -> None:
+        """Record one ascent step."""
+        self.step_duration.labels(params.model, params.layer, precision.value).observe(seconds)
+        self.batch_size.labels(params.model, params.layer).observe(rows)
+
+    def on_deprocess(self, images: int, seconds: float) -> None:
+        """Record one native deprocess call."""
+        self.deprocess_duration.observe(seconds)
+
+    def sample_device_memory(self, device_name: str) -> None:
+        """Read GPU memory in use (a CPU reports nothing; the gauge stays absent)."""
+        if not device_name.startswith("/GPU"):
+            return
+        info = tf.config.experimental.get_memory_info(device_name.lstrip("/"))
+        self.device_memory.labels(device_name).set(info["current"])
+
+    def serve(self, port: int, host: str) -> None:
+        """Expose /metrics on `port`."""
+        start_http_server(port, addr=host, registry=self.registry)

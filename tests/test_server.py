@@ -1,0 +1,322 @@
+"""The gRPC service end to end: a real server on 127.0.0.1 and the real client."""
+
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from filtercast.v1 import filtercast_pb2 as pb
+from filtercast_client.client import Accepted, Client, FilterImage, GridImage, Summary
+from grpc_health.v1 import health_pb2
+
+from tests.serving import ServerProcess
+
+SMALL = {"size": 32, "steps": 2}
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    process = ServerProcess(
+        "--max-batch",
+        "8",
+        "--queue-limit",
+        "150",
+        "--precision",
+        "float32",
+        log_dir=tmp_path_factory.mktemp("logs"),
+    ).wait_serving()
+    yield process
+    assert process.stop() == 0
+
+
+@pytest.fixture()
+def client(server):
+    with Client(server.address) as c:
+        yield c
+
+
+def test_events_arrive_in_order_with_their_content(client) -> None:
+    events = list(client.visualize(filters="0:5", overrides=SMALL, seed=11, grid_n=2))
+    accepted, results, grid, summary = events[0], events[1:-2], events[-2], events[-1]
+    assert isinstance(accepted, Accepted) and accepted.seed == 11
+    assert accepted.filters == [0, 1, 2, 3, 4] and accepted.params["layer"] == "block5_conv1"
+    assert accepted.params["size"] == 32 and accepted.params["precision"] == "PRECISION_FLOAT32"
+    assert all(isinstance(r, FilterImage) for r in results)
+    assert sorted(r.index for r in results) == [0, 1, 2, 3, 4]
+    assert [r.done for r in results] == [1, 2, 3, 4, 5] and {r.total for r in results} == {5}
+    for r in results:
+        assert r.dead or (r.image.shape == (32, 32, 3) and r.image.dtype == np.uint8)
+    assert isinstance(grid, GridImage) and grid.image.shape == (
+        32 * grid.n + 5 * (grid.n - 1),
+    ) * 2 + (3,)
+    assert isinstance(summary, Summary) and summary.kept + summary.dead == 5
+
+
+def test_raw_images_and_no_grid(client) -> None:
+    events = list(
+        client.visualize(
+            filters=[3, 1], overrides=SMALL, image_format="raw", grid=False, keep_dead_filters=True
+        )
+    )
+    assert [type(e) for e in events] == [Accepted, FilterImage, FilterImage, Summary]
+    assert all(e.image.shape == (32, 32, 3) and not e.dead for e in events[1:3])
+
+
+def test_same_seed_same_pictures_across_requests(client) -> None:
+    first = {
+        e.index: e
+        for e in client.visualize(filters="0:3", overrides=SMALL, seed=5, keep_dead_filters=True)
+        if isinstance(e, FilterImage)
+    }
+    again = {
+        e.index: e
+        for e in client.visualize(
+            filters=[2, 0, 1], overrides=SMALL, seed=5, keep_dead_filters=True
+        )
+        if isinstance(e, FilterImage)
+    }
+    for index, event in first.items():
+        assert np.abs(event.image.astype(int) - again[index].image.astype(int)).max() <= 2
+
+
+def test_concurrent_clients_share_batches_and_get_exactly_their_filters(server) -> None:
+    before_sum = server.metric("filtercast_batch_size_sum", layer="block5_conv1", model="vgg16")
+    before_count = server.metric("filtercast_batch_size_count", layer="block5_conv1", model="vgg16")
+    received: dict[int, list[int]] = {}
+
+    def one_client(k: int) -> None:
+        with Client(server.address) as c:
+            events = c.visualize(
+                filters=[k, k + 8, k + 16],
+                overrides={"size": 32, "steps": 6},
+                keep_dead_filters=True,
+                grid=False,
+            )
+            received[k] = sorted(e.index for e in events if isinstance(e, FilterImage))
+
+    threads = [threading.Thread(target=one_client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert received == {k: [k, k + 8, k + 16] for k in range(8)}
+    rows = server.metric("filtercast_batch_size_sum", layer="block5_conv1", model="vgg16")
+    steps = server.metric("filtercast_batch_size_count", layer="block5_conv1", model="vgg16")
+    assert (rows - before_sum) / (steps - before_count) > 3  # alone, each would run 3 rows
+
+
+def test_a_small_request_is_not_starved_by_a_big_one(server) -> None:
+    finished: dict[str, float] = {}
+
+    def run(name: str, filters: str) -> None:
+        with Client(server.address) as c:
+            list(
+                c.visualize(
+                    filters=filters,
+                    overrides={"size": 32, "steps": 4},
+                    keep_dead_filters=True,
+                    grid=False,
+                )
+            )
+        finished[name] = time.monotonic()
+
+    big = threading.Thread(target=run, args=("big", "0:64"))
+    big.start()
+    time.sleep(1.0)
+    run("small", "100:104")
+    big.join(300)
+    assert finished["small"] < finished["big"]
+
+
+def test_cancel_mid_stream_stops_the_remaining_filters(server, client) -> None:
+    def computed() -> float:
+        return server.metric("filtercast_filters_total", outcome="ok") + server.metric(
+            "filtercast_filters_total", outcome="dead"
+        )
+
+    before, cancelled_before = (
+        computed(),
+        server.metric("filtercast_filters_total", outcome="cancelled"),
+    )
+    stream = client.visualize(
+        filters="0:64", overrides={"size": 32, "steps": 6}, keep_dead_filters=True
+    )
+    received = 0
+    for event in stream:
+        if isinstance(event, FilterImage):
+            received += 1
+            if received == 2:
+                stream.cancel()
+                break
+    time.sleep(3)
+    settled = computed()
+    time.sleep(2)
+    assert computed() == settled, "nothing is computed after the cancel settles"
+    cancelled = server.metric("filtercast_filters_total", outcome="cancelled") - cancelled_before
+    assert settled - before + cancelled == 64
+    assert cancelled >= 64 - received - 8 * 2  # at most what was in the batch around the cancel
+
+
+def test_deadline_exceeded(server, client) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        list(client.visualize(filters="0:64", overrides={"size": 32, "steps": 20}, timeout=1.0))
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    time.sleep(1)
+    assert server.metric("filtercast_queued_filters") == 0
+
+
+def test_queue_full_is_rejected_at_once(client) -> None:
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as info:
+        list(client.visualize(filters="0:200", overrides=SMALL))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "limit 150" in info.value.details() and time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "code", "message"),
+    [
+        ({"model": "alexnet"}, grpc.StatusCode.NOT_FOUND, "served models: vgg16"),
+        ({"layer": "block9_conv1"}, grpc.StatusCode.INVALID_ARGUMENT, "valid layers: block1_conv1"),
+        ({"filters": "510:600"}, grpc.StatusCode.INVALID_ARGUMENT, "filters: 0..511"),
+        ({"filters": [-1]}, grpc.StatusCode.INVALID_ARGUMENT, "filter -1 is out of range"),
+        (
+            {"overrides": {"size": 4000}},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "size=4000 is out of range; valid: 16..512",
+        ),
+        ({"overrides": {"steps": 0}}, grpc.StatusCode.INVALID_ARGUMENT, "steps=0 is out of range"),
+        (
+            {"overrides": {"size": 512}, "filters": "0:100", "grid_n": 10, "image_format": "raw"},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "ask for grid.n <= 9",
+        ),
+        ({"grid_n": 0}, grpc.StatusCode.INVALID_ARGUMENT, "grid_n=0 is out of range"),
+        (
+            {"preset": "upscale", "overrides": {"size": 40}},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "below the minimum 16",
+        ),
+    ],
+)
+def test_bad_requests_get_the_right_status(client, request_kwargs, code, message) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        list(client.visualize(**request_kwargs))
+    assert info.value.code() == code
+    assert message in info.value.details()
+
+
+def test_bad_enum_values_and_empty_lists(client) -> None:
+    for request in (
+        pb.VisualizeFiltersRequest(preset=99),
+        pb.VisualizeFiltersRequest(precision=42),
+        pb.VisualizeFiltersRequest(filters=pb.FilterSelection(list=pb.FilterList())),
+    ):
+        with pytest.raises(grpc.RpcError) as info:
+            list(client.stub.VisualizeFilters(request))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_models_and_layers_are_described(client) -> None:
+    (info,) = client.list_models()
+    assert info.name == "vgg16" and info.weights_source == "random"
+    layers = {layer.name: layer for layer in info.layers}
+    assert layers["block5_conv1"].channels == 512 and layers["block5_conv1"].output_stride == 16
+    assert client.describe("vgg16").default_layer == "block5_conv1"
+    with pytest.raises(grpc.RpcError) as error:
+        client.describe("vgg19")
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_the_largest_allowed_grid_travels(client) -> None:
+    # A 9x9 grid of 512 px pictures is the largest the 64 MiB limit admits:
+    # 4,648 x 4,648 x 3 = 64.8 MB raw. block1_conv1 keeps it cheap to compute.
+    events = list(
+        client.visualize(
+            layer="block2_conv1",
+            filters="0:81",
+            image_format="raw",
+            overrides={"size": 512, "steps": 1},
+            grid_n=9,
+            keep_dead_filters=True,
+        )
+    )
+    grid = next(e for e in events if isinstance(e, GridImage))
+    assert grid.n == 9 and grid.image.shape == (4648, 4648, 3)
+
+
+def test_metrics_move_after_requests(server, client) -> None:
+    list(client.visualize(filters="0:2", overrides=SMALL))
+    assert (
+        server.metric(
+            "filtercast_request_duration_seconds_count",
+            model="vgg16",
+            layer="block5_conv1",
+            preset="classic",
+            outcome="ok",
+        )
+        >= 1
+    )
+    assert (
+        server.metric(
+            "filtercast_time_to_first_filter_seconds_count",
+            model="vgg16",
+            layer="block5_conv1",
+            preset="classic",
+        )
+        >= 1
+    )
+    assert server.metric("filtercast_grpc_handled_total", method="VisualizeFilters", code="OK") >= 1
+    assert (
+        server.metric(
+            "filtercast_grpc_handled_total", method="VisualizeFilters", code="INVALID_ARGUMENT"
+        )
+        >= 1
+    )
+    assert (
+        server.metric(
+            "filtercast_ascent_step_seconds_count",
+            model="vgg16",
+            layer="block5_conv1",
+            precision="float32",
+        )
+        >= 2
+    )
+    assert server.metric("filtercast_native_deprocess_seconds_count") >= 1
+    assert server.metric("filtercast_native_stitch_seconds_count") >= 1
+    assert server.metric("filtercast_filter_queue_wait_seconds_count") >= 2
+    assert server.metric("filtercast_requests_in_flight") == 0
+
+
+def test_health_and_sigterm_drain(tmp_path) -> None:
+    process = ServerProcess("--max-batch", "4", "--grace-seconds", "60", log_dir=tmp_path)
+    try:
+        statuses = set()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                status = process.health()
+                statuses.add(status)
+                if status == SERVING:
+                    break
+            except grpc.RpcError:
+                pass
+            time.sleep(0.05)
+        assert statuses == {NOT_SERVING, SERVING}, "NOT_SERVING while loading, then SERVING"
+        assert process.health("filtercast.v1.FilterVisualizerService") == SERVING
+        with Client(process.address) as c:
+            stream = iter(
+                c.visualize(
+                    filters="0:12", overrides={"size": 32, "steps": 4}, keep_dead_filters=True
+                )
+            )
+            events = [next(stream), next(stream)]
+            process.process.send_signal(15)
+            events.extend(stream)
+        assert sum(isinstance(e, FilterImage) for e in events) == 12
+        assert isinstance(events[-1], Summary)
+    finally:
+        assert process.stop() == 0
