@@ -320,3 +320,16 @@ def test_health_and_sigterm_drain(tmp_path) -> None:
         assert isinstance(events[-1], Summary)
     finally:
         assert process.stop() == 0
+
+
+def test_reflection_lists_and_describes_the_service(server) -> None:
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    database = ProtoReflectionDescriptorDatabase(server.channel)
+    services = set(database.get_services())
+    assert {"filtercast.v1.FilterVisualizerService", "grpc.health.v1.Health"} <= services
+    service = DescriptorPool(database).FindServiceByName("filtercast.v1.FilterVisualizerService")
+    assert [m.name for m in service.methods] == ["ListModels", "DescribeModel", "VisualizeFilters"]
