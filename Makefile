@@ -32,8 +32,7 @@ $(VENV)/.installed: $(BIN)/activate $(NATIVE_SOURCES)
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/filtercast render --weights $(WEIGHTS) --preset classic --filters 0:64 \
-		--seed 0 --out demo-output
+	$(BIN)/filtercast demo --weights $(WEIGHTS) --out demo-output
 
 lint: install proto-lint
 	$(BIN)/ruff check .

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+
 from filtercast_server.ascent import AscentEngine, Plan, initial_image
 from filtercast_server.devices import Precision, select_device
 from filtercast_server.models import LoadedModel

@@ -13,8 +13,9 @@ import platform
 import time
 from collections.abc import Callable
 
-import filtercast_native as native
 import numpy as np
+
+import filtercast_native as native
 from filtercast_native import reference
 
 

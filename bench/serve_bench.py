@@ -9,15 +9,12 @@
 """
 
 import argparse
-import sys
 import threading
 import time
 from pathlib import Path
 
 from filtercast_client.client import Client, FilterImage
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.serving import ServerProcess
+from filtercast_client.local_server import LocalServer
 
 DEFAULT_WEIGHTS = (
     Path(__file__).resolve().parents[2] / "shared/models/vgg16_imagenet_notop.weights.h5"
@@ -56,8 +53,13 @@ def main() -> None:
     weights = args.weights if Path(args.weights).is_file() else "random"
 
     t_engine = engine_alone(weights, overrides, "0:32", args.precision)
-    server = ServerProcess(
-        "--weights", weights, "--precision", args.precision, log_dir=Path("/tmp")
+    server = LocalServer(
+        "--weights",
+        weights,
+        "--precision",
+        args.precision,
+        log_path=Path("/tmp/filtercast-serve-bench.log"),
+        metrics=False,
     ).wait_serving()
     try:
         one_request(server.address, [0, 1], {**overrides, "steps": 1})  # warm

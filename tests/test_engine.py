@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from filtercast_server.ascent import AscentEngine, FilterOutcome, Plan, initial_image
 from filtercast_server.devices import Device, Precision, cpu_flags
 from filtercast_server.errors import InvalidRequestError, UnknownModelError

@@ -3,9 +3,10 @@
 import threading
 import time
 
-import filtercast_native as native
 import numpy as np
 import pytest
+
+import filtercast_native as native
 
 GOOD = np.zeros((2, 8, 8, 3), dtype=np.float32)
 GOOD_U8 = np.zeros((4, 8, 8, 3), dtype=np.uint8)

@@ -1,11 +1,12 @@
 """Property tests: the native kernels against their plain-numpy references."""
 
-import filtercast_native as native
 import numpy as np
 import pytest
-from filtercast_native import reference
 from hypothesis import example, given
 from hypothesis import strategies as st
+
+import filtercast_native as native
+from filtercast_native import reference
 
 MAX_VALUES = 1_500_000  # per generated batch, to keep the suite fast
 

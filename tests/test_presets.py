@@ -1,6 +1,7 @@
 """Presets keep the seeds' defaults; overrides and filter specs are validated."""
 
 import pytest
+
 from filtercast_server.errors import InvalidRequestError
 from filtercast_server.presets import PRESETS, Limits, parse_filters, resolve
 

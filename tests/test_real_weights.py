@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from filtercast_server.ascent import AscentEngine
 from filtercast_server.devices import select_device
 from filtercast_server.models import LoadedModel

@@ -6,10 +6,10 @@ import time
 import grpc
 import numpy as np
 import pytest
-from filtercast.v1 import filtercast_pb2 as pb
-from filtercast_client.client import Accepted, Client, FilterImage, GridImage, Summary
 from grpc_health.v1 import health_pb2
 
+from filtercast.v1 import filtercast_pb2 as pb
+from filtercast_client.client import Accepted, Client, FilterImage, GridImage, Summary
 from tests.serving import ServerProcess
 
 SMALL = {"size": 32, "steps": 2}
@@ -43,7 +43,7 @@ def test_events_arrive_in_order_with_their_content(client) -> None:
     accepted, results, grid, summary = events[0], events[1:-2], events[-2], events[-1]
     assert isinstance(accepted, Accepted) and accepted.seed == 11
     assert accepted.filters == [0, 1, 2, 3, 4] and accepted.params["layer"] == "block5_conv1"
-    assert accepted.params["size"] == 32 and accepted.params["precision"] == "PRECISION_FLOAT32"
+    assert accepted.params["size"] == 32 and accepted.params["precision"] == "float32"
     assert all(isinstance(r, FilterImage) for r in results)
     assert sorted(r.index for r in results) == [0, 1, 2, 3, 4]
     assert [r.done for r in results] == [1, 2, 3, 4, 5] and {r.total for r in results} == {5}

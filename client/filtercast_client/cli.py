@@ -1,18 +1,270 @@
-"""The ``filtercast`` command line."""
+"""The ``filtercast`` command line: models, layers, visualize, demo, render, serve."""
 
 import os
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
+import grpc
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from filtercast.v1 import filtercast_pb2 as pb
+from filtercast_client.client import (
+    Accepted,
+    Client,
+    FilterImage,
+    GridImage,
+    Summary,
+    enum_name,
+)
+from filtercast_client.manifest import OutputFolder
 
 WEIGHTS_HELP = "imagenet (Keras download), random, or a .weights.h5 path [env FILTERCAST_WEIGHTS]"
+PRESETS = ["classic", "upscale", "keras_io"]
+PRECISIONS = ["auto", "float32", "bfloat16"]
+console = Console(stderr=True, soft_wrap=True)
+
+
+def default_weights() -> str:
+    """--weights default: $FILTERCAST_WEIGHTS, else imagenet."""
+    return os.environ.get("FILTERCAST_WEIGHTS", "imagenet")
+
+
+class RateColumn(ProgressColumn):
+    """Filters per second."""
+
+    def render(self, task: Any) -> Text:
+        """The task's speed, or a dash before it has one."""
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.2f} filters/s" if speed else "- filters/s", style="cyan")
+
+
+def rpc_failure(error: grpc.RpcError) -> click.ClickException:
+    """A server error as one readable line: status code and message."""
+    return click.ClickException(f"{error.code().name}: {error.details()}")
+
+
+def servers_option(function: Any) -> Any:
+    """--server, repeatable; several are balanced round-robin."""
+    return click.option(
+        "--server",
+        "servers",
+        multiple=True,
+        default=["127.0.0.1:50051"],
+        show_default=True,
+        help="HOST:PORT of a server; repeat it to balance over several.",
+    )(function)
 
 
 @click.group()
 @click.version_option(package_name="filtercast")
 def main() -> None:
     """Show what the filters of a convolutional network have learned."""
+
+
+@main.command()
+@servers_option
+def models(servers: tuple[str, ...]) -> None:
+    """List the models a server has loaded."""
+    table = Table("model", "weights", "device", "auto precision", "layers")
+    try:
+        with Client(list(servers)) as client:
+            for info in client.list_models():
+                table.add_row(
+                    info.name,
+                    info.weights_source,
+                    info.device,
+                    enum_name(pb.Precision, info.auto_precision),
+                    str(len(info.layers)),
+                )
+    except grpc.RpcError as error:
+        raise rpc_failure(error) from error
+    Console().print(table)
+
+
+@main.command()
+@servers_option
+@click.option("--model", default="vgg16", show_default=True)
+def layers(servers: tuple[str, ...], model: str) -> None:
+    """List a model's layers: name, type, channels, output stride."""
+    table = Table("layer", "type", "channels", "stride")
+    try:
+        with Client(list(servers)) as client:
+            for layer in client.describe(model).layers:
+                table.add_row(layer.name, layer.type, str(layer.channels), str(layer.output_stride))
+    except grpc.RpcError as error:
+        raise rpc_failure(error) from error
+    Console().print(table)
+
+
+def visualize_into(
+    servers: list[str], out: Path, timeout: float | None, **request: Any
+) -> dict[str, Any]:
+    """Stream one request into `out` with a progress bar; the manifest written.
+
+    Ctrl-C cancels the stream, keeps what arrived and exits 130.
+    """
+    folder: OutputFolder | None = None
+    client = Client(servers)
+    stream = client.visualize(timeout=timeout, **request)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeRemainingColumn(),
+    )
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task("connecting", total=None)
+            for event in stream:
+                if isinstance(event, Accepted):
+                    folder = OutputFolder(
+                        out, {**event.header(), "request_id": event.request_id, "servers": servers}
+                    )
+                    progress.update(
+                        task,
+                        total=len(event.filters),
+                        description=f"{event.params['layer']} (seed {event.seed})",
+                    )
+                elif isinstance(event, FilterImage):
+                    folder.add_filter(
+                        event.index, event.loss, event.dead, event.steps, event.seconds, event.image
+                    )
+                    progress.advance(task)
+                elif isinstance(event, GridImage):
+                    folder.set_grid(event.image, event.n, event.margin, event.order)
+                elif isinstance(event, Summary):
+                    progress.update(task, description=f"done: {event.kept} kept, {event.dead} dead")
+        return folder.finish(complete=True)
+    except KeyboardInterrupt:
+        stream.cancel()
+        kept = len(folder.manifest["filters"]) if folder else 0
+        if folder:
+            folder.finish(complete=False)
+        console.print(
+            f"interrupted: cancelled the stream; kept the {kept} finished filter(s) "
+            f"in {out} (complete: false)"
+        )
+        sys.exit(130)
+    except grpc.RpcError as error:
+        if folder:
+            folder.finish(complete=False)
+        raise rpc_failure(error) from error
+    finally:
+        client.close()
+
+
+def report(manifest: dict[str, Any], out: Path) -> None:
+    """One line on stdout: what was written where."""
+    kept = sum(1 for f in manifest["filters"] if not f["dead"])
+    grid = manifest["grid"]
+    grid_text = f"a {grid['n']}x{grid['n']} grid" if grid else "no grid (no live filter)"
+    click.echo(
+        f"wrote {kept} filter PNGs, {grid_text} and manifest.json to {out} "
+        f"(seed {manifest['seed']}, {manifest['precision']}, {manifest['seconds']}s)"
+    )
+
+
+def request_options(function: Any) -> Any:
+    """Options shared by visualize and demo."""
+    options = [
+        click.option("--preset", type=click.Choice(PRESETS), default="classic", show_default=True),
+        click.option("--model", default="", help="Default: the preset's."),
+        click.option("--layer", default="", help="Default: the preset's."),
+        click.option("--filters", help='Ranges and lists, e.g. "0:64" or "0:8,12".'),
+        click.option(
+            "--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True
+        ),
+        click.option("--seed", type=int, help="Default: drawn by the server and recorded."),
+        click.option("--size", type=int, help="Override the preset's image size."),
+        click.option("--steps", type=int, help="Override the preset's steps per round."),
+        click.option("--timeout", type=float, help="Deadline of the whole stream, seconds."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def request_of(
+    preset: str,
+    model: str,
+    layer: str,
+    filters: str | None,
+    precision: str,
+    seed: int | None,
+    size: int | None,
+    steps: int | None,
+) -> dict[str, Any]:
+    """Keyword arguments of Client.visualize from the CLI options."""
+    overrides = {k: v for k, v in {"size": size, "steps": steps}.items() if v is not None}
+    return {
+        "preset": preset,
+        "model": model,
+        "layer": layer,
+        "filters": filters,
+        "precision": precision,
+        "seed": seed,
+        "overrides": overrides,
+    }
+
+
+@main.command()
+@servers_option
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("visualize-output"), show_default=True
+)
+@request_options
+def visualize(servers: tuple[str, ...], out: Path, timeout: float | None, **options: Any) -> None:
+    """Stream a layer's filters from a server into PNGs, grid.png and manifest.json."""
+    manifest = visualize_into(list(servers), out, timeout, **request_of(**options))
+    report(manifest, out)
+
+
+@main.command()
+@click.option(
+    "--server", "servers", multiple=True, help="Use this server instead of starting a local one."
+)
+@click.option("--weights", default=default_weights, show_default="imagenet", help=WEIGHTS_HELP)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("demo-output"), show_default=True
+)
+@click.option("--filters", default="0:64", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo(servers: tuple[str, ...], weights: str, out: Path, filters: str, seed: int) -> None:
+    """Start a local server, render the classic block5_conv1 grid, stop the server."""
+    from filtercast_client.local_server import LocalServer
+
+    request = request_of("classic", "vgg16", "block5_conv1", filters, "auto", seed, None, None)
+    if servers:
+        report(visualize_into(list(servers), out, None, **request), out)
+        return
+    log_path = Path(tempfile.gettempdir()) / "filtercast-demo-server.log"
+    console.print(f"starting a local server (weights: {weights}; log: {log_path})")
+    try:
+        server = LocalServer("--weights", weights, log_path=log_path, metrics=False)
+    except FileNotFoundError as error:
+        raise click.ClickException(f"cannot start the server: {error}") from error
+    try:
+        server.wait_serving()
+        report(visualize_into([server.address], out, None, **request), out)
+    except (RuntimeError, TimeoutError) as error:
+        raise click.ClickException(str(error)) from error
+    finally:
+        server.stop()
+    click.echo(f"open {out / 'grid.png'}")
 
 
 @main.command(
@@ -33,57 +285,23 @@ def serve(ctx: click.Context) -> None:
 
 @main.command()
 @click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    default=Path("render-output"),
-    show_default=True,
-    help="Folder for the PNGs, grid.png and manifest.json.",
+    "--out", type=click.Path(path_type=Path), default=Path("render-output"), show_default=True
 )
-@click.option(
-    "--weights",
-    default=lambda: os.environ.get("FILTERCAST_WEIGHTS", "imagenet"),
-    show_default="imagenet",
-    help=WEIGHTS_HELP,
-)
-@click.option(
-    "--preset",
-    type=click.Choice(["classic", "upscale", "keras_io"]),
-    default="classic",
-    show_default=True,
-)
-@click.option("--model", help="vgg16, vgg19 or resnet50v2 (default: the preset's).")
-@click.option("--layer", help="Layer name (default: the preset's).")
-@click.option("--filters", help='Filter indices: ranges and lists, e.g. "0:32,40".')
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "float32", "bfloat16"]),
-    default="auto",
-    show_default=True,
-)
-@click.option("--seed", type=int, help="Seed of the starting noise (default: random, recorded).")
-@click.option("--size", type=int, help="Override the preset's final image size.")
-@click.option("--steps", type=int, help="Override the preset's ascent steps (per round).")
-@click.option("--step-size", type=float, help="Override the preset's step size.")
+@click.option("--weights", default=default_weights, show_default="imagenet", help=WEIGHTS_HELP)
 @click.option(
     "--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True
 )
-@click.option(
-    "--max-batch", type=int, default=64, show_default=True, help="Most filters in one batch."
-)
+@click.option("--max-batch", type=int, default=64, show_default=True)
+@click.option("--step-size", type=float, help="Override the preset's step size.")
+@request_options
 def render(
     out: Path,
     weights: str,
-    preset: str,
-    model: str | None,
-    layer: str | None,
-    filters: str | None,
-    precision: str,
-    seed: int | None,
-    size: int | None,
-    steps: int | None,
-    step_size: float | None,
     device: str,
     max_batch: int,
+    step_size: float | None,
+    timeout: float | None,
+    **options: Any,
 ) -> None:
     """Render filters locally, without a server (needs the `server` extra)."""
     try:
@@ -93,30 +311,27 @@ def render(
         raise click.ClickException(
             f"render needs the server extra ({error}); pip install 'filtercast[server]'"
         ) from error
-    overrides = {
-        k: v
-        for k, v in {"size": size, "steps": steps, "step_size": step_size}.items()
-        if v is not None
-    }
+    request = request_of(**options)
+    if step_size is not None:
+        request["overrides"]["step_size"] = step_size
 
-    def progress(outcome, done: int, total: int) -> None:
+    def progress(outcome: Any, done: int, total: int) -> None:
         state = "dead" if outcome.dead else f"loss {outcome.loss:10.2f}"
-        click.echo(
-            f"[{done:4d}/{total}] filter {outcome.index:4d}  {state}  {outcome.seconds:6.2f}s",
-            err=True,
+        console.print(
+            f"[{done:4d}/{total}] filter {outcome.index:4d}  {state}  {outcome.seconds:6.2f}s"
         )
 
     try:
         manifest = run_render(
             out,
             weights=weights,
-            preset=preset,
-            model=model,
-            layer=layer,
-            filters=filters,
-            precision=precision,
-            seed=seed,
-            overrides=overrides,
+            preset=request["preset"],
+            model=request["model"] or None,
+            layer=request["layer"] or None,
+            filters=request["filters"],
+            precision=request["precision"],
+            seed=request["seed"],
+            overrides=request["overrides"],
             device=device,
             max_batch=max_batch,
             progress=progress,
@@ -124,12 +339,6 @@ def render(
     except (InvalidRequestError, ModelLoadError) as error:
         raise click.ClickException(str(error)) from error
     except KeyboardInterrupt:
-        click.echo(f"interrupted: kept the finished filters in {out} (complete: false)", err=True)
+        console.print(f"interrupted: kept the finished filters in {out} (complete: false)")
         sys.exit(130)
-    kept = sum(1 for f in manifest["filters"] if not f["dead"])
-    grid = manifest["grid"]
-    grid_text = f"{grid['n']}x{grid['n']} grid" if grid else "no grid (no live filter)"
-    click.echo(
-        f"wrote {kept} filter PNGs, {grid_text} and manifest.json to {out} "
-        f"(seed {manifest['seed']}, {manifest['precision']}, {manifest['seconds']}s)"
-    )
+    report(manifest, out)

@@ -10,18 +10,21 @@ limits match the server's (64 MiB, enough for a 412 px 8x8 grid).
 """
 
 import io
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import numpy as np
-from filtercast.v1 import filtercast_pb2 as pb
-from filtercast.v1 import filtercast_pb2_grpc as pb_grpc
 from google.protobuf.json_format import MessageToDict
 from PIL import Image
 
+from filtercast.v1 import filtercast_pb2 as pb
+from filtercast.v1 import filtercast_pb2_grpc as pb_grpc
+
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+SERVICE = "filtercast.v1.FilterVisualizerService"
 PRESETS = {
     "classic": pb.PRESET_CLASSIC,
     "upscale": pb.PRESET_UPSCALE,
@@ -35,18 +38,38 @@ PRECISIONS = {
 FORMATS = {"png": pb.IMAGE_FORMAT_PNG, "raw": pb.IMAGE_FORMAT_RAW}
 
 
+# gRPC retries a call only until the first response arrives, so retrying
+# UNAVAILABLE is safe for the stream too: it never repeats delivered filters.
+RETRY_POLICY = {
+    "maxAttempts": 5,
+    "initialBackoff": "0.2s",
+    "maxBackoff": "5s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+
+
+def service_config(balanced: bool) -> str:
+    """Retry policy for every method, and round_robin across several servers."""
+    config: dict[str, Any] = {
+        "methodConfig": [{"name": [{"service": SERVICE}], "retryPolicy": RETRY_POLICY}]
+    }
+    if balanced:
+        config["loadBalancingConfig"] = [{"round_robin": {}}]
+    return json.dumps(config)
+
+
 def channel_options(balanced: bool) -> list[tuple[str, Any]]:
-    """Channel options: message limits, keepalive, round_robin for several servers."""
-    options: list[tuple[str, Any]] = [
+    """Channel options: message limits, keepalive, retries, balancing."""
+    return [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", service_config(balanced)),
     ]
-    if balanced:
-        options.append(("grpc.lb_policy_name", "round_robin"))
-    return options
 
 
 def target_of(addresses: str | Sequence[str]) -> str:
@@ -57,6 +80,12 @@ def target_of(addresses: str | Sequence[str]) -> str:
         return addresses[0]
     scheme = "ipv6" if any(a.startswith("[") for a in addresses) else "ipv4"
     return f"{scheme}:{','.join(addresses)}"
+
+
+def enum_name(enum: Any, value: int) -> str:
+    """A wire enum value by its short name: PRECISION_BFLOAT16 -> bfloat16."""
+    prefix = enum.DESCRIPTOR.values[0].name.removesuffix("UNSPECIFIED")  # e.g. "PRECISION_"
+    return enum.Name(value).removeprefix(prefix).lower()
 
 
 def decode_image(image: pb.Image) -> np.ndarray:
@@ -77,7 +106,20 @@ class Accepted:
     @property
     def seed(self) -> int:
         """The seed that reproduces this request."""
-        return int(self.params.get("seed", 0))
+        return int(self.params["seed"])
+
+    def header(self) -> dict[str, Any]:
+        """The manifest's header, as `filtercast render` writes it."""
+        p = self.params
+        return {
+            "model": p["model"],
+            "layer": p["layer"],
+            "preset": p["preset"],
+            "precision": p["precision"],
+            "seed": self.seed,
+            "params": p,
+            "requested": self.filters,
+        }
 
 
 @dataclass(frozen=True)
@@ -127,7 +169,16 @@ def to_event(response: pb.VisualizeFiltersResponse) -> Event:
     which = response.WhichOneof("event")
     if which == "accepted":
         a = response.accepted
-        params = MessageToDict(a.params, preserving_proto_field_name=True)
+        params = MessageToDict(
+            a.params, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+        params.update(
+            preset=enum_name(pb.Preset, a.params.preset),
+            precision=enum_name(pb.Precision, a.params.precision),
+            image_format=enum_name(pb.ImageFormat, a.params.image_format),
+            seed=a.params.seed,
+            dead_threshold=params.get("dead_threshold"),
+        )
         return Accepted(a.request_id, params, list(a.filters))
     if which == "filter":
         f = response.filter
@@ -237,3 +288,54 @@ class Client:
     def visualize(self, *, timeout: float | None = None, **request: Any) -> Visualization:
         """Start a VisualizeFilters stream; keywords as in build_request."""
         return Visualization(self.stub.VisualizeFilters(build_request(**request), timeout=timeout))
+
+
+class AsyncVisualization:
+    """The events of one VisualizeFilters stream, for asyncio."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        async for response in self._call:
+            yield to_event(response)
+
+    def cancel(self) -> None:
+        """Stop the stream; the server drops the filters not yet computed."""
+        self._call.cancel()
+
+
+class AsyncClient:
+    """The asyncio twin of Client (grpc.aio)."""
+
+    def __init__(self, addresses: str | Sequence[str]) -> None:
+        balanced = not isinstance(addresses, str) and len(addresses) > 1
+        self.channel = grpc.aio.insecure_channel(target_of(addresses), channel_options(balanced))
+        self.stub = pb_grpc.FilterVisualizerServiceStub(self.channel)
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self.channel.close()
+
+    async def list_models(self, timeout: float | None = 30) -> list[pb.ModelInfo]:
+        """Every model the server has loaded."""
+        return list((await self.stub.ListModels(pb.ListModelsRequest(), timeout=timeout)).models)
+
+    async def describe(self, model: str = "vgg16", timeout: float | None = 30) -> pb.ModelInfo:
+        """One model: weights, device, precision and layers."""
+        response = await self.stub.DescribeModel(
+            pb.DescribeModelRequest(model=model), timeout=timeout
+        )
+        return response.model
+
+    def visualize(self, *, timeout: float | None = None, **request: Any) -> AsyncVisualization:
+        """Start a VisualizeFilters stream; keywords as in build_request."""
+        return AsyncVisualization(
+            self.stub.VisualizeFilters(build_request(**request), timeout=timeout)
+        )

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast.v1 import filtercast_pb2_grpc as pb_grpc
-
 from filtercast_server.ascent import FilterOutcome
 from filtercast_server.errors import InvalidRequestError, UnknownModelError
 from filtercast_server.grid import build_grid

@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import filtercast_native as native
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+import filtercast_native as native
 from filtercast_server.devices import Precision
 from filtercast_server.models import LoadedModel
 from filtercast_server.presets import AscentParams

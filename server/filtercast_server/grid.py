@@ -4,9 +4,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import filtercast_native as native
 import numpy as np
 
+import filtercast_native as native
 from filtercast_server.ascent import FilterOutcome
 from filtercast_server.presets import AscentParams
 

@@ -12,12 +12,12 @@ import signal
 import sys
 
 import grpc
-from filtercast.v1 import filtercast_pb2 as pb
-from filtercast.v1 import filtercast_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pythonjsonlogger.json import JsonFormatter
 
+from filtercast.v1 import filtercast_pb2 as pb
+from filtercast.v1 import filtercast_pb2_grpc as pb_grpc
 from filtercast_server.api import FilterVisualizerServicer
 from filtercast_server.ascent import AscentEngine
 from filtercast_server.config import MAX_MESSAGE_BYTES, Settings, parse_settings

@@ -5,13 +5,11 @@ filter, ``grid.png`` and ``manifest.json`` (see filtercast_client.manifest).
 An interrupted run keeps what it finished and says ``complete: false``.
 """
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from filtercast_client.manifest import GRID, filter_filename, save_png, write_manifest
-
+from filtercast_client.manifest import OutputFolder
 from filtercast_server.ascent import AscentEngine, FilterOutcome, Plan
 from filtercast_server.devices import Device, select_device
 from filtercast_server.grid import build_grid
@@ -22,10 +20,8 @@ from filtercast_server.presets import Limits, resolve
 Progress = Callable[[FilterOutcome, int, int], None]
 
 
-def manifest_for(
-    plan: Plan, preset: str, device: Device, model: LoadedModel, records: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """The manifest's header and filter records (grid and completeness added later)."""
+def manifest_header(plan: Plan, preset: str, device: Device, model: LoadedModel) -> dict[str, Any]:
+    """What the manifest says before any filter is done."""
     return {
         "model": plan.params.model,
         "layer": plan.params.layer,
@@ -36,9 +32,6 @@ def manifest_for(
         "weights": {"source": model.weights_source, "sha256": model.weights_sha256},
         "device": device.description,
         "requested": list(plan.filters),
-        "complete": False,
-        "filters": records,
-        "grid": None,
     }
 
 
@@ -71,39 +64,26 @@ def render(
     plan = make_plan(models, preset, overrides, filters, precision, seed)
     engine = AscentEngine(models, max_batch=max_batch)
 
-    out.mkdir(parents=True, exist_ok=True)
-    records: list[dict[str, Any]] = []
-    manifest = manifest_for(plan, preset, chosen_device, loaded, records)
+    folder = OutputFolder(out, manifest_header(plan, preset, chosen_device, loaded))
     outcomes: list[FilterOutcome] = []
-    started = time.perf_counter()
+    complete = False
     try:
         for outcome in engine.run(plan):
             outcomes.append(outcome)
-            record = {
-                "index": outcome.index,
-                "loss": outcome.loss,
-                "dead": outcome.dead,
-                "steps": outcome.steps,
-                "seconds": round(outcome.seconds, 4),
-                "file": None,
-            }
-            if outcome.image is not None:
-                record["file"] = filter_filename(outcome.index)
-                save_png(out / record["file"], outcome.image)
-            records.append(record)
+            folder.add_filter(
+                outcome.index,
+                outcome.loss,
+                outcome.dead,
+                outcome.steps,
+                outcome.seconds,
+                outcome.image,
+            )
             if progress:
-                progress(outcome, len(records), len(plan.filters))
+                progress(outcome, len(outcomes), len(plan.filters))
         grid = build_grid(outcomes, plan.params)
         if grid is not None:
-            save_png(out / GRID, grid.image)
-            manifest["grid"] = {
-                "file": GRID,
-                "n": grid.n,
-                "margin": grid.margin,
-                "order": grid.order,
-            }
-        manifest["complete"] = True
+            folder.set_grid(grid.image, grid.n, grid.margin, grid.order)
+        complete = True
     finally:
-        manifest["seconds"] = round(time.perf_counter() - started, 3)
-        write_manifest(out, manifest)
+        manifest = folder.finish(complete)
     return manifest

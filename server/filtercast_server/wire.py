@@ -5,9 +5,9 @@ import math
 from typing import Any
 
 import numpy as np
-from filtercast.v1 import filtercast_pb2 as pb
 from PIL import Image
 
+from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.ascent import Plan
 from filtercast_server.errors import InvalidRequestError
 
