@@ -43,12 +43,18 @@ def default_weights() -> str:
 
 
 class RateColumn(ProgressColumn):
-    """Filters per second."""
+    """Filters per second since the stream started.
+
+    Overall, not rich's short-window speed: results arrive in bursts as
+    batches finish, which a window turns into wild numbers.
+    """
 
     def render(self, task: Any) -> Text:
-        """The task's speed, or a dash before it has one."""
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.2f} filters/s" if speed else "- filters/s", style="cyan")
+        """Filters done over seconds elapsed; a dash before the first result."""
+        elapsed = task.elapsed
+        if not task.completed or not elapsed:
+            return Text("- filters/s", style="cyan")
+        return Text(f"{task.completed / elapsed:.2f} filters/s", style="cyan")
 
 
 def rpc_failure(error: grpc.RpcError) -> click.ClickException:
