@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
+
+from filtercast_client.health import check
 
 
 def free_port() -> int:
@@ -61,8 +63,7 @@ class LocalServer:
 
     def health(self, service: str = "") -> int:
         """The health service's status for `service` ("" = the whole server)."""
-        stub = health_pb2_grpc.HealthStub(self.channel)
-        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+        return check(self.channel, service)
 
     def wait_serving(self, timeout: float = 300) -> "LocalServer":
         """Block until health says SERVING; raise with the log's tail if it dies."""

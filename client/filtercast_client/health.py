@@ -1,0 +1,40 @@
+"""Ask a server's grpc.health.v1 service; exit 0 when it is SERVING.
+
+    python -m filtercast_client.health [--address 127.0.0.1:50051] [--service NAME]
+
+The container's HEALTHCHECK runs this.
+"""
+
+import argparse
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def check(channel: grpc.Channel, service: str = "", timeout: float = 5.0) -> int:
+    """The health status of `service` ("" = the whole server)."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout).status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the status; 0 if SERVING, 1 otherwise (or when unreachable)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--address", default="127.0.0.1:50051")
+    parser.add_argument("--service", default="")
+    parser.add_argument("--timeout", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    with grpc.insecure_channel(args.address) as channel:
+        try:
+            status = check(channel, args.service, args.timeout)
+        except grpc.RpcError as error:
+            print(f"{args.address}: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+    print(f"{args.address}: {name}")
+    return 0 if status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
