@@ -18,7 +18,7 @@ import grpc
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast.v1 import filtercast_pb2_grpc as pb_grpc
 from filtercast_server.ascent import FilterOutcome
-from filtercast_server.errors import InvalidRequestError, UnknownModelError
+from filtercast_server.errors import InvalidRequestError, UnknownModelError, quoted
 from filtercast_server.grid import build_grid
 from filtercast_server.metrics import Metrics
 from filtercast_server.models import MODEL_SPECS, LoadedModel
@@ -136,7 +136,7 @@ class FilterVisualizerServicer(pb_grpc.FilterVisualizerServiceServicer):
             known = ", ".join(sorted(MODEL_SPECS))
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
-                f"model {request.model!r} is not served here; served: "
+                f"model {quoted(request.model)} is not served here; served: "
                 f"{', '.join(sorted(self.models))} (known architectures: {known})",
             )
         return pb.DescribeModelResponse(model=self._model_info(self.models[request.model]))

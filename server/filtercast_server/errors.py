@@ -15,3 +15,10 @@ class UnknownModelError(InvalidRequestError):
 
 class ModelLoadError(RuntimeError):
     """A model or its weights could not be loaded."""
+
+
+def quoted(value: str, limit: int = 80) -> str:
+    """repr() of a client-supplied string, shortened: errors echo it back in gRPC trailers."""
+    if len(value) <= limit:
+        return repr(value)
+    return repr(value[:limit]) + f"... ({len(value)} characters)"

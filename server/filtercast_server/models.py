@@ -16,7 +16,12 @@ import keras
 import tensorflow as tf
 
 from filtercast_server.devices import Device, Precision
-from filtercast_server.errors import InvalidRequestError, ModelLoadError, UnknownModelError
+from filtercast_server.errors import (
+    InvalidRequestError,
+    ModelLoadError,
+    UnknownModelError,
+    quoted,
+)
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ class LoadedModel:
     def __init__(self, name: str, weights: str, device: Device, seed: int = 0) -> None:
         if name not in MODEL_SPECS:
             raise UnknownModelError(
-                f"unknown model {name!r}; valid models: {', '.join(sorted(MODEL_SPECS))}"
+                f"unknown model {quoted(name)}; valid models: {', '.join(sorted(MODEL_SPECS))}"
             )
         self.name = name
         self.spec = MODEL_SPECS[name]
@@ -143,7 +148,7 @@ class LoadedModel:
             if info.name == name:
                 return info
         raise InvalidRequestError(
-            f"layer {name!r} not found in {self.name}; valid layers: "
+            f"layer {quoted(name)} not found in {self.name}; valid layers: "
             + ", ".join(info.name for info in self.layers)
         )
 

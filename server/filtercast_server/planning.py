@@ -5,7 +5,7 @@ from typing import Any
 
 from filtercast_server.ascent import Plan
 from filtercast_server.devices import Precision
-from filtercast_server.errors import InvalidRequestError, UnknownModelError
+from filtercast_server.errors import InvalidRequestError, UnknownModelError, quoted
 from filtercast_server.models import LoadedModel
 from filtercast_server.presets import PRESETS, Limits, parse_filters, resolve, validate_filters
 
@@ -27,11 +27,11 @@ def make_plan(
     """
     limits = limits or Limits()
     if preset not in PRESETS:
-        raise InvalidRequestError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+        raise InvalidRequestError(f"unknown preset {quoted(preset)}; valid: {', '.join(PRESETS)}")
     params = resolve(preset, dict(overrides or {}), limits)
     if params.model not in models:
         raise UnknownModelError(
-            f"model {params.model!r} is not served here; served models: "
+            f"model {quoted(params.model)} is not served here; served models: "
             + ", ".join(sorted(models))
         )
     model = models[params.model]
@@ -57,7 +57,8 @@ def make_plan(
         resolved = model.device.resolve(precision)
     except ValueError as error:
         raise InvalidRequestError(
-            f"unknown precision {precision!r}; valid: {', '.join(p.value for p in Precision)}"
+            f"unknown precision {quoted(str(precision))}; valid: "
+            + ", ".join(p.value for p in Precision)
         ) from error
     if seed is None:
         seed = secrets.randbits(31)

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from filtercast_server.errors import InvalidRequestError
+from filtercast_server.errors import InvalidRequestError, quoted
 
 GradientNorm = Literal["rms", "l2"]
 GridOrder = Literal["loss", "index"]
@@ -163,7 +163,7 @@ def resolve(preset: str, overrides: dict[str, Any], limits: Limits) -> AscentPar
     only values that need no model are validated.
     """
     if preset not in PRESETS:
-        raise InvalidRequestError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+        raise InvalidRequestError(f"unknown preset {quoted(preset)}; valid: {', '.join(PRESETS)}")
     unknown = set(overrides) - OVERRIDABLE
     if unknown:
         raise InvalidRequestError(
@@ -217,7 +217,9 @@ def parse_filters(spec: str | None, channels: int, default_count: int | None) ->
                 start = int(start_text) if start_text else 0
                 stop = int(stop_text) if stop_text else channels
                 if start >= stop:
-                    raise InvalidRequestError(f"empty filter range {part!r}: start must be < stop")
+                    raise InvalidRequestError(
+                        f"empty filter range {quoted(part)}: start must be < stop"
+                    )
                 indices.extend(range(start, stop))
             else:
                 indices.append(int(part))
@@ -225,7 +227,7 @@ def parse_filters(spec: str | None, channels: int, default_count: int | None) ->
             if isinstance(error, InvalidRequestError):
                 raise
             raise InvalidRequestError(
-                f"bad filter spec {part!r}; use ranges A:B and comma lists, e.g. 0:32,40"
+                f"bad filter spec {quoted(part)}; use ranges A:B and comma lists, e.g. 0:32,40"
             ) from error
     return validate_filters(indices, channels)
 
