@@ -12,6 +12,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     start_http_server,
 )
 
@@ -32,6 +33,7 @@ class Metrics(EngineObserver):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, CPU seconds, open fds
         self.request_duration = Histogram(
             "filtercast_request_duration_seconds",
             "VisualizeFilters duration from accept to summary (or failure)",

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# What the Dockerfile runs, outside Docker: build the wheel (builder stage),
+# install it with the server extra into a fresh environment (runtime stage),
+# start the entry point and pass the HEALTHCHECK command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+export TF_CPP_MIN_LOG_LEVEL=2
+work=build/wheel-check
+rm -rf "$work" && mkdir -p "$work"
+
+"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$work/wheels" .
+"$PYTHON" -m venv "$work/venv"
+wheel=$(ls "$work"/wheels/filtercast-*.whl)
+"$work/venv/bin/python" -m pip install --quiet "${wheel}[server]"
+
+cd "$work"   # away from the source tree: only the installed wheel is importable
+venv/bin/filtercast --version
+venv/bin/python -m filtercast_server --help >/dev/null
+port=$(venv/bin/python -c "from filtercast_client.local_server import free_port; print(free_port())")
+venv/bin/python -m filtercast_server --weights random --port "$port" --metrics-port 0 \
+  >server.log 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 1 120); do
+  if venv/bin/python -m filtercast_client.health --address "127.0.0.1:$port" >/dev/null 2>&1; then
+    venv/bin/python -m filtercast_client.health --address "127.0.0.1:$port"
+    kill -TERM "$server"
+    wait "$server"
+    echo "wheel check: built, installed, served and stopped cleanly"
+    exit 0
+  fi
+  sleep 1
+done
+echo "wheel check: the installed server never became healthy" >&2
+tail -20 server.log >&2
+exit 1
