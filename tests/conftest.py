@@ -30,3 +30,15 @@ def vgg16_weights() -> Path:
     if not VGG16_WEIGHTS.is_file():
         pytest.skip(f"real VGG16 weights not found at {VGG16_WEIGHTS} (set FILTERCAST_SHARED_DIR)")
     return VGG16_WEIGHTS
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real server on 127.0.0.1 (random weights, float32, batches of 8), one per module."""
+    from tests.serving import ServerProcess
+
+    process = ServerProcess(
+        "--max-batch", "8", "--precision", "float32", log_dir=tmp_path_factory.mktemp("logs")
+    ).wait_serving()
+    yield process
+    assert process.stop() == 0

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from filtercast_client.client import AsyncClient, Client, FilterImage, Summary
@@ -17,15 +16,6 @@ from tests.serving import ServerProcess
 from tests.test_packaging import BLOCK_TENSORFLOW
 
 FILTERCAST = str(Path(sys.executable).parent / "filtercast")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    process = ServerProcess(
-        "--max-batch", "8", "--precision", "float32", log_dir=tmp_path_factory.mktemp("logs")
-    ).wait_serving()
-    yield process
-    assert process.stop() == 0
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

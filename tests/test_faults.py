@@ -19,15 +19,6 @@ METHOD = "/filtercast.v1.FilterVisualizerService/VisualizeFilters"
 SERVING = 1
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    process = ServerProcess(
-        "--max-batch", "8", "--precision", "float32", log_dir=tmp_path_factory.mktemp("logs")
-    ).wait_serving()
-    yield process
-    assert process.stop() == 0
-
-
 def settle(server: ServerProcess, timeout: float = 30) -> None:
     """Wait until nothing is queued or in flight."""
     deadline = time.monotonic() + timeout

@@ -30,10 +30,10 @@ class Settings:
     max_batch_pixels: int = 64 * 128 * 128
     queue_limit: int = 4096
     max_concurrent_streams: int = 64
-    min_size: int = 16
-    max_size: int = 512
-    max_steps: int = 200
-    max_filters: int = 4096
+    min_size: int = Limits.min_size
+    max_size: int = Limits.max_size
+    max_steps: int = Limits.max_steps
+    max_filters: int = Limits.max_filters
     grace_seconds: float = 30.0
     log_level: str = "INFO"
     seed: int = 0  # of random weights
