@@ -7,6 +7,7 @@ INVALID_ARGUMENT (NOT_FOUND for an unknown model) before any work starts.
 
 import asyncio
 import functools
+import inspect
 import logging
 import time
 import uuid
@@ -56,7 +57,7 @@ def counted(method: str) -> Callable:
                 )
             metrics.handled.labels(method, code.name).inc()
 
-        if method == "VisualizeFilters":
+        if inspect.isasyncgenfunction(handler):  # a server-streaming method
 
             @functools.wraps(handler)
             async def stream(self, request, context):
