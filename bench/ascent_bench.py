@@ -77,7 +77,10 @@ def main() -> None:
     device = select_device("auto")
     model = LoadedModel("vgg16", args.weights, device)
     models = {"vgg16": model}
-    engine = AscentEngine(models, max_batch=args.max_batch)
+    # The pixel budget follows --max-batch at the preset's 128 px.
+    engine = AscentEngine(
+        models, max_batch=args.max_batch, max_batch_pixels=args.max_batch * 128**2
+    )
     plans = {
         p: make_plan(models, "classic", {}, args.filters, p, seed=0) for p in ("float32", "auto")
     }
