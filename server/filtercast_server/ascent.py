@@ -268,7 +268,8 @@ class AscentEngine:
                 else:
                     keep.append(position)
             finished = [rows[p] for p in done]
-            fresh = [_Row(job) for job in refill(capacity - len(keep))] if refill else []
+            free = capacity - len(keep)
+            fresh = [_Row(job) for job in refill(free)] if refill and free else []
             last_step.update({id(r): params.steps for r in fresh})
             with tf.device(device):
                 finished_images = _take(batch, done).numpy() if done else None

@@ -68,6 +68,11 @@ class RequestHandle:
     cancelled: bool = False
     finished: bool = False
 
+    @functools.cached_property
+    def key(self) -> tuple:
+        """Plans with equal keys share batches."""
+        return (self.plan.params.compute_key(), self.plan.precision)
+
     def post(self, event: Any) -> None:
         """Hand an event to the request's event loop (thread-safe)."""
         if not self.loop.is_closed():
@@ -155,7 +160,7 @@ class Scheduler:
         while not self._stopping:
             for handle in self._requests:
                 if handle.pending:
-                    return (handle.plan.params.compute_key(), handle.plan.precision)
+                    return handle.key
             self._wakeup.wait()
         return None
 
@@ -163,17 +168,10 @@ class Scheduler:
         """Up to n jobs of requests with `key`, one per request in turn."""
         jobs: list[Job] = []
         with self._lock:
-            others_waiting = any(
-                h.pending and (h.plan.params.compute_key(), h.plan.precision) != key
-                for h in self._requests
-            )
+            others_waiting = any(h.pending and h.key != key for h in self._requests)
             if self._stopping or (others_waiting and budget[0] <= 0):
                 return jobs
-            matching = [
-                h
-                for h in self._requests
-                if h.pending and (h.plan.params.compute_key(), h.plan.precision) == key
-            ]
+            matching = [h for h in self._requests if h.pending and h.key == key]
             served: list[RequestHandle] = []
             while len(jobs) < n and any(h.pending for h in matching):
                 for handle in matching:
