@@ -35,11 +35,6 @@ def save_png(path: Path, image: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def read_manifest(directory: Path) -> dict[str, Any]:
-    """Load a folder's manifest.json."""
-    return json.loads((directory / MANIFEST).read_text())
-
-
 class OutputFolder:
     """Writes filter PNGs, the grid and manifest.json into one folder."""
 
