@@ -192,3 +192,8 @@ def test_layers_are_introspected(vgg) -> None:
     layers = {info.name: info for info in vgg["vgg16"].layers}
     assert layers["block5_conv1"].channels == 512 and layers["block5_conv1"].type == "Conv2D"
     assert layers["block1_pool"].type == "MaxPooling2D" and "input_layer" not in layers
+
+
+def test_batch_defaults_follow_the_device() -> None:
+    assert CPU.batch_limits() == (64, 64 * 128 * 128)
+    assert dataclasses.replace(CPU, kind="gpu").batch_limits() == (256, 512 * 128 * 128)

@@ -26,8 +26,8 @@ class Settings:
     weights: str = "imagenet"
     device: str = "auto"
     precision: str = "auto"
-    max_batch: int = 64
-    max_batch_pixels: int = 64 * 128 * 128
+    max_batch: int = 0  # 0: the device's default (Device.batch_limits)
+    max_batch_pixels: int = 0
     queue_limit: int = 4096
     max_concurrent_streams: int = 64
     min_size: int = Limits.min_size
@@ -61,8 +61,8 @@ HELP = {
     "weights": "imagenet (Keras download), random, or a .weights.h5 path (single model)",
     "device": "auto, cpu or gpu",
     "precision": "default precision of requests that ask for AUTO: auto, float32, bfloat16",
-    "max_batch": "most filters in one batch",
-    "max_batch_pixels": "most pixels in one batch at the largest round",
+    "max_batch": "most filters in one batch (0: 64 on CPU, 256 on GPU)",
+    "max_batch_pixels": "most pixels in one batch at the largest round (0: 1 Mpx CPU, 8 Mpx GPU)",
     "queue_limit": "most filters queued; more is RESOURCE_EXHAUSTED at once",
     "max_concurrent_streams": "most RPCs in progress; more is RESOURCE_EXHAUSTED",
     "min_size": "smallest image side a request may ask for",

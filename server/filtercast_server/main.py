@@ -52,6 +52,12 @@ def configure_logging(level: str) -> None:
 def load_models(settings: Settings, engine: AscentEngine) -> dict[str, LoadedModel]:
     """Load every configured model and trace its default layer's step once."""
     device = select_device(settings.device)
+    rows, pixels = device.batch_limits()
+    engine.max_batch = settings.max_batch or rows
+    engine.max_batch_pixels = settings.max_batch_pixels or pixels
+    log.info(
+        "batches of at most %d filters and %d pixels", engine.max_batch, engine.max_batch_pixels
+    )
     names = settings.model_names
     if len(names) > 1 and settings.weights not in ("imagenet", "random"):
         raise ModelLoadError("a weights file fits one model; pass one --models or imagenet")
@@ -78,7 +84,8 @@ async def serve(settings: Settings) -> int:
     metrics = Metrics()
     if settings.metrics_port:
         metrics.serve(settings.metrics_port, settings.host)
-    engine = AscentEngine({}, settings.max_batch, settings.max_batch_pixels, observer=metrics)
+    # Batch limits are set once the device is known (load_models).
+    engine = AscentEngine({}, observer=metrics)
     scheduler = Scheduler(
         engine,
         settings.queue_limit,
