@@ -27,8 +27,9 @@ def engine_alone(weights: str, overrides: dict, filters: str, precision: str) ->
     from filtercast_server.models import LoadedModel
     from filtercast_server.planning import make_plan
 
-    models = {"vgg16": LoadedModel("vgg16", weights, select_device("auto"))}
-    engine = AscentEngine(models)
+    device = select_device("auto")
+    models = {"vgg16": LoadedModel("vgg16", weights, device)}
+    engine = AscentEngine(models, *device.batch_limits())  # the server's defaults
     list(engine.run(make_plan(models, "classic", {**overrides, "steps": 1}, "0:2", precision, 0)))
     plan = make_plan(models, "classic", overrides, filters, precision, seed=0)
     start = time.perf_counter()
@@ -36,10 +37,14 @@ def engine_alone(weights: str, overrides: dict, filters: str, precision: str) ->
     return time.perf_counter() - start
 
 
-def one_request(address: str, filters: list[int], overrides: dict) -> int:
+def one_request(address: str, filters: list[int], overrides: dict) -> list[float]:
+    """Seconds from the call to each FilterResult."""
+    started, arrivals = time.perf_counter(), []
     with Client(address) as client:
-        events = client.visualize(filters=filters, overrides=overrides, seed=0, grid=False)
-        return sum(isinstance(e, FilterImage) for e in events)
+        for event in client.visualize(filters=filters, overrides=overrides, seed=0, grid=False):
+            if isinstance(event, FilterImage):
+                arrivals.append(time.perf_counter() - started)
+    return arrivals
 
 
 def main() -> None:
@@ -64,7 +69,7 @@ def main() -> None:
     try:
         one_request(server.address, [0, 1], {**overrides, "steps": 1})  # warm
         start = time.perf_counter()
-        one_request(server.address, list(range(32)), overrides)
+        arrivals = one_request(server.address, list(range(32)), overrides)
         t_grpc = time.perf_counter() - start
 
         requests = [list(range(k * 4, k * 4 + 4)) for k in range(8)]
@@ -100,6 +105,9 @@ def main() -> None:
     for name, seconds, ratio in rows:
         print(f"{name:<44}{seconds:>9.2f}{32 / seconds:>11.2f}{ratio:>7.2f}x")
     print(f"gRPC overhead: {t_grpc / t_engine - 1:+.1%}")
+    print(
+        f"32-filter stream: first result after {arrivals[0]:.2f} s, last after {arrivals[-1]:.2f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -195,5 +195,5 @@ def test_layers_are_introspected(vgg) -> None:
 
 
 def test_batch_defaults_follow_the_device() -> None:
-    assert CPU.batch_limits() == (64, 64 * 128 * 128)
+    assert CPU.batch_limits() == (8, 64 * 128 * 128)
     assert dataclasses.replace(CPU, kind="gpu").batch_limits() == (256, 512 * 128 * 128)

@@ -333,3 +333,23 @@ def test_reflection_lists_and_describes_the_service(server) -> None:
     assert {"filtercast.v1.FilterVisualizerService", "grpc.health.v1.Health"} <= services
     service = DescriptorPool(database).FindServiceByName("filtercast.v1.FilterVisualizerService")
     assert [m.name for m in service.methods] == ["ListModels", "DescribeModel", "VisualizeFilters"]
+
+
+def test_a_stream_delivers_its_first_result_well_before_its_last(tmp_path) -> None:
+    # Server defaults (8 rows per batch on a CPU): 32 filters run in waves.
+    process = ServerProcess("--precision", "float32", log_dir=tmp_path).wait_serving()
+    try:
+        with Client(process.address) as client:
+            started, arrivals = time.monotonic(), []
+            for event in client.visualize(
+                filters="0:32",
+                overrides={"size": 48, "steps": 8},
+                keep_dead_filters=True,
+                grid=False,
+            ):
+                if isinstance(event, FilterImage):
+                    arrivals.append(time.monotonic() - started)
+        assert len(arrivals) == 32
+        assert arrivals[0] < 0.5 * arrivals[-1], (arrivals[0], arrivals[-1])
+    finally:
+        assert process.stop() == 0

@@ -61,7 +61,7 @@ HELP = {
     "weights": "imagenet (Keras download), random, or a .weights.h5 path (single model)",
     "device": "auto, cpu or gpu",
     "precision": "default precision of requests that ask for AUTO: auto, float32, bfloat16",
-    "max_batch": "most filters in one batch (0: 64 on CPU, 256 on GPU)",
+    "max_batch": "most filters in one batch (0: 8 on CPU, 256 on GPU)",
     "max_batch_pixels": "most pixels in one batch at the largest round (0: 1 Mpx CPU, 8 Mpx GPU)",
     "queue_limit": "most filters queued; more is RESOURCE_EXHAUSTED at once",
     "max_concurrent_streams": "most RPCs in progress; more is RESOURCE_EXHAUSTED",
