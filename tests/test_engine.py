@@ -197,3 +197,17 @@ def test_layers_are_introspected(vgg) -> None:
 def test_batch_defaults_follow_the_device() -> None:
     assert CPU.batch_limits() == (8, 64 * 128 * 128)
     assert dataclasses.replace(CPU, kind="gpu").batch_limits() == (256, 512 * 128 * 128)
+
+
+def test_imagenet_download_failure_says_to_pass_a_path(monkeypatch) -> None:
+    import keras
+
+    from filtercast_server.errors import ModelLoadError
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: Name or service not known")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    monkeypatch.setattr("keras.src.applications.vgg16.file_utils.get_file", offline)
+    with pytest.raises(ModelLoadError, match=r"offline, pass --weights PATH to a \.weights\.h5"):
+        LoadedModel("vgg16", "imagenet", CPU)
