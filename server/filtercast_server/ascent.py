@@ -81,6 +81,7 @@ class _Row:
     job: Job
     started: float = field(default_factory=time.perf_counter)
     steps: int = 0
+    end: int = 0  # the step at which this row's current round ends
     loss: float = float("nan")
 
     @property
@@ -244,7 +245,8 @@ class AscentEngine:
         # Device scopes are a thread-local stack: they are entered and left
         # between yields, never held open while the caller runs.
         device = self.models[params.model].device.name
-        last_step = {id(r): r.steps + params.steps for r in rows}
+        for row in rows:
+            row.end = row.steps + params.steps
         with tf.device(device):
             step_size = tf.constant(params.step_size, tf.float32)
             batch = tf.constant(images)
@@ -263,14 +265,13 @@ class AscentEngine:
                     yield row.job, None
                 elif threshold is not None and row.loss <= threshold:
                     yield row.job, self._outcome(row, None)
-                elif row.steps >= last_step[id(row)]:
+                elif row.steps >= row.end:
                     done.append(position)
                 else:
                     keep.append(position)
             finished = [rows[p] for p in done]
             free = capacity - len(keep)
-            fresh = [_Row(job) for job in refill(free)] if refill and free else []
-            last_step.update({id(r): params.steps for r in fresh})
+            fresh = [_Row(job, end=params.steps) for job in refill(free)] if refill and free else []
             with tf.device(device):
                 finished_images = _take(batch, done).numpy() if done else None
                 if len(keep) < len(rows):  # the common step keeps every row: no copy
