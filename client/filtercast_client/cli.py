@@ -22,6 +22,8 @@ from rich.text import Text
 
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_client.client import (
+    PRECISIONS,
+    PRESETS,
     Accepted,
     Client,
     FilterImage,
@@ -32,8 +34,6 @@ from filtercast_client.client import (
 from filtercast_client.manifest import OutputFolder
 
 WEIGHTS_HELP = "imagenet (Keras download), random, or a .weights.h5 path [env FILTERCAST_WEIGHTS]"
-PRESETS = ["classic", "upscale", "keras_io"]
-PRECISIONS = ["auto", "float32", "bfloat16"]
 console = Console(stderr=True, soft_wrap=True)
 
 
@@ -187,12 +187,14 @@ def report(manifest: dict[str, Any], out: Path) -> None:
 def request_options(function: Any) -> Any:
     """Options shared by visualize and demo."""
     options = [
-        click.option("--preset", type=click.Choice(PRESETS), default="classic", show_default=True),
+        click.option(
+            "--preset", type=click.Choice(list(PRESETS)), default="classic", show_default=True
+        ),
         click.option("--model", default="", help="Default: the preset's."),
         click.option("--layer", default="", help="Default: the preset's."),
         click.option("--filters", help='Ranges and lists, e.g. "0:64" or "0:8,12".'),
         click.option(
-            "--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True
+            "--precision", type=click.Choice(list(PRECISIONS)), default="auto", show_default=True
         ),
         click.option("--seed", type=int, help="Default: drawn by the server and recorded."),
         click.option("--size", type=int, help="Override the preset's image size."),

@@ -23,6 +23,9 @@ from PIL import Image
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast.v1 import filtercast_pb2_grpc as pb_grpc
 
+# Largest message either side accepts (the server imports this). A 412 px 8x8
+# grid is 3,331 x 3,331 x 3 = 33.3 MB raw and ~20 MB as PNG; 64 MiB leaves room
+# for it in either format.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 SERVICE = "filtercast.v1.FilterVisualizerService"
 PRESETS = {

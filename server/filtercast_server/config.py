@@ -7,12 +7,10 @@ import argparse
 import os
 from dataclasses import dataclass, fields
 
+from filtercast_client.client import MAX_MESSAGE_BYTES  # one limit for both sides
 from filtercast_server.presets import Limits
 
-# Largest message either side accepts. A 412 px 8x8 grid is 3,331 x 3,331 x 3
-# = 33.3 MB raw and ~20 MB as PNG; 64 MiB leaves room for that grid in either
-# format. The client library sets the same limit.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+__all__ = ["MAX_MESSAGE_BYTES", "Settings", "build_parser", "parse_settings"]
 
 
 @dataclass(frozen=True)

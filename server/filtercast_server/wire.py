@@ -8,6 +8,8 @@ import numpy as np
 from PIL import Image
 
 from filtercast.v1 import filtercast_pb2 as pb
+from filtercast_client.client import PRECISIONS as PRECISION_ENUMS
+from filtercast_client.client import PRESETS as PRESET_ENUMS
 from filtercast_server.ascent import Plan
 from filtercast_server.errors import InvalidRequestError
 
@@ -17,18 +19,12 @@ PRESET_NAMES = {
     pb.PRESET_UPSCALE: "upscale",
     pb.PRESET_KERAS_IO: "keras_io",
 }
-PRESET_ENUMS = {
-    "classic": pb.PRESET_CLASSIC,
-    "upscale": pb.PRESET_UPSCALE,
-    "keras_io": pb.PRESET_KERAS_IO,
-}
 PRECISION_NAMES = {
     pb.PRECISION_UNSPECIFIED: "auto",
     pb.PRECISION_AUTO: "auto",
     pb.PRECISION_FLOAT32: "float32",
     pb.PRECISION_BFLOAT16: "bfloat16",
 }
-PRECISION_ENUMS = {"float32": pb.PRECISION_FLOAT32, "bfloat16": pb.PRECISION_BFLOAT16}
 OVERRIDE_FIELDS = (
     "size",
     "steps",
