@@ -5,7 +5,7 @@
 #
 #   docker build -t filtercast .                                  # weights mounted at run time
 #   docker build --build-arg BAKE_IMAGENET=1 -t filtercast .      # ImageNet weights baked in
-#   docker run --gpus all -p 50051:50051 -p 9090:9090 \
+#   docker run --gpus all -p 50051:50051 -p 9464:9464 \
 #       -v /models/vgg16.weights.h5:/weights/vgg16.weights.h5:ro \
 #       -e FILTERCAST_WEIGHTS=/weights/vgg16.weights.h5 filtercast
 
@@ -37,7 +37,7 @@ ENV PYTHONUNBUFFERED=1 \
     KERAS_HOME=/home/filtercast/.keras \
     FILTERCAST_HOST=0.0.0.0 \
     FILTERCAST_PORT=50051 \
-    FILTERCAST_METRICS_PORT=9090 \
+    FILTERCAST_METRICS_PORT=9464 \
     FILTERCAST_WEIGHTS=imagenet
 RUN groupadd --system --gid 10001 filtercast \
     && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/filtercast filtercast
@@ -53,8 +53,9 @@ WORKDIR /home/filtercast
 RUN if [ "${BAKE_IMAGENET}" = "1" ]; then \
         python -c "import keras; keras.applications.VGG16(weights='imagenet', include_top=False)"; \
     fi
-EXPOSE 50051 9090
+EXPOSE 50051 9464
+# Asks $FILTERCAST_HEALTH_PORT (plaintext, health only) when set, else the main port.
 HEALTHCHECK --interval=15s --timeout=6s --start-period=120s --retries=3 \
-    CMD ["python", "-m", "filtercast_client.health", "--address", "127.0.0.1:50051"]
+    CMD ["python", "-m", "filtercast_client.health"]
 # The same entry point CI starts: `filtercast serve` == `python -m filtercast_server`.
 ENTRYPOINT ["python", "-m", "filtercast_server"]

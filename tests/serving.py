@@ -8,6 +8,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from filtercast_client.local_server import LocalServer
 
+SERVICE = "filtercast.v1.FilterVisualizerService"
+
 
 class ServerProcess(LocalServer):
     """LocalServer with random weights on the CPU, plus metrics readers."""
@@ -31,3 +33,15 @@ class ServerProcess(LocalServer):
 
     def metric(self, name: str, **labels: str) -> float:
         return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def handled(self, method: str, code: str) -> float:
+        """grpc_server_handled_total of one of our service's methods."""
+        service = "grpc.health.v1.Health" if method in ("Check", "Watch") else SERVICE
+        kind = "server_stream" if method in ("VisualizeFilters", "Watch") else "unary"
+        return self.metric(
+            "grpc_server_handled_total",
+            grpc_code=code,
+            grpc_method=method,
+            grpc_service=service,
+            grpc_type=kind,
+        )

@@ -137,18 +137,12 @@ def test_two_servers_share_the_load_round_robin(server, tmp_path: Path) -> None:
         "--max-batch", "8", "--precision", "float32", log_dir=tmp_path
     ).wait_serving()
     try:
-        before = [
-            s.metric("filtercast_grpc_handled_total", method="VisualizeFilters", code="OK")
-            for s in (server, second)
-        ]
+        before = [s.handled("VisualizeFilters", "OK") for s in (server, second)]
         with Client([server.address, second.address]) as client:
             for _ in range(6):
                 events = list(client.visualize(filters=[1], overrides={"size": 32, "steps": 1}))
                 assert isinstance(events[-1], Summary)
-        after = [
-            s.metric("filtercast_grpc_handled_total", method="VisualizeFilters", code="OK")
-            for s in (server, second)
-        ]
+        after = [s.handled("VisualizeFilters", "OK") for s in (server, second)]
         assert all(a - b >= 1 for a, b in zip(after, before, strict=True)), (before, after)
     finally:
         assert second.stop() == 0

@@ -12,8 +12,8 @@ from filtercast_server.devices import Device, Precision, cpu_flags
 from filtercast_server.errors import InvalidRequestError, UnknownModelError
 from filtercast_server.grid import build_grid, grid_layout
 from filtercast_server.models import LoadedModel
-from filtercast_server.planning import make_plan
-from filtercast_server.presets import PRESETS
+from filtercast_server.planning import OverBudgetError, make_plan
+from filtercast_server.presets import PRESETS, FilterSpan
 
 CPU = Device(name="/CPU:0", kind="cpu", description="test CPU", native_bf16=False)
 SMALL = {"size": 32, "steps": 3}
@@ -152,7 +152,27 @@ def test_grid_ranks_by_loss_and_shrinks_to_the_live_count() -> None:
         (
             {"overrides": {"size": 16, "border": 4}},
             InvalidRequestError,
-            "gives block5_conv1 a 1x1 output, too small for border",
+            "block5_conv1 with border 4 needs inputs of at least 144 px; size is 16 px",
+        ),
+        (
+            {"overrides": {"layer": "block5_pool", "size": 16}},
+            InvalidRequestError,
+            "block5_pool with border 0 needs inputs of at least 32 px",
+        ),
+        (
+            {"filters": FilterSpan(0, 2**31 - 1)},
+            InvalidRequestError,
+            "filter 512 is out of range; this layer has 512 filters",
+        ),
+        (
+            {"overrides": {"layer": "block1_conv1"}, "filters": list(range(3000))},
+            InvalidRequestError,
+            "3000 filter indices listed; at most 2048 per request",
+        ),
+        (
+            {"preset": "upscale", "overrides": {"size": 512, "steps": 200}},
+            OverBudgetError,
+            "above this server's limit of 3e+09; ask for at most",
         ),
         ({"precision": "float16"}, InvalidRequestError, "unknown precision 'float16'"),
         ({"seed": -1}, InvalidRequestError, "seed must be in 0..2^63-1"),
@@ -162,6 +182,18 @@ def test_bad_requests_fail_before_any_work(vgg, kwargs, error, message) -> None:
     with pytest.raises(error) as info:
         make_plan(vgg, **kwargs)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("layer", "border"),
+    [("block1_conv1", 0), ("block3_pool", 0), ("block5_pool", 0), ("block5_conv1", 2)],
+)
+def test_the_smallest_input_is_exactly_the_smallest_that_works(vgg, layer, border) -> None:
+    model = vgg["vgg16"]
+    smallest = model.smallest_input(layer, border)
+    assert min(model.output_size(layer, smallest)) >= 1 + 2 * border
+    assert min(model.output_size(layer, smallest - 1)) < 1 + 2 * border
+    make_plan(vgg, overrides={"layer": layer, "size": max(16, smallest), "border": border})
 
 
 def test_missing_seed_is_drawn_and_recorded(vgg) -> None:

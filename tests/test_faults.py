@@ -86,14 +86,44 @@ def raw_stream(server: ServerProcess, payload: bytes, max_send: int | None = Non
     return info.value
 
 
-def test_malformed_bytes_get_a_status_and_the_server_lives(server) -> None:
+def test_malformed_bytes_are_invalid_argument_and_the_server_lives(server) -> None:
     error = raw_stream(server, b"\xff\xff\xff\xff garbage")
-    # grpc.aio answers an undecodable request itself, before the servicer runs.
-    assert error.code() == grpc.StatusCode.UNKNOWN
-    assert "Error parsing message with type 'filtercast.v1.VisualizeFiltersRequest'" in (
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "could not decode the request as filtercast.v1.VisualizeFiltersRequest" in (
         error.details()
     )
     assert server.health() == SERVING
+
+
+def rss(server: ServerProcess) -> float:
+    return server.metric("process_resident_memory_bytes")
+
+
+def test_huge_filter_selections_are_refused_before_anything_is_built(server) -> None:
+    before = rss(server)
+    # Six bytes on the wire that once expanded to 2^31 indices and OOM-killed the server.
+    tiny = pb.VisualizeFiltersRequest(
+        filters=pb.FilterSelection(range=pb.FilterRange(start=0, stop=2**31 - 1))
+    )
+    assert len(tiny.filters.SerializeToString()) <= 10
+    error = raw_stream(server, tiny.SerializeToString())
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "this layer has 512 filters: 0..511" in error.details()
+    # A long list under the request size limit: counted before it is looked at.
+    listed = pb.VisualizeFiltersRequest(
+        layer="block1_conv1", filters=pb.FilterSelection(list=pb.FilterList(indices=[1] * 200_000))
+    )
+    error = raw_stream(server, listed.SerializeToString())
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "200000 filter indices listed; at most" in error.details()
+    # A 57 MB list never reaches the servicer: requests are capped at 1 MiB.
+    huge = pb.VisualizeFiltersRequest(
+        filters=pb.FilterSelection(list=pb.FilterList(indices=[2**30] * 10_000_000))
+    ).SerializeToString()
+    error = raw_stream(server, huge, max_send=128 * 1024 * 1024)
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert server.health() == SERVING
+    assert rss(server) < before + 200 * 2**20  # nothing proportional to the asks was built
 
 
 def test_oversized_request_is_refused(server) -> None:

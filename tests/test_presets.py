@@ -3,7 +3,7 @@
 import pytest
 
 from filtercast_server.errors import InvalidRequestError
-from filtercast_server.presets import PRESETS, Limits, parse_filters, resolve
+from filtercast_server.presets import PRESETS, Limits, resolve, select_filters
 
 
 def test_classic_preset_is_the_classic_seed() -> None:
@@ -84,12 +84,12 @@ def test_bad_overrides_say_what_is_valid(preset: str, overrides: dict, message: 
     ],
 )
 def test_filter_specs(spec: str | None, expected: list[int]) -> None:
-    assert parse_filters(spec, channels=512, default_count=200) == expected
+    assert select_filters(spec, channels=512, default_count=200) == expected
 
 
 def test_default_filters_clamp_to_the_layer() -> None:
-    assert parse_filters(None, channels=64, default_count=200) == list(range(64))
-    assert parse_filters(None, channels=10, default_count=None) == list(range(10))
+    assert select_filters(None, channels=64, default_count=200) == list(range(64))
+    assert select_filters(None, channels=10, default_count=None) == list(range(10))
 
 
 @pytest.mark.parametrize(
@@ -104,5 +104,5 @@ def test_default_filters_clamp_to_the_layer() -> None:
 )
 def test_bad_filter_specs(spec: str, message: str) -> None:
     with pytest.raises(InvalidRequestError) as info:
-        parse_filters(spec, channels=512, default_count=None)
+        select_filters(spec, channels=512, default_count=None)
     assert message in str(info.value)

@@ -1,4 +1,7 @@
-"""A real Prometheus scrapes a real server; its query API sees what happened."""
+"""The shipped monitoring chain, end to end: a real Prometheus runs deploy/prometheus's own
+config and rules against two real servers (targets through the shipped file discovery),
+the recording rules answer 0 rather than nothing, the prometheus-adapter's queries find
+the labels the HPA needs, and the no-replica alert goes pending when both servers stop."""
 
 import json
 import shutil
@@ -9,10 +12,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
-from filtercast_client.client import Client, Summary
+from filtercast_client.client import Client, FilterImage, Summary
 from filtercast_client.local_server import free_port
 from tests.serving import ServerProcess
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+NAMESPACE = "filtercast-test"
 
 
 def query(port: int, expr: str) -> list[dict]:
@@ -22,23 +29,69 @@ def query(port: int, expr: str) -> list[dict]:
     return body["data"]["result"]
 
 
-def test_prometheus_sees_latency_and_outcomes(tmp_path: Path) -> None:
+def series(port: int, match: str) -> list[dict]:
+    url = f"http://127.0.0.1:{port}/api/v1/series?" + urllib.parse.urlencode({"match[]": match})
+    body = json.loads(urllib.request.urlopen(url, timeout=5).read())
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def wait_for(description: str, condition, timeout: float = 90):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+            if result:
+                return result
+        except OSError:
+            pass
+        time.sleep(1)
+    pytest.fail(f"Prometheus never showed {description}")
+
+
+def shipped_config(directory: Path, servers: dict[str, ServerProcess]) -> Path:
+    """deploy/prometheus/prometheus.yml as shipped, with 1 s intervals and its targets file."""
+    config = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(DEPLOY / "prometheus/rules.yml")]
+    (directory / "targets").mkdir()
+    targets = [
+        {
+            "targets": [f"127.0.0.1:{server.metrics_port}"],
+            "labels": {"namespace": NAMESPACE, "pod": pod},
+        }
+        for pod, server in servers.items()
+    ]
+    (directory / "targets/filtercast.json").write_text(json.dumps(targets))
+    for job in config["scrape_configs"]:  # 1 s discovery refresh instead of minutes
+        for sd in job.get("file_sd_configs", []):
+            sd["refresh_interval"] = "1s"
+    path = directory / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def adapter_rule() -> dict:
+    config = yaml.safe_load((DEPLOY / "k8s/adapter.yaml").read_text())
+    (rule,) = yaml.safe_load(config["data"]["config.yaml"])["rules"]
+    return rule
+
+
+def test_the_shipped_monitoring_chain_end_to_end(tmp_path: Path) -> None:
     binary = shutil.which("prometheus")
     if not binary:
         pytest.skip("prometheus not installed (Debian package prometheus; .ci/run installs it)")
-    server = ServerProcess("--precision", "float32", log_dir=tmp_path).wait_serving()
+    servers = {
+        pod: ServerProcess("--precision", "float32", log_dir=tmp_path)
+        for pod in ("replica-a", "replica-b")
+    }
+    for server in servers.values():
+        server.wait_serving()
     prom_port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: filtercast\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{server.metrics_port}']}}]\n"
-    )
     prometheus = subprocess.Popen(
         [
             binary,
-            f"--config.file={config}",
+            f"--config.file={shipped_config(tmp_path, servers)}",
             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{prom_port}",
         ],
@@ -46,38 +99,63 @@ def test_prometheus_sees_latency_and_outcomes(tmp_path: Path) -> None:
         stderr=(tmp_path / "prometheus.log").open("w"),
     )
     try:
-        with Client(server.address) as client:
-            for filters in ("0:2", "2:5", "5:6"):
-                events = list(
-                    client.visualize(
-                        filters=filters, keep_dead_filters=True, overrides={"size": 32, "steps": 2}
+        for server in servers.values():
+            with Client(server.address) as client:
+                for filters in ("0:2", "2:5"):
+                    events = list(
+                        client.visualize(filters=filters, overrides={"size": 32, "steps": 2})
                     )
-                )
-                assert isinstance(events[-1], Summary)
-        ok_on_server = server.metric("filtercast_filters_total", outcome="ok")
-        assert ok_on_server == 6
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                ok = query(prom_port, 'filtercast_filters_total{outcome="ok"}')
-                if ok and float(ok[0]["value"][1]) == ok_on_server:
-                    break
-            except OSError:
-                pass
-            time.sleep(1)
-        else:
-            pytest.fail("Prometheus never saw the server's filter counter")
-        p95 = query(
-            prom_port,
-            "histogram_quantile(0.95, sum by (le) (filtercast_request_duration_seconds_bucket))",
+                    assert isinstance(events[-1], Summary)
+                stream = client.visualize(filters="0:32", overrides={"size": 32, "steps": 8})
+                for event in stream:  # a client that gives up: CANCELLED, not an error
+                    if isinstance(event, FilterImage):
+                        stream.cancel()
+                        break
+
+        def both_scraped() -> bool:
+            up = query(prom_port, 'up{job="filtercast-file"} == 1')
+            seen = query(prom_port, 'filtercast_filters_total{outcome="ok"} > 0')
+            return len(up) == 2 and len(seen) == 2
+
+        wait_for("both servers scraped through the shipped file discovery", both_scraped)
+        # Recording rules answer 0, not nothing, when nothing failed.
+        ratio = wait_for(
+            "the error ratio recorded",
+            lambda: query(prom_port, "filtercast:grpc_error_ratio:rate5m"),
         )
-        value = float(p95[0]["value"][1])
-        count = float(
-            query(prom_port, "sum(filtercast_request_duration_seconds_count)")[0]["value"][1]
+        assert [float(r["value"][1]) for r in ratio] == [0.0]
+        shed = query(prom_port, "filtercast:shed_ratio:rate5m")
+        assert [float(r["value"][1]) for r in shed] == [0.0]
+        count = query(prom_port, "sum(filtercast_request_duration_seconds_count)")
+        assert float(count[0]["value"][1]) == 6  # 2 ok + 1 cancelled, on each replica
+
+        # prometheus-adapter: its seriesQuery finds both pods with the labels it maps to
+        # Kubernetes objects, and its metricsQuery (templated as the adapter does) answers.
+        rule = adapter_rule()
+        found = series(prom_port, rule["seriesQuery"])
+        assert {(s["namespace"], s["pod"]) for s in found} == {
+            (NAMESPACE, "replica-a"),
+            (NAMESPACE, "replica-b"),
+        }
+        metrics_query = (
+            rule["metricsQuery"]
+            .replace("<<.Series>>", rule["name"]["as"])
+            .replace("<<.LabelMatchers>>", f'namespace="{NAMESPACE}",pod=~"replica-a|replica-b"')
+            .replace("<<.GroupBy>>", "pod")
         )
-        assert count == 3
-        assert 0 < value <= 10, value  # three small requests, each well under 10 s
+        per_pod = query(prom_port, metrics_query)
+        assert sorted(r["metric"]["pod"] for r in per_pod) == ["replica-a", "replica-b"]
+
+        # Both replicas gone: the alert's condition holds and the alert goes pending.
+        for server in servers.values():
+            assert server.stop() == 0
+        wait_for(
+            "FiltercastNoHealthyReplica pending",
+            lambda: query(prom_port, 'ALERTS{alertname="FiltercastNoHealthyReplica"}'),
+        )
     finally:
         prometheus.terminate()
         prometheus.wait(30)
-        assert server.stop() == 0
+        for server in servers.values():
+            if server.process.poll() is None:
+                server.stop()

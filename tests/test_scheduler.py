@@ -1,7 +1,9 @@
-"""The scheduler with a stand-in engine: failures stay in their batch, the queue is bounded."""
+"""The scheduler with a stand-in engine: failures stay in their batch, the queue is bounded,
+batches of different keys take turns, and a stream that does not read stops getting rows."""
 
 import asyncio
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -13,35 +15,54 @@ from filtercast_server.scheduler import Done, Failed, QueueFullError, Result, Sc
 
 
 class StandInEngine:
-    """Finishes every job at once; raises like a device OOM for layer 'boom'."""
+    """Each job takes `steps` steps of `step_seconds`; raises like a device OOM for 'boom'.
 
-    def __init__(self) -> None:
+    A step runs for every row of the batch at once, as the real engine's does.
+    """
+
+    def __init__(self, rows: int = 4) -> None:
+        self.rows = rows
         self.batches: list[list[int]] = []
+        self.steps: list[str] = []  # the layer of each step, in the order they ran
 
     def batch_size(self, params) -> int:
-        return 4
+        return self.rows
 
     def run_jobs(self, params, precision, source):
-        while jobs := source(4):
-            self.batches.append([job.index for job in jobs])
+        cost = params.step_size / 1000  # seconds per step, chosen by the test
+        rows: list[list] = []  # [job, steps left]
+        while True:
+            fresh = source(self.rows - len(rows))
+            if fresh:
+                self.batches.append([job.index for job in fresh])
+            rows += [[job, params.steps] for job in fresh]
+            if not rows:
+                return
             if params.layer == "boom":
                 raise RuntimeError("OOM when allocating tensor with shape [4,128,128,64]")
-            for job in jobs:
-                yield (
-                    job,
-                    FilterOutcome(job.index, 1.0, False, np.zeros((2, 2, 3), np.uint8), 1, 0.01),
-                )
+            time.sleep(cost)
+            self.steps.append(params.layer)
+            ended = []
+            for row in rows:
+                row[1] -= 1
+                if row[1] == 0:
+                    image = np.zeros((2, 2, 3), np.uint8)
+                    ended.append((row[0], FilterOutcome(row[0].index, 1.0, False, image, 1, cost)))
+            rows = [row for row in rows if row[1] > 0]
+            yield ended
 
 
-def plan(layer: str, filters: range) -> Plan:
-    params = dataclasses.replace(PRESETS["classic"], layer=layer)
+def plan(layer: str, filters: range, steps: int = 1, step_ms: float = 0.0) -> Plan:
+    params = dataclasses.replace(
+        PRESETS["classic"], layer=layer, steps=steps, step_size=step_ms or 1e-6
+    )
     return Plan(params, Precision.FLOAT32, tuple(filters), seed=0)
 
 
-async def drain(handle) -> list:
+async def drain(scheduler: Scheduler, handle) -> list:
     events = []
     while True:
-        event = await asyncio.wait_for(handle.events.get(), 10)
+        event = await asyncio.wait_for(scheduler.next_event(handle), 30)
         events.append(event)
         if isinstance(event, Done | Failed):
             return events
@@ -60,7 +81,7 @@ def test_a_failing_batch_fails_only_its_requests_and_the_worker_goes_on() -> Non
         bad = scheduler.submit("bad", plan("boom", range(6)), loop)
         good = scheduler.submit("good", plan("block5_conv1", range(6)), loop)
         scheduler.start()
-        return await drain(bad), await drain(good)
+        return await drain(scheduler, bad), await drain(scheduler, good)
 
     try:
         bad_events, good_events = asyncio.run(run())
@@ -73,15 +94,19 @@ def test_a_failing_batch_fails_only_its_requests_and_the_worker_goes_on() -> Non
     assert counted == {"error": 6, "ok": 6} and scheduler.queued == 0
 
 
-def test_the_queue_limit_rejects_at_once_and_counts_filters() -> None:
-    scheduler = Scheduler(StandInEngine(), queue_limit=10)
+def test_the_queue_limits_reject_at_once_with_a_retry_hint() -> None:
+    scheduler = Scheduler(StandInEngine(), queue_limit=10, client_queue_limit=6)
 
     async def run():
         loop = asyncio.get_running_loop()
-        scheduler.submit("a", plan("block5_conv1", range(8)), loop)
-        with pytest.raises(QueueFullError, match="8 filters queued, this request adds 3, limit 10"):
-            scheduler.submit("b", plan("block5_conv1", range(3)), loop)
-        scheduler.submit("c", plan("block5_conv1", range(2)), loop)
+        scheduler.submit("a", plan("block5_conv1", range(6)), loop, client="alice")
+        with pytest.raises(QueueFullError, match="this client has 6 filters queued") as mine:
+            scheduler.submit("b", plan("block5_conv1", range(1)), loop, client="alice")
+        assert mine.value.reason == "client_queue" and mine.value.retry_after >= 1
+        scheduler.submit("c", plan("block5_conv1", range(3)), loop, client="bob")
+        with pytest.raises(QueueFullError, match="9 filters queued, this request adds 2, limit 10"):
+            scheduler.submit("d", plan("block5_conv1", range(2)), loop, client="carol")
+        scheduler.submit("e", plan("block5_conv1", range(1)), loop, client="carol")
         assert scheduler.queued == 10
 
     asyncio.run(run())
@@ -109,8 +134,8 @@ def test_rows_go_round_robin_across_requests() -> None:
         first = scheduler.submit("a", plan("block5_conv1", range(0, 8)), loop)
         second = scheduler.submit("b", plan("block5_conv1", range(100, 102)), loop)
         scheduler.start()
-        await drain(first)
-        await drain(second)
+        await drain(scheduler, first)
+        await drain(scheduler, second)
 
     try:
         asyncio.run(run())
@@ -118,3 +143,56 @@ def test_rows_go_round_robin_across_requests() -> None:
         scheduler.stop()
     # The first batch of 4 already holds both requests' filters.
     assert engine.batches[0] == [0, 100, 1, 101]
+
+
+def test_a_small_request_of_another_key_does_not_wait_for_a_big_one() -> None:
+    engine = StandInEngine(rows=1)
+    scheduler = Scheduler(engine)
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        # One filter of 40 steps of 20 ms, then a 2-step filter of another layer.
+        big = scheduler.submit("big", plan("block5_conv1", range(1), steps=40, step_ms=20), loop)
+        scheduler.start()
+        while not engine.steps:
+            await asyncio.sleep(0.005)
+        small = scheduler.submit("small", plan("block4_conv1", range(1), steps=2), loop)
+        await drain(scheduler, small)
+        big_steps_before_small_finished = engine.steps.count("block5_conv1")
+        await drain(scheduler, big)
+        return big_steps_before_small_finished
+
+    try:
+        big_steps = asyncio.run(run())
+    finally:
+        scheduler.stop()
+    # Batches take turns step by step, the least-served first: the small request ran
+    # while the big one was still far from done, not after its 40 steps.
+    assert big_steps < 40, engine.steps
+    assert engine.steps.count("block4_conv1") == 2
+
+
+def test_a_stream_that_does_not_read_stops_getting_rows() -> None:
+    engine = StandInEngine(rows=2)
+    scheduler = Scheduler(engine, stream_buffer=3)
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        idle = scheduler.submit("idle", plan("block5_conv1", range(0, 20)), loop)
+        scheduler.start()
+        # Without a reader its work pauses after the buffer (3) plus a batch in flight.
+        busy = scheduler.submit("busy", plan("block5_conv1", range(100, 110)), loop)
+        busy_events = await drain(scheduler, busy)
+        await asyncio.sleep(0.1)
+        computed_while_idle = idle.buffered
+        # Reading resumes it.
+        idle_events = await drain(scheduler, idle)
+        return computed_while_idle, busy_events, idle_events
+
+    try:
+        paused_at, busy_events, idle_events = asyncio.run(run())
+    finally:
+        scheduler.stop()
+    assert paused_at <= 3 + 2, paused_at
+    assert isinstance(busy_events[-1], Done) and len(busy_events) == 11
+    assert sorted(e.outcome.index for e in idle_events if isinstance(e, Result)) == list(range(20))

@@ -9,7 +9,15 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from filtercast.v1 import filtercast_pb2 as pb
-from filtercast_client.client import Accepted, Client, FilterImage, GridImage, Summary
+from filtercast_client.client import (
+    Accepted,
+    Client,
+    FilterImage,
+    GridImage,
+    Summary,
+    retry_after,
+)
+from filtercast_client.health import check
 from tests.serving import ServerProcess
 
 SMALL = {"size": 32, "steps": 2}
@@ -141,6 +149,9 @@ def test_cancel_mid_stream_stops_the_remaining_filters(server, client) -> None:
         computed(),
         server.metric("filtercast_filters_total", outcome="cancelled"),
     )
+    codes_before = {
+        code: server.handled("VisualizeFilters", code) for code in ("CANCELLED", "UNKNOWN")
+    }
     stream = client.visualize(
         filters="0:64", overrides={"size": 32, "steps": 6}, keep_dead_filters=True
     )
@@ -158,22 +169,35 @@ def test_cancel_mid_stream_stops_the_remaining_filters(server, client) -> None:
     cancelled = server.metric("filtercast_filters_total", outcome="cancelled") - cancelled_before
     assert settled - before + cancelled == 64
     assert cancelled >= 64 - received - 8 * 2  # at most what was in the batch around the cancel
+    # A client's cancel is CANCELLED in the gRPC metrics, never UNKNOWN.
+    assert server.handled("VisualizeFilters", "CANCELLED") == codes_before["CANCELLED"] + 1
+    assert server.handled("VisualizeFilters", "UNKNOWN") == codes_before["UNKNOWN"]
 
 
 def test_deadline_exceeded(server, client) -> None:
+    counted = server.handled("VisualizeFilters", "DEADLINE_EXCEEDED")
     with pytest.raises(grpc.RpcError) as info:
         list(client.visualize(filters="0:64", overrides={"size": 32, "steps": 20}, timeout=1.0))
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    time.sleep(0.5)
+    assert server.handled("VisualizeFilters", "DEADLINE_EXCEEDED") == counted + 1
     time.sleep(1)
     assert server.metric("filtercast_queued_filters") == 0
 
 
-def test_queue_full_is_rejected_at_once(client) -> None:
-    started = time.monotonic()
-    with pytest.raises(grpc.RpcError) as info:
-        list(client.visualize(filters="0:200", overrides=SMALL))
-    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "limit 150" in info.value.details() and time.monotonic() - started < 2
+def test_queue_full_is_rejected_at_once_with_a_retry_hint(client) -> None:
+    big = client.visualize(filters="0:120", overrides={"size": 32, "steps": 20})
+    events = iter(big)
+    assert isinstance(next(events), Accepted)  # its 120 filters are queued now
+    try:
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            list(client.visualize(filters="200:250", overrides=SMALL))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "limit 150" in info.value.details() and time.monotonic() - started < 10
+        assert retry_after(info.value) >= 1 and "retry in ~" in info.value.details()
+    finally:
+        big.cancel()
 
 
 @pytest.mark.parametrize(
@@ -269,13 +293,8 @@ def test_metrics_move_after_requests(server, client) -> None:
         )
         >= 1
     )
-    assert server.metric("filtercast_grpc_handled_total", method="VisualizeFilters", code="OK") >= 1
-    assert (
-        server.metric(
-            "filtercast_grpc_handled_total", method="VisualizeFilters", code="INVALID_ARGUMENT"
-        )
-        >= 1
-    )
+    assert server.handled("VisualizeFilters", "OK") >= 1
+    assert server.handled("VisualizeFilters", "INVALID_ARGUMENT") >= 1
     assert (
         server.metric(
             "filtercast_ascent_step_seconds_count",
@@ -310,13 +329,22 @@ def test_health_and_sigterm_drain(tmp_path) -> None:
         with Client(process.address) as c:
             stream = iter(
                 c.visualize(
-                    filters="0:12", overrides={"size": 32, "steps": 4}, keep_dead_filters=True
+                    filters="0:16", overrides={"size": 32, "steps": 60}, keep_dead_filters=True
                 )
             )
             events = [next(stream), next(stream)]
             process.process.send_signal(15)
+            time.sleep(0.5)
+            # Draining: the port stays open while the stream runs. A new connection hears
+            # NOT_SERVING (not "connection refused") and a new stream is UNAVAILABLE.
+            with Client(process.address, attempts=1) as fresh:
+                assert check(fresh.channel) == NOT_SERVING
+                with pytest.raises(grpc.RpcError) as refused:
+                    list(fresh.visualize(filters=[0]))
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert "shutting down" in refused.value.details()
             events.extend(stream)
-        assert sum(isinstance(e, FilterImage) for e in events) == 12
+        assert sum(isinstance(e, FilterImage) for e in events) == 16
         assert isinstance(events[-1], Summary)
     finally:
         assert process.stop() == 0

@@ -1,8 +1,10 @@
 """The ``filtercast`` command line: models, layers, visualize, demo, render, serve."""
 
+import functools
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_client.client import (
     PRECISIONS,
     PRESETS,
+    TLS,
     Accepted,
     Client,
     FilterImage,
@@ -62,16 +65,80 @@ def rpc_failure(error: grpc.RpcError) -> click.ClickException:
     return click.ClickException(f"{error.code().name}: {error.details()}")
 
 
-def servers_option(function: Any) -> Any:
-    """--server, repeatable; several are balanced round-robin."""
-    return click.option(
-        "--server",
-        "servers",
-        multiple=True,
-        default=["127.0.0.1:50051"],
-        show_default=True,
-        help="HOST:PORT of a server; repeat it to balance over several.",
-    )(function)
+@dataclass(frozen=True)
+class Connection:
+    """Where and how the CLI reaches servers: addresses, TLS, bearer token."""
+
+    servers: list[str]
+    tls: TLS | None = None
+    token: str | None = None
+
+    def client(self) -> Client:
+        """A client on these settings."""
+        return Client(self.servers, tls=self.tls, token=self.token)
+
+
+def connection_options(function: Any) -> Any:
+    """--server (repeatable), TLS and token options, handed to the command as `connection`."""
+    options = [
+        click.option(
+            "--server",
+            "servers",
+            multiple=True,
+            default=["127.0.0.1:50051"],
+            show_default=True,
+            help="HOST:PORT of a server; repeat it to balance over several.",
+        ),
+        click.option("--tls", is_flag=True, help="Use TLS, trusting the system's roots."),
+        click.option(
+            "--tls-ca",
+            type=click.Path(exists=True, dir_okay=False),
+            help="PEM roots to trust (implies --tls).",
+        ),
+        click.option(
+            "--tls-cert",
+            type=click.Path(exists=True, dir_okay=False),
+            help="PEM client certificate, for mTLS.",
+        ),
+        click.option(
+            "--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM key of --tls-cert."
+        ),
+        click.option("--tls-server-name", help="Name to check in the server's certificate."),
+        click.option(
+            "--token-file",
+            type=click.Path(exists=True, dir_okay=False),
+            help="File holding a bearer token [default: $FILTERCAST_TOKEN].",
+        ),
+    ]
+
+    @functools.wraps(function)
+    def wrapper(
+        servers: tuple[str, ...],
+        tls: bool,
+        tls_ca: str | None,
+        tls_cert: str | None,
+        tls_key: str | None,
+        tls_server_name: str | None,
+        token_file: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        secure = tls or any((tls_ca, tls_cert, tls_key, tls_server_name))
+        try:
+            settings = (
+                TLS.from_files(tls_ca, tls_cert, tls_key, tls_server_name) if secure else None
+            )
+        except ValueError as error:
+            raise click.UsageError(str(error)) from error
+        token = (
+            Path(token_file).read_text().strip()
+            if token_file
+            else os.environ.get("FILTERCAST_TOKEN") or None
+        )
+        return function(connection=Connection(list(servers), settings, token), **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
 
 
 @click.group()
@@ -81,12 +148,12 @@ def main() -> None:
 
 
 @main.command()
-@servers_option
-def models(servers: tuple[str, ...]) -> None:
+@connection_options
+def models(connection: Connection) -> None:
     """List the models a server has loaded."""
     table = Table("model", "weights", "device", "auto precision", "layers")
     try:
-        with Client(list(servers)) as client:
+        with connection.client() as client:
             for info in client.list_models():
                 table.add_row(
                     info.name,
@@ -101,13 +168,13 @@ def models(servers: tuple[str, ...]) -> None:
 
 
 @main.command()
-@servers_option
+@connection_options
 @click.option("--model", default="vgg16", show_default=True)
-def layers(servers: tuple[str, ...], model: str) -> None:
+def layers(connection: Connection, model: str) -> None:
     """List a model's layers: name, type, channels, output stride."""
     table = Table("layer", "type", "channels", "stride")
     try:
-        with Client(list(servers)) as client:
+        with connection.client() as client:
             for layer in client.describe(model).layers:
                 table.add_row(layer.name, layer.type, str(layer.channels), str(layer.output_stride))
     except grpc.RpcError as error:
@@ -116,14 +183,14 @@ def layers(servers: tuple[str, ...], model: str) -> None:
 
 
 def visualize_into(
-    servers: list[str], out: Path, timeout: float | None, **request: Any
+    connection: Connection, out: Path, timeout: float | None, **request: Any
 ) -> dict[str, Any]:
     """Stream one request into `out` with a progress bar; the manifest written.
 
     Ctrl-C cancels the stream, keeps what arrived and exits 130.
     """
     folder: OutputFolder | None = None
-    client = Client(servers)
+    client = connection.client()
     stream = client.visualize(timeout=timeout, **request)
     columns = (
         TextColumn("{task.description}"),
@@ -138,7 +205,12 @@ def visualize_into(
             for event in stream:
                 if isinstance(event, Accepted):
                     folder = OutputFolder(
-                        out, {**event.header(), "request_id": event.request_id, "servers": servers}
+                        out,
+                        {
+                            **event.header(),
+                            "request_id": event.request_id,
+                            "servers": connection.servers,
+                        },
                     )
                     progress.update(
                         task,
@@ -230,14 +302,14 @@ def request_of(
 
 
 @main.command()
-@servers_option
+@connection_options
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("visualize-output"), show_default=True
 )
 @request_options
-def visualize(servers: tuple[str, ...], out: Path, timeout: float | None, **options: Any) -> None:
+def visualize(connection: Connection, out: Path, timeout: float | None, **options: Any) -> None:
     """Stream a layer's filters from a server into PNGs, grid.png and manifest.json."""
-    manifest = visualize_into(list(servers), out, timeout, **request_of(**options))
+    manifest = visualize_into(connection, out, timeout, **request_of(**options))
     report(manifest, out)
 
 
@@ -257,7 +329,7 @@ def demo(servers: tuple[str, ...], weights: str, out: Path, filters: str, seed: 
 
     request = request_of("classic", "vgg16", "block5_conv1", filters, "auto", seed, None, None)
     if servers:
-        report(visualize_into(list(servers), out, None, **request), out)
+        report(visualize_into(Connection(list(servers)), out, None, **request), out)
         return
     log_path = Path(tempfile.gettempdir()) / "filtercast-demo-server.log"
     console.print(f"starting a local server (weights: {weights}; log: {log_path})")
@@ -267,7 +339,7 @@ def demo(servers: tuple[str, ...], weights: str, out: Path, filters: str, seed: 
         raise click.ClickException(f"cannot start the server: {error}") from error
     try:
         server.wait_serving()
-        report(visualize_into([server.address], out, None, **request), out)
+        report(visualize_into(Connection([server.address]), out, None, **request), out)
     except (RuntimeError, TimeoutError) as error:
         raise click.ClickException(str(error)) from error
     finally:

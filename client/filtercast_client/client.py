@@ -6,18 +6,25 @@
             ...
 
 Several addresses are balanced with gRPC's round_robin policy. Message size
-limits match the server's (64 MiB, enough for a 412 px 8x8 grid).
+limits match the server's (64 MiB, enough for a 412 px 8x8 grid). `tls=`
+reaches a TLS (or mTLS) server, `token=` sends a bearer token on every call.
 """
 
+import asyncio
 import io
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 from google.protobuf.json_format import MessageToDict
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from PIL import Image
 
 from filtercast.v1 import filtercast_pb2 as pb
@@ -41,8 +48,11 @@ PRECISIONS = {
 FORMATS = {"png": pb.IMAGE_FORMAT_PNG, "raw": pb.IMAGE_FORMAT_RAW}
 
 
-# gRPC retries a call only until the first response arrives, so retrying
-# UNAVAILABLE is safe for the stream too: it never repeats delivered filters.
+# UNAVAILABLE is retried with exponential backoff, and only until the first
+# response arrives: a stream that has started delivering is never repeated.
+# gRPC's own retry policy does this for the unary calls; the stream retries in
+# this library, because grpcio's sync unary_stream with a retry policy can hang
+# past its deadline when the server dies before answering.
 RETRY_POLICY = {
     "maxAttempts": 5,
     "initialBackoff": "0.2s",
@@ -50,29 +60,84 @@ RETRY_POLICY = {
     "backoffMultiplier": 2,
     "retryableStatusCodes": ["UNAVAILABLE"],
 }
+UNARY_METHODS = ("ListModels", "DescribeModel")
 
 
-def service_config(balanced: bool) -> str:
-    """Retry policy for every method, and round_robin across several servers."""
-    config: dict[str, Any] = {
-        "methodConfig": [{"name": [{"service": SERVICE}], "retryPolicy": RETRY_POLICY}]
-    }
+def service_config(balanced: bool, attempts: int) -> str:
+    """Retries for the unary methods (when attempts > 1), round_robin across several servers."""
+    config: dict[str, Any] = {}
+    if attempts > 1:
+        names = [{"service": SERVICE, "method": method} for method in UNARY_METHODS]
+        policy = {**RETRY_POLICY, "maxAttempts": attempts}
+        config["methodConfig"] = [{"name": names, "retryPolicy": policy}]
     if balanced:
         config["loadBalancingConfig"] = [{"round_robin": {}}]
     return json.dumps(config)
 
 
-def channel_options(balanced: bool) -> list[tuple[str, Any]]:
-    """Channel options: message limits, keepalive, retries, balancing."""
-    return [
+def backoff(attempt: int) -> float:
+    """Seconds before retry `attempt` (0-based) of a stream, as RETRY_POLICY spaces them."""
+    initial = float(RETRY_POLICY["initialBackoff"].rstrip("s"))
+    ceiling = float(RETRY_POLICY["maxBackoff"].rstrip("s"))
+    delay = min(ceiling, initial * RETRY_POLICY["backoffMultiplier"] ** attempt)
+    return random.uniform(0.5, 1.0) * delay  # jitter: replicas are not hit in lockstep
+
+
+@dataclass(frozen=True)
+class TLS:
+    """How to reach a TLS server: the roots to trust and, for mTLS, this client's key pair."""
+
+    ca: bytes | None = None  # PEM roots; None: the system's
+    cert: bytes | None = None  # PEM certificate chain of this client (mTLS)
+    key: bytes | None = None
+    server_name: str | None = None  # name to check in the server's certificate, if not the host
+
+    @classmethod
+    def from_files(
+        cls,
+        ca: str | Path | None = None,
+        cert: str | Path | None = None,
+        key: str | Path | None = None,
+        server_name: str | None = None,
+    ) -> "TLS":
+        """TLS settings from PEM files (any may be None)."""
+
+        def read(path: str | Path | None) -> bytes | None:
+            return None if path is None else Path(path).read_bytes()
+
+        if (cert is None) != (key is None):
+            raise ValueError("a client certificate and its key go together")
+        return cls(read(ca), read(cert), read(key), server_name)
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """The channel credentials for grpc.secure_channel."""
+        return grpc.ssl_channel_credentials(self.ca, self.key, self.cert)
+
+
+def channel_options(balanced: bool, attempts: int = 5, tls: TLS | None = None) -> list:
+    """Channel options: message limits, keepalive, retries, balancing, TLS name."""
+    options: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.enable_retries", 1),
-        ("grpc.service_config", service_config(balanced)),
+        ("grpc.enable_retries", int(attempts > 1)),
+        ("grpc.service_config", service_config(balanced, attempts)),
     ]
+    if tls is not None and tls.server_name:
+        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    return options
+
+
+def retry_after(error: grpc.RpcError) -> float | None:
+    """The server's retry hint (google.rpc.RetryInfo) on a refused call, in seconds."""
+    status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
+    for detail in status.details if status else ():
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+    return None
 
 
 def target_of(addresses: str | Sequence[str]) -> str:
@@ -247,27 +312,120 @@ def build_request(
     return request
 
 
-class Visualization:
-    """The events of one VisualizeFilters stream; iterate it, or cancel it."""
+class _Stream:
+    """Retry bookkeeping shared by the sync and async streams."""
 
-    def __init__(self, call: Any) -> None:
-        self._call = call
+    def __init__(self, start: Callable[[float | None], Any], timeout: float | None, attempts: int):
+        self._start = start
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._attempts = max(1, attempts)
+        self._call: Any = None
+        self._cancelled = False
 
-    def __iter__(self) -> Iterator[Event]:
-        for response in self._call:
-            yield to_event(response)
+    def _remaining(self) -> float | None:
+        return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+
+    def _begin(self) -> Any:
+        self._call = self._start(self._remaining())
+        if self._cancelled:
+            self._call.cancel()
+        return self._call
+
+    def _retry_delay(self, error: grpc.RpcError, attempt: int, started: bool) -> float | None:
+        """Seconds to wait before trying again, or None to give up with `error`."""
+        if started or self._cancelled or error.code() != grpc.StatusCode.UNAVAILABLE:
+            return None
+        if attempt + 1 >= self._attempts:
+            return None
+        delay = backoff(attempt)
+        remaining = self._remaining()
+        return None if remaining is not None and remaining <= delay else delay
 
     def cancel(self) -> None:
         """Stop the stream; the server drops the filters not yet computed."""
-        self._call.cancel()
+        self._cancelled = True
+        if self._call is not None:
+            self._call.cancel()
+
+
+class Visualization(_Stream):
+    """The events of one VisualizeFilters stream; iterate it, or cancel it."""
+
+    def __iter__(self) -> Iterator[Event]:
+        for attempt in range(self._attempts):
+            started = False
+            try:
+                for response in self._begin():
+                    started = True
+                    yield to_event(response)
+                return
+            except grpc.RpcError as error:
+                delay = self._retry_delay(error, attempt, started)
+                if delay is None:
+                    raise
+                time.sleep(delay)
+
+
+class AsyncVisualization(_Stream):
+    """The events of one VisualizeFilters stream, for asyncio."""
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        for attempt in range(self._attempts):
+            started = False
+            try:
+                async for response in self._begin():
+                    started = True
+                    yield to_event(response)
+                return
+            except grpc.RpcError as error:
+                delay = self._retry_delay(error, attempt, started)
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+
+
+class _Connection:
+    """What Client and AsyncClient share: target, options, credentials, token."""
+
+    def __init__(
+        self,
+        addresses: str | Sequence[str],
+        tls: TLS | None,
+        token: str | None,
+        attempts: int,
+    ) -> None:
+        balanced = not isinstance(addresses, str) and len(addresses) > 1
+        self.target = target_of(addresses)
+        self.options = channel_options(balanced, attempts, tls)
+        self.tls = tls
+        self.attempts = attempts
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
+
+    def open(self, module: Any) -> Any:
+        """A channel from `grpc` or `grpc.aio`."""
+        if self.tls is None:
+            return module.insecure_channel(self.target, self.options)
+        return module.secure_channel(self.target, self.tls.credentials(), self.options)
 
 
 class Client:
-    """A connection to one filtercast server, or several balanced round-robin."""
+    """A connection to one filtercast server, or several balanced round-robin.
 
-    def __init__(self, addresses: str | Sequence[str]) -> None:
-        balanced = not isinstance(addresses, str) and len(addresses) > 1
-        self.channel = grpc.insecure_channel(target_of(addresses), channel_options(balanced))
+    `tls` reaches a TLS server (None: plaintext), `token` is sent as a bearer
+    token, `attempts` bounds the tries of a call that finds no server
+    (UNAVAILABLE; 1: no retry).
+    """
+
+    def __init__(
+        self,
+        addresses: str | Sequence[str],
+        *,
+        tls: TLS | None = None,
+        token: str | None = None,
+        attempts: int = RETRY_POLICY["maxAttempts"],
+    ) -> None:
+        self._connection = _Connection(addresses, tls, token, attempts)
+        self.channel = self._connection.open(grpc)
         self.stub = pb_grpc.FilterVisualizerServiceStub(self.channel)
 
     def __enter__(self) -> "Client":
@@ -282,38 +440,45 @@ class Client:
 
     def list_models(self, timeout: float | None = 30) -> list[pb.ModelInfo]:
         """Every model the server has loaded."""
-        return list(self.stub.ListModels(pb.ListModelsRequest(), timeout=timeout).models)
+        response = self.stub.ListModels(
+            pb.ListModelsRequest(), timeout=timeout, metadata=self._connection.metadata
+        )
+        return list(response.models)
 
     def describe(self, model: str = "vgg16", timeout: float | None = 30) -> pb.ModelInfo:
         """One model: weights, device, precision and layers."""
-        return self.stub.DescribeModel(pb.DescribeModelRequest(model=model), timeout=timeout).model
+        return self.stub.DescribeModel(
+            pb.DescribeModelRequest(model=model),
+            timeout=timeout,
+            metadata=self._connection.metadata,
+        ).model
 
     def visualize(self, *, timeout: float | None = None, **request: Any) -> Visualization:
         """Start a VisualizeFilters stream; keywords as in build_request."""
-        return Visualization(self.stub.VisualizeFilters(build_request(**request), timeout=timeout))
-
-
-class AsyncVisualization:
-    """The events of one VisualizeFilters stream, for asyncio."""
-
-    def __init__(self, call: Any) -> None:
-        self._call = call
-
-    async def __aiter__(self) -> AsyncIterator[Event]:
-        async for response in self._call:
-            yield to_event(response)
-
-    def cancel(self) -> None:
-        """Stop the stream; the server drops the filters not yet computed."""
-        self._call.cancel()
+        message = build_request(**request)
+        metadata = self._connection.metadata
+        return Visualization(
+            lambda remaining: self.stub.VisualizeFilters(
+                message, timeout=remaining, metadata=metadata
+            ),
+            timeout,
+            self._connection.attempts,
+        )
 
 
 class AsyncClient:
     """The asyncio twin of Client (grpc.aio)."""
 
-    def __init__(self, addresses: str | Sequence[str]) -> None:
-        balanced = not isinstance(addresses, str) and len(addresses) > 1
-        self.channel = grpc.aio.insecure_channel(target_of(addresses), channel_options(balanced))
+    def __init__(
+        self,
+        addresses: str | Sequence[str],
+        *,
+        tls: TLS | None = None,
+        token: str | None = None,
+        attempts: int = RETRY_POLICY["maxAttempts"],
+    ) -> None:
+        self._connection = _Connection(addresses, tls, token, attempts)
+        self.channel = self._connection.open(grpc.aio)
         self.stub = pb_grpc.FilterVisualizerServiceStub(self.channel)
 
     async def __aenter__(self) -> "AsyncClient":
@@ -328,17 +493,28 @@ class AsyncClient:
 
     async def list_models(self, timeout: float | None = 30) -> list[pb.ModelInfo]:
         """Every model the server has loaded."""
-        return list((await self.stub.ListModels(pb.ListModelsRequest(), timeout=timeout)).models)
+        response = await self.stub.ListModels(
+            pb.ListModelsRequest(), timeout=timeout, metadata=self._connection.metadata
+        )
+        return list(response.models)
 
     async def describe(self, model: str = "vgg16", timeout: float | None = 30) -> pb.ModelInfo:
         """One model: weights, device, precision and layers."""
         response = await self.stub.DescribeModel(
-            pb.DescribeModelRequest(model=model), timeout=timeout
+            pb.DescribeModelRequest(model=model),
+            timeout=timeout,
+            metadata=self._connection.metadata,
         )
         return response.model
 
     def visualize(self, *, timeout: float | None = None, **request: Any) -> AsyncVisualization:
         """Start a VisualizeFilters stream; keywords as in build_request."""
+        message = build_request(**request)
+        metadata = self._connection.metadata
         return AsyncVisualization(
-            self.stub.VisualizeFilters(build_request(**request), timeout=timeout)
+            lambda remaining: self.stub.VisualizeFilters(
+                message, timeout=remaining, metadata=metadata
+            ),
+            timeout,
+            self._connection.attempts,
         )

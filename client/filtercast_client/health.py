@@ -1,11 +1,14 @@
 """Ask a server's grpc.health.v1 service; exit 0 when it is SERVING.
 
-    python -m filtercast_client.health [--address 127.0.0.1:50051] [--service NAME]
+    python -m filtercast_client.health [--address HOST:PORT] [--service NAME]
 
-The container's HEALTHCHECK runs this.
+The container's HEALTHCHECK runs this. The default address is this host's
+plaintext health port, $FILTERCAST_HEALTH_PORT (the server's health-only port,
+there when the main port uses TLS), else $FILTERCAST_PORT, else 50051.
 """
 
 import argparse
+import os
 import sys
 
 import grpc
@@ -21,7 +24,12 @@ def check(channel: grpc.Channel, service: str = "", timeout: float = 5.0) -> int
 def main(argv: list[str] | None = None) -> int:
     """Print the status; 0 if SERVING, 1 otherwise (or when unreachable)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--address", default="127.0.0.1:50051")
+    port = (
+        int(os.environ.get("FILTERCAST_HEALTH_PORT") or 0)
+        or int(os.environ.get("FILTERCAST_PORT") or 0)
+        or 50051
+    )
+    parser.add_argument("--address", default=f"127.0.0.1:{port}")
     parser.add_argument("--service", default="")
     parser.add_argument("--timeout", type=float, default=5.0)
     args = parser.parse_args(argv)

@@ -28,7 +28,13 @@ def free_port() -> int:
 class LocalServer:
     """`python -m filtercast_server` on free loopback ports; stop() sends SIGTERM."""
 
-    def __init__(self, *args: str, log_path: Path, metrics: bool = True) -> None:
+    def __init__(
+        self,
+        *args: str,
+        log_path: Path,
+        metrics: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.metrics_port = free_port() if metrics else 0
         self.address = f"127.0.0.1:{self.port}"
@@ -45,7 +51,7 @@ class LocalServer:
             str(self.metrics_port),
             *args,
         ]
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
         self._log = log_path.open("w")
         self.process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env=env

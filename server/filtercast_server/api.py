@@ -1,31 +1,47 @@
-"""The gRPC servicer: validate, plan, submit to the scheduler, stream events back.
+"""The gRPC servicer: decode, admit, plan, submit to the scheduler, stream events back.
 
 It never touches TensorFlow: plans come from planning, pictures from the
-scheduler, encoding from wire. Every bad request is answered with
-INVALID_ARGUMENT (NOT_FOUND for an unknown model) before any work starts.
+scheduler, encoding from wire. Its methods take the request's raw bytes, so an
+undecodable request is INVALID_ARGUMENT like any other bad request (grpc.aio
+would answer UNKNOWN itself). Every bad request is answered with
+INVALID_ARGUMENT (NOT_FOUND for an unknown model) before any work starts; a
+request over a limit with RESOURCE_EXHAUSTED and a RetryInfo hint.
+
+A stream is bounded three ways: its unsent results (the scheduler pauses its
+work when they pile up), how long one message may wait for the client to read
+(`stall_seconds`), and its whole lifetime (`max_stream_seconds`).
 """
 
 import asyncio
 import functools
-import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NoReturn
 
 import grpc
+from google.protobuf import duration_pb2
+from google.protobuf.message import DecodeError, Message
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from filtercast.v1 import filtercast_pb2 as pb
-from filtercast.v1 import filtercast_pb2_grpc as pb_grpc
-from filtercast_server.ascent import FilterOutcome
-from filtercast_server.errors import InvalidRequestError, UnknownModelError, quoted
-from filtercast_server.grid import build_grid
+from filtercast_server.admission import Slot, StreamAdmission
+from filtercast_server.ascent import Plan
+from filtercast_server.errors import (
+    InvalidRequestError,
+    RefusedError,
+    UnknownModelError,
+    quoted,
+)
+from filtercast_server.grid import GridCollector
+from filtercast_server.interceptor import current_caller
 from filtercast_server.metrics import Metrics
 from filtercast_server.models import MODEL_SPECS, LoadedModel
-from filtercast_server.planning import make_plan
+from filtercast_server.planning import OverBudgetError, make_plan
 from filtercast_server.presets import Limits
-from filtercast_server.scheduler import Done, Failed, QueueFullError, Result, Scheduler
+from filtercast_server.scheduler import Done, Failed, RequestHandle, Result, Scheduler
+from filtercast_server.throttle import ThrottledLog
 from filtercast_server.wire import (
     PRECISION_ENUMS,
     check_grid_fits,
@@ -38,58 +54,25 @@ from filtercast_server.wire import (
     resolved_params,
 )
 
+SERVICE = pb.DESCRIPTOR.services_by_name["FilterVisualizerService"].full_name
 log = logging.getLogger(__name__)
 
 
-def counted(method: str) -> Callable:
-    """Count each call of a servicer method by its final status code."""
-
-    def decorate(handler: Callable) -> Callable:
-        def record(
-            metrics: Metrics, context: grpc.aio.ServicerContext, error: BaseException | None
-        ):
-            code = context.code()
-            if code is None:
-                code = (
-                    grpc.StatusCode.CANCELLED
-                    if isinstance(error, asyncio.CancelledError)
-                    else (grpc.StatusCode.UNKNOWN if error else grpc.StatusCode.OK)
-                )
-            metrics.handled.labels(method, code.name).inc()
-
-        if inspect.isasyncgenfunction(handler):  # a server-streaming method
-
-            @functools.wraps(handler)
-            async def stream(self, request, context):
-                error = None
-                try:
-                    async for event in handler(self, request, context):
-                        yield event
-                except BaseException as caught:
-                    error = caught
-                    raise
-                finally:
-                    record(self.metrics, context, error)
-
-            return stream
-
-        @functools.wraps(handler)
-        async def unary(self, request, context):
-            error = None
-            try:
-                return await handler(self, request, context)
-            except BaseException as caught:
-                error = caught
-                raise
-            finally:
-                record(self.metrics, context, error)
-
-        return unary
-
-    return decorate
+class StalledError(Exception):
+    """The client read nothing for longer than the stall limit."""
 
 
-class FilterVisualizerServicer(pb_grpc.FilterVisualizerServiceServicer):
+def retry_details(code: grpc.StatusCode, message: str, seconds: float) -> tuple:
+    """Trailing metadata carrying a google.rpc.RetryInfo, as gRPC clients read it."""
+    info = error_details_pb2.RetryInfo(
+        retry_delay=duration_pb2.Duration(seconds=int(seconds), nanos=int(seconds % 1 * 1e9))
+    )
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
+    status.details.add().Pack(info)
+    return (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+class FilterVisualizerServicer:
     """filtercast.v1.FilterVisualizerService on a scheduler and loaded models."""
 
     def __init__(
@@ -98,17 +81,81 @@ class FilterVisualizerServicer(pb_grpc.FilterVisualizerServiceServicer):
         scheduler: Scheduler,
         metrics: Metrics,
         limits: Limits,
+        admission: StreamAdmission,
+        *,
         max_message_bytes: int,
         default_precision: str = "auto",
+        stall_seconds: float = 60.0,
+        max_stream_seconds: float = 3600.0,
     ) -> None:
         self.models = models
         self.scheduler = scheduler
         self.metrics = metrics
         self.limits = limits
+        self.admission = admission
         self.max_message_bytes = max_message_bytes
         self.default_precision = default_precision
+        self.stall_seconds = stall_seconds
+        self.max_stream_seconds = max_stream_seconds
         self.ready = False
+        self.draining = False
+        self._warn = ThrottledLog(log)
         self._encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="filtercast-encode")
+        # Planning may build a layer's extractor (Keras): off the event loop, one at a time.
+        self._planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="filtercast-plan")
+
+    def rpc_handler(self) -> grpc.GenericRpcHandler:
+        """The service's methods, taking raw request bytes (decoded by the servicer)."""
+
+        def unary(method: Any, response: type[Message]) -> grpc.RpcMethodHandler:
+            return grpc.unary_unary_rpc_method_handler(
+                method, response_serializer=response.SerializeToString
+            )
+
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "ListModels": unary(self.ListModels, pb.ListModelsResponse),
+                "DescribeModel": unary(self.DescribeModel, pb.DescribeModelResponse),
+                "VisualizeFilters": grpc.unary_stream_rpc_method_handler(
+                    self.VisualizeFilters,
+                    response_serializer=pb.VisualizeFiltersResponse.SerializeToString,
+                ),
+            },
+        )
+
+    # --- shared ---------------------------------------------------------------------
+
+    async def _decode(self, data: bytes, kind: type[Message], context: Any) -> Any:
+        try:
+            return kind.FromString(data)
+        except DecodeError as error:
+            caller = current_caller()
+            self._warn.warning(
+                (caller, "malformed"), "undecodable %s from %s: %s", kind.__name__, caller, error
+            )
+            await self._refuse(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "malformed",
+                f"could not decode the request as {kind.DESCRIPTOR.full_name}: {error}",
+            )
+
+    async def _refuse(
+        self,
+        context: Any,
+        code: grpc.StatusCode,
+        reason: str,
+        message: str,
+        retry_after: float | None = None,
+    ) -> NoReturn:
+        """Count the refusal by reason and end the call with `code` (and a retry hint)."""
+        self.metrics.rejected.labels(reason).inc()
+        trailers = ()
+        if retry_after is not None:
+            message = f"{message} [retry in ~{retry_after:.0f} s]"
+            trailers = retry_details(code, message, retry_after)
+        await context.abort(code, message, trailers)
 
     def _model_info(self, model: LoadedModel) -> pb.ModelInfo:
         auto = model.device.resolve("auto").value
@@ -125,14 +172,16 @@ class FilterVisualizerServicer(pb_grpc.FilterVisualizerServiceServicer):
             ],
         )
 
-    @counted("ListModels")
-    async def ListModels(self, request, context):  # noqa: N802 (gRPC's method name)
+    # --- methods --------------------------------------------------------------------
+
+    async def ListModels(self, data: bytes, context: Any) -> pb.ListModelsResponse:  # noqa: N802
         """Every loaded model."""
+        await self._decode(data, pb.ListModelsRequest, context)
         return pb.ListModelsResponse(models=[self._model_info(m) for m in self.models.values()])
 
-    @counted("DescribeModel")
-    async def DescribeModel(self, request, context):  # noqa: N802
+    async def DescribeModel(self, data: bytes, context: Any) -> pb.DescribeModelResponse:  # noqa: N802
         """One loaded model, or NOT_FOUND listing the served ones."""
+        request = await self._decode(data, pb.DescribeModelRequest, context)
         if request.model not in self.models:
             known = ", ".join(sorted(MODEL_SPECS))
             await context.abort(
@@ -142,119 +191,213 @@ class FilterVisualizerServicer(pb_grpc.FilterVisualizerServiceServicer):
             )
         return pb.DescribeModelResponse(model=self._model_info(self.models[request.model]))
 
-    @counted("VisualizeFilters")
-    async def VisualizeFilters(self, request, context) -> AsyncIterator:  # noqa: N802
+    async def VisualizeFilters(self, data: bytes, context: Any) -> None:  # noqa: N802
         """Accepted, one FilterResult per filter as it finishes, Grid, Summary."""
+        request = await self._decode(data, pb.VisualizeFiltersRequest, context)
+        client = current_caller()
         request_id = uuid.uuid4().hex[:16]
-        logger = logging.LoggerAdapter(log, {"request_id": request_id})
+        logger = logging.LoggerAdapter(log, {"request_id": request_id, "client": client})
         if not self.ready:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "models are still loading; retry")
+            await self._refuse(
+                context, grpc.StatusCode.UNAVAILABLE, "not_ready", "models are still loading", 5
+            )
+        if self.draining:
+            await self._refuse(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                "draining",
+                "this server is shutting down; another replica will answer",
+                1,
+            )
+        try:
+            with self.admission.admit(client) as slot:
+                plan, preset, fmt = await self._plan(request, context, request_id)
+                handle = self.scheduler.submit(request_id, plan, asyncio.get_running_loop(), client)
+                logger.info(
+                    "accepted %d filters of %s/%s (%s, seed %d)",
+                    len(plan.filters),
+                    plan.params.model,
+                    plan.params.layer,
+                    preset,
+                    plan.seed,
+                )
+                await self._stream(handle, slot, request, preset, fmt, context, logger)
+        except RefusedError as error:
+            logger.info("refused (%s): %s", error.reason, error)
+            await self._refuse(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                error.reason,
+                str(error),
+                error.retry_after,
+            )
+
+    # --- VisualizeFilters, step by step ---------------------------------------------------
+
+    async def _plan(self, request: Any, context: Any, request_id: str) -> tuple[Plan, str, int]:
+        """The validated plan, preset name and image format, or an INVALID_ARGUMENT."""
         try:
             preset = preset_name(request)
             precision = precision_name(request)
             if precision == "auto":
                 precision = self.default_precision
             fmt = image_format(request)
-            plan = make_plan(
-                self.models,
-                preset,
-                overrides_of(request),
-                filters_of(request),
-                precision,
-                request.seed if request.HasField("seed") else None,
-                self.limits,
+            plan = await asyncio.get_running_loop().run_in_executor(
+                self._planner,
+                functools.partial(
+                    make_plan,
+                    self.models,
+                    preset,
+                    overrides_of(request),
+                    filters_of(request),
+                    precision,
+                    request.seed if request.HasField("seed") else None,
+                    self.limits,
+                ),
             )
             check_grid_fits(plan, request.grid.disabled, self.max_message_bytes)
         except UnknownModelError as error:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+            await self._refuse(context, grpc.StatusCode.NOT_FOUND, "invalid", str(error))
+        except OverBudgetError as error:
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "over_budget", str(error))
         except InvalidRequestError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        labels = (plan.params.model, plan.params.layer, preset)
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "invalid", str(error))
+        except Exception:  # a bug of ours, not the client's mistake: never UNKNOWN
+            log.exception("could not plan request %s", request_id)
+            await context.abort(
+                grpc.StatusCode.INTERNAL,
+                f"the server failed to plan this request (request id {request_id}); "
+                "its log has the details",
+            )
+        return plan, preset, fmt
+
+    async def _send(self, context: Any, message: pb.VisualizeFiltersResponse) -> None:
+        """Write one message, or StalledError when the client has not read for too long."""
         try:
-            handle = self.scheduler.submit(request_id, plan, asyncio.get_running_loop())
-        except QueueFullError as error:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
-        logger.info(
-            "accepted %d filters of %s/%s (%s, seed %d)",
-            len(plan.filters),
-            plan.params.model,
-            plan.params.layer,
-            preset,
-            plan.seed,
-        )
+            await asyncio.wait_for(context.write(message), self.stall_seconds)
+        except TimeoutError:
+            raise StalledError from None
+
+    async def _stream(
+        self,
+        handle: RequestHandle,
+        slot: Slot,
+        request: pb.VisualizeFiltersRequest,
+        preset: str,
+        fmt: int,
+        context: Any,
+        logger: logging.LoggerAdapter,
+    ) -> None:
+        plan = handle.plan
+        labels = (plan.params.model, plan.params.layer, preset)
+        loop = asyncio.get_running_loop()
         self.metrics.in_flight.inc()
         started, outcome = time.perf_counter(), "cancelled"
-        outcomes: list[FilterOutcome] = []
-        loop = asyncio.get_running_loop()
+        done = kept = 0
+        filter_seconds = 0.0
+        grid = None if request.grid.disabled else GridCollector(plan.params, len(plan.filters))
         try:
-            yield pb.VisualizeFiltersResponse(
-                accepted=pb.Accepted(
-                    request_id=request_id,
+            async with asyncio.timeout(self.max_stream_seconds):
+                accepted = pb.Accepted(
+                    request_id=handle.request_id,
                     params=resolved_params(plan, preset, fmt, request.grid.disabled),
                     filter_count=len(plan.filters),
                     filters=plan.filters,
                 )
-            )
-            while True:
-                event = await handle.events.get()
-                if isinstance(event, Done):
-                    break
-                if isinstance(event, Failed):
-                    outcome = "error"
-                    logger.error("request failed: %s", event.error)
-                    await context.abort(
-                        grpc.StatusCode.INTERNAL,
-                        f"the engine failed on a batch of this request: {event.error}",
+                await self._send(context, pb.VisualizeFiltersResponse(accepted=accepted))
+                while not isinstance(event := await self.scheduler.next_event(handle), Done):
+                    if isinstance(event, Failed):
+                        outcome = "error"
+                        logger.error("request failed: %s", event.error)
+                        await context.abort(
+                            grpc.StatusCode.INTERNAL,
+                            f"the engine failed on a batch of this request: {event.error}",
+                        )
+                    assert isinstance(event, Result)
+                    result = event.outcome
+                    done += 1
+                    kept += not result.dead
+                    filter_seconds += result.seconds
+                    if done == 1:
+                        self.metrics.time_to_first_filter.labels(*labels).observe(
+                            time.perf_counter() - started
+                        )
+                    self.metrics.filter_queue_wait.observe(event.queue_seconds)
+                    self.metrics.filter_compute.observe(result.seconds)
+                    message = pb.FilterResult(
+                        index=result.index,
+                        loss=result.loss,
+                        dead=result.dead,
+                        steps=result.steps,
+                        seconds=result.seconds,
+                        done=done,
+                        total=len(plan.filters),
                     )
-                assert isinstance(event, Result)
-                result = event.outcome
-                outcomes.append(result)
-                if len(outcomes) == 1:
-                    self.metrics.time_to_first_filter.labels(*labels).observe(
-                        time.perf_counter() - started
-                    )
-                self.metrics.filter_queue_wait.observe(event.queue_seconds)
-                self.metrics.filter_compute.observe(result.seconds)
-                message = pb.FilterResult(
-                    index=result.index,
-                    loss=result.loss,
-                    dead=result.dead,
-                    steps=result.steps,
-                    seconds=result.seconds,
-                    done=len(outcomes),
-                    total=len(plan.filters),
-                )
-                if result.image is not None:
-                    message.image.CopyFrom(
-                        await loop.run_in_executor(self._encoder, encode_image, result.image, fmt)
-                    )
-                yield pb.VisualizeFiltersResponse(filter=message)
-            if not request.grid.disabled:
-                stitch_started = time.perf_counter()
-                grid = await loop.run_in_executor(self._encoder, build_grid, outcomes, plan.params)
-                self.metrics.stitch_duration.observe(time.perf_counter() - stitch_started)
+                    if result.image is not None:
+                        image = await loop.run_in_executor(
+                            self._encoder, encode_image, result.image, fmt
+                        )
+                        message.image.CopyFrom(image)
+                    await self._send(context, pb.VisualizeFiltersResponse(filter=message))
+                    if grid is not None:
+                        grid.add(result)
                 if grid is not None:
-                    image = await loop.run_in_executor(self._encoder, encode_image, grid.image, fmt)
-                    yield pb.VisualizeFiltersResponse(
-                        grid=pb.Grid(image=image, n=grid.n, margin=grid.margin, order=grid.order)
-                    )
-            kept = sum(1 for o in outcomes if not o.dead)
-            total = time.perf_counter() - started
-            yield pb.VisualizeFiltersResponse(
-                summary=pb.Summary(
+                    stitch_started = time.perf_counter()
+                    stitched = await loop.run_in_executor(self._encoder, grid.build)
+                    self.metrics.stitch_duration.observe(time.perf_counter() - stitch_started)
+                    if stitched is not None:
+                        image = await loop.run_in_executor(
+                            self._encoder, encode_image, stitched.image, fmt
+                        )
+                        message = pb.Grid(
+                            image=image, n=stitched.n, margin=stitched.margin, order=stitched.order
+                        )
+                        await self._send(context, pb.VisualizeFiltersResponse(grid=message))
+                total = time.perf_counter() - started
+                summary = pb.Summary(
                     kept=kept,
-                    dead=len(outcomes) - kept,
+                    dead=done - kept,
                     total_seconds=total,
-                    mean_filter_seconds=sum(o.seconds for o in outcomes) / max(1, len(outcomes)),
+                    mean_filter_seconds=filter_seconds / max(1, done),
                 )
+                await self._send(context, pb.VisualizeFiltersResponse(summary=summary))
+                outcome = "ok"
+                logger.info("finished: %d kept, %d dead, %.2fs", kept, done - kept, total)
+        except StalledError:
+            # The final status waits behind the unread message (gRPC cannot drop it), so the
+            # work and the stream slot are given back first: a stalled client holds nothing
+            # but its own pending message until it reads, cancels or its connection closes.
+            outcome = "stalled"
+            self.scheduler.cancel(handle)
+            slot.release()
+            self._warn.warning(
+                (handle.client, "stalled"),
+                "ended a stream of %s: its client read nothing for %.0f s",
+                handle.client,
+                self.stall_seconds,
             )
-            outcome = "ok"
-            logger.info("finished: %d kept, %d dead, %.2fs", kept, len(outcomes) - kept, total)
+            await self._refuse(
+                context,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "stalled",
+                f"the client read nothing for {self.stall_seconds:.0f} s; the stream was ended",
+            )
+        except TimeoutError:
+            outcome = "expired"
+            self.scheduler.cancel(handle)
+            slot.release()
+            await self._refuse(
+                context,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "lifetime",
+                f"the stream ran for {self.max_stream_seconds:.0f} s, this server's limit; ask "
+                "for fewer filters or split the request",
+            )
         finally:
             if outcome != "ok":
                 self.scheduler.cancel(handle)
             if outcome == "cancelled":
-                logger.info("cancelled after %d of %d filters", len(outcomes), len(plan.filters))
+                logger.info("cancelled after %d of %d filters", done, len(plan.filters))
             self.metrics.in_flight.dec()
             self.metrics.request_duration.labels(*labels, outcome).observe(
                 time.perf_counter() - started

@@ -9,7 +9,7 @@ place at once (continuous batching), so a dead filter never slows the others.
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,9 @@ class Job:
 
 # Returns up to n jobs to start now (fewer, or none, is fine).
 JobSource = Callable[[int], list[Job]]
+# The jobs that ended in one step, each with its outcome (None: dropped, cancelled).
+Ended = list[tuple[Job, FilterOutcome | None]]
+Slices = Iterator[Ended]
 
 
 class EngineObserver:
@@ -189,18 +192,18 @@ class AscentEngine:
         def source(n: int) -> list[Job]:
             return [pending.popleft() for _ in range(min(n, len(pending)))]
 
-        for _, outcome in self.run_jobs(plan.params, plan.precision, source):
-            if outcome is not None:
-                yield outcome
+        for ended in self.run_jobs(plan.params, plan.precision, source):
+            yield from (outcome for _, outcome in ended if outcome is not None)
 
-    def run_jobs(
-        self, params: AscentParams, precision: Precision, source: JobSource
-    ) -> Iterator[tuple[Job, FilterOutcome | None]]:
-        """Run jobs pulled from `source` until it has none; yield (job, outcome).
+    def run_jobs(self, params: AscentParams, precision: Precision, source: JobSource) -> Slices:
+        """Run jobs pulled from `source` until it has none.
 
-        The outcome is None for a job dropped because it was cancelled. Every
-        job shares `params` and `precision` (they decide the compiled step);
-        seeds and owners may differ, so jobs of many requests share batches.
+        Each iteration runs at most one compiled step for the whole batch and
+        gives the (job, outcome) pairs that ended in it (often none), so a
+        caller can interleave several batches step by step. The outcome is
+        None for a job dropped because it was cancelled. Every job shares
+        `params` and `precision` (they decide the compiled step); seeds and
+        owners may differ, so jobs of many requests share batches.
         """
         step = self.step_fn(params, precision)
         capacity = self.batch_size(params)
@@ -218,7 +221,7 @@ class AscentEngine:
                 if target is not None:
                     images = rescale(images, params, target)
             if rows:
-                yield from self._finish(params, rows, images)
+                yield self._finish(params, rows, images)
 
     @staticmethod
     def _initial_batch(params: AscentParams, jobs: Sequence[Job]) -> np.ndarray:
@@ -233,13 +236,13 @@ class AscentEngine:
         images: np.ndarray,
         capacity: int,
         refill: JobSource | None,
-    ) -> Iterator[tuple[Job, FilterOutcome | None]]:
-        """Run one round of `steps` steps for every row, yielding dead rows at once.
+    ) -> Generator[Ended, None, tuple[list[_Row], np.ndarray]]:
+        """Run one round of `steps` steps for every row; each step gives the jobs that ended.
 
-        With `refill`, finished rows are yielded too and new jobs take their
-        places; the round ends when nothing is left. Without, rows move in
-        lockstep and the survivors and their float images are returned.
-        Rows whose job was cancelled leave at the next step.
+        With `refill`, finished rows end too and new jobs take their places;
+        the round ends when nothing is left. Without, rows move in lockstep
+        and the survivors and their float images are returned. Dead rows end
+        at once; rows whose job was cancelled leave at the next step.
         """
         threshold = params.dead_threshold
         # Device scopes are a thread-local stack: they are entered and left
@@ -257,14 +260,15 @@ class AscentEngine:
                 batch, losses = step(batch, filters, step_size)
                 losses = losses.numpy()
             self.observer.on_step(params, precision, len(rows), time.perf_counter() - started)
+            ended: Ended = []
             keep, done = [], []
             for position, (row, loss) in enumerate(zip(rows, losses, strict=True)):
                 row.steps += 1
                 row.loss = float(loss)
                 if row.job.is_cancelled():
-                    yield row.job, None
+                    ended.append((row.job, None))
                 elif threshold is not None and row.loss <= threshold:
-                    yield row.job, self._outcome(row, None)
+                    ended.append((row.job, self._outcome(row, None)))
                 elif row.steps >= row.end:
                     done.append(position)
                 else:
@@ -280,22 +284,24 @@ class AscentEngine:
                     new_images = self._initial_batch(params, [r.job for r in fresh])
                     batch = tf.concat([batch, new_images], axis=0)
             rows = [rows[p] for p in keep] + fresh
+            if finished and refill is None:  # lockstep: every surviving row finished now
+                yield ended
+                return finished, finished_images
             if finished:
-                if refill is None:  # lockstep: every surviving row finished now
-                    return finished, finished_images
-                yield from self._finish(params, finished, finished_images)
+                ended.extend(self._finish(params, finished, finished_images))
+            yield ended
         return [], images[:0]
 
-    def _finish(
-        self, params: AscentParams, rows: Sequence[_Row], images: np.ndarray
-    ) -> Iterator[tuple[Job, FilterOutcome]]:
+    def _finish(self, params: AscentParams, rows: Sequence[_Row], images: np.ndarray) -> Ended:
         started = time.perf_counter()
         pictures = native.deprocess(
             images, std=params.deprocess_std, crop=params.crop, eps=params.deprocess_eps
         )
         self.observer.on_deprocess(len(rows), time.perf_counter() - started)
-        for row, picture in zip(rows, pictures, strict=True):
-            yield row.job, self._outcome(row, picture)
+        return [
+            (row.job, self._outcome(row, picture))
+            for row, picture in zip(rows, pictures, strict=True)
+        ]
 
     @staticmethod
     def _outcome(row: _Row, picture: np.ndarray | None) -> FilterOutcome:

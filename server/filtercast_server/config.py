@@ -4,13 +4,29 @@ A flag wins over its environment variable, which wins over the default.
 """
 
 import argparse
+import dataclasses
 import os
 from dataclasses import dataclass, fields
 
 from filtercast_client.client import MAX_MESSAGE_BYTES  # one limit for both sides
 from filtercast_server.presets import Limits
 
-__all__ = ["MAX_MESSAGE_BYTES", "Settings", "build_parser", "parse_settings"]
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "MAX_REQUEST_BYTES",
+    "Settings",
+    "SettingsError",
+    "build_parser",
+    "parse_settings",
+]
+
+# Requests are small (a full filter list of 2048 indices is ~10 KB); anything
+# larger is refused by gRPC itself before it is decoded.
+MAX_REQUEST_BYTES = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """Settings that contradict each other (the server refuses to start)."""
 
 
 @dataclass(frozen=True)
@@ -19,19 +35,35 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 50051
-    metrics_port: int = 9090
+    metrics_port: int = 9464
+    health_port: int = 0
     models: str = "vgg16"
     weights: str = "imagenet"
     device: str = "auto"
     precision: str = "auto"
     max_batch: int = 0  # 0: the device's default (Device.batch_limits)
     max_batch_pixels: int = 0
+    max_cohorts: int = 4
     queue_limit: int = 4096
+    client_queue_limit: int = 2048
     max_concurrent_streams: int = 64
+    client_max_streams: int = 16
+    stream_buffer: int = 16
+    stall_seconds: float = 60.0
+    max_stream_seconds: float = 3600.0
+    max_connections: int = 1000
+    connection_idle_seconds: float = 300.0
+    connection_max_age_seconds: float = 3600.0
+    handshake_timeout_seconds: float = 10.0
     min_size: int = Limits.min_size
     max_size: int = Limits.max_size
     max_steps: int = Limits.max_steps
     max_filters: int = Limits.max_filters
+    max_request_cost: int = Limits.max_cost
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    auth_tokens_file: str = ""
     grace_seconds: float = 30.0
     log_level: str = "INFO"
     seed: int = 0  # of random weights
@@ -48,25 +80,83 @@ class Settings:
             max_size=self.max_size,
             max_steps=self.max_steps,
             max_filters=self.max_filters,
+            max_cost=self.max_request_cost,
         )
+
+    def consistent(self) -> "Settings":
+        """These settings with the per-client limits capped by the global ones.
+
+        A request larger than a client may queue could never run, so
+        --max-filters <= --client-queue-limit <= --queue-limit, and
+        --client-max-streams <= --max-concurrent-streams.
+        """
+        client_queue = min(self.client_queue_limit, self.queue_limit)
+        return dataclasses.replace(
+            self,
+            client_queue_limit=client_queue,
+            max_filters=min(self.max_filters, client_queue),
+            client_max_streams=min(self.client_max_streams, self.max_concurrent_streams),
+        )
+
+    def check(self) -> None:
+        """Raise SettingsError naming the first pair of settings that cannot work together."""
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise SettingsError("--tls-cert and --tls-key go together")
+        if self.tls_client_ca and not self.tls_cert:
+            raise SettingsError("--tls-client-ca (mTLS) needs --tls-cert and --tls-key")
+        positive = (
+            "max_cohorts",
+            "stream_buffer",
+            "stall_seconds",
+            "max_stream_seconds",
+            "max_connections",
+            "connection_idle_seconds",
+            "connection_max_age_seconds",
+            "handshake_timeout_seconds",
+            "max_concurrent_streams",
+            "client_max_streams",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"--{name.replace('_', '-')} must be positive")
 
 
 HELP = {
     "host": "listen address (0.0.0.0 for every interface)",
     "port": "gRPC port",
     "metrics_port": "Prometheus /metrics port (0: off)",
+    "health_port": "plaintext port serving only grpc.health.v1, for probes when --port uses TLS "
+    "(0: off)",
     "models": "comma list of models to load: vgg16, vgg19, resnet50v2",
     "weights": "imagenet (Keras download), random, or a .weights.h5 path (single model)",
     "device": "auto, cpu or gpu",
     "precision": "default precision of requests that ask for AUTO: auto, float32, bfloat16",
     "max_batch": "most filters in one batch (0: 8 on CPU, 256 on GPU)",
     "max_batch_pixels": "most pixels in one batch at the largest round (0: 1 Mpx CPU, 8 Mpx GPU)",
-    "queue_limit": "most filters queued; more is RESOURCE_EXHAUSTED at once",
-    "max_concurrent_streams": "most RPCs in progress; more is RESOURCE_EXHAUSTED",
+    "max_cohorts": "batches of different parameters advanced in turn, step by step",
+    "queue_limit": "most filters queued in all; more is RESOURCE_EXHAUSTED at once",
+    "client_queue_limit": "most filters one client (token, else address) may have queued",
+    "max_concurrent_streams": "most VisualizeFilters streams open; more is RESOURCE_EXHAUSTED "
+    "(health, reflection and model listing are never limited)",
+    "client_max_streams": "most VisualizeFilters streams one client may have open",
+    "stream_buffer": "finished pictures a stream may hold unsent before its work pauses",
+    "stall_seconds": "a stream whose client reads nothing for this long is ended",
+    "max_stream_seconds": "longest a stream may run (the deadline of streams that set none)",
+    "max_connections": "most client connections at once (capped below the open-file limit)",
+    "connection_idle_seconds": "close a connection with no call for this long",
+    "connection_max_age_seconds": "ask clients to reconnect after this long (spreads load over "
+    "new replicas); calls in flight get --max-stream-seconds to finish",
+    "handshake_timeout_seconds": "close a connection that has not completed its handshake",
     "min_size": "smallest image side a request may ask for",
     "max_size": "largest image side a request may ask for",
     "max_steps": "most ascent steps per round a request may ask for",
     "max_filters": "most filters in one request",
+    "max_request_cost": "most filters x pixels x steps (over all rounds) in one request",
+    "tls_cert": "PEM certificate chain: serve TLS (files are re-read when they change)",
+    "tls_key": "PEM private key of --tls-cert",
+    "tls_client_ca": "PEM CA bundle: require client certificates signed by it (mTLS)",
+    "auth_tokens_file": "file of 'NAME TOKEN [ROLE]' lines: require a bearer token on every "
+    "call but health",
     "grace_seconds": "on SIGTERM, how long in-flight streams may take to finish",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
     "seed": "seed of random weights",
@@ -75,7 +165,7 @@ HELP = {
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """Flags for every setting, defaulting to FILTERCAST_<NAME> or the built-in default."""
-    parser = parser or argparse.ArgumentParser(prog="filtercast serve")
+    parser = parser or argparse.ArgumentParser(prog="filtercast serve", allow_abbrev=False)
     for field in fields(Settings):
         env = f"FILTERCAST_{field.name.upper()}"
         kind = type(field.default)

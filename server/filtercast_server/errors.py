@@ -17,6 +17,19 @@ class ModelLoadError(RuntimeError):
     """A model or its weights could not be loaded."""
 
 
+class RefusedError(Exception):
+    """The server cannot take the request now (gRPC RESOURCE_EXHAUSTED): retry later.
+
+    `reason` labels the refusal in metrics; `retry_after` is the server's
+    estimate, in seconds, of when a retry may succeed.
+    """
+
+    def __init__(self, reason: str, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
 def quoted(value: str, limit: int = 80) -> str:
     """repr() of a client-supplied string, shortened: errors echo it back in gRPC trailers."""
     if len(value) <= limit:

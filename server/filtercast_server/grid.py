@@ -1,7 +1,8 @@
 """Choosing and stitching the grid of best filters."""
 
+import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,28 +22,77 @@ class GridImage:
     order: list[int]  # filter indices, row-major
 
 
+def _rank(outcome: FilterOutcome, params: AscentParams) -> tuple:
+    """Sort key: best first (highest loss, or lowest index)."""
+    if params.grid_order == "loss":
+        return (-outcome.loss, outcome.index)
+    return (outcome.index,)
+
+
 def grid_layout(outcomes: Sequence[FilterOutcome], params: AscentParams) -> tuple[int, list[int]]:
     """Side n and the filter indices to place, best first (or in index order).
 
     n is the preset's n, reduced to floor(sqrt(live filters)) when fewer are
     alive; 0 when none is.
     """
-    live = [o for o in outcomes if not o.dead and o.image is not None]
-    if params.grid_order == "loss":
-        live.sort(key=lambda o: (-o.loss, o.index))
-    else:
-        live.sort(key=lambda o: o.index)
+    live = sorted(
+        (o for o in outcomes if not o.dead and o.image is not None),
+        key=lambda o: _rank(o, params),
+    )
     fit = math.isqrt(len(live))
     n = fit if params.grid_n is None else min(params.grid_n, fit)
     return n, [o.index for o in live[: n * n]]
 
 
-def build_grid(outcomes: Sequence[FilterOutcome], params: AscentParams) -> GridImage | None:
+class GridCollector:
+    """Keeps only the pictures a request's grid can use while its filters stream past.
+
+    A grid holds at most `tiles` pictures (n², with n the preset's or the
+    largest the request's filter count allows), and it always takes the best
+    ones, so any picture outside the best `tiles` seen so far can be let go:
+    a request's memory stays bounded by its grid, not by its filter count.
+    """
+
+    def __init__(self, params: AscentParams, filters: int) -> None:
+        self.params = params
+        n = math.isqrt(filters) if params.grid_n is None else params.grid_n
+        self.tiles = min(n * n, filters)
+        self._best: list[tuple[tuple, FilterOutcome]] = []  # a heap, worst of the best on top
+
+    @property
+    def held(self) -> int:
+        """Pictures kept so far (never more than `tiles`)."""
+        return len(self._best)
+
+    def add(self, outcome: FilterOutcome) -> None:
+        """Consider one finished filter."""
+        if outcome.dead or outcome.image is None:
+            return
+        # heapq is a min-heap: negate the rank so the worst kept picture is on top.
+        entry = (tuple(-x for x in _rank(outcome, self.params)), outcome)
+        if len(self._best) < self.tiles:
+            heapq.heappush(self._best, entry)
+        elif entry[0] > self._best[0][0]:
+            heapq.heapreplace(self._best, entry)
+
+    def build(self) -> GridImage | None:
+        """Stitch the grid of the best live filters; None when no filter is alive."""
+        # The best min(tiles, live) pictures: grid_layout picks n and the order as it
+        # would from every outcome.
+        kept = [outcome for _, outcome in self._best]
+        n, order = grid_layout(kept, self.params)
+        if n == 0:
+            return None
+        by_index = {o.index: o.image for o in kept}
+        tiles = np.stack([by_index[i] for i in order])
+        image = native.stitch(tiles, n=n, margin=self.params.grid_margin)
+        return GridImage(image=image, n=n, margin=self.params.grid_margin, order=order)
+
+
+def build_grid(outcomes: Iterable[FilterOutcome], params: AscentParams) -> GridImage | None:
     """Stitch the grid of the best live filters; None when no filter is alive."""
-    n, order = grid_layout(outcomes, params)
-    if n == 0:
-        return None
-    by_index = {o.index: o.image for o in outcomes if o.image is not None}
-    tiles = np.stack([by_index[i] for i in order])
-    image = native.stitch(tiles, n=n, margin=params.grid_margin)
-    return GridImage(image=image, n=n, margin=params.grid_margin, order=order)
+    outcomes = list(outcomes)
+    collector = GridCollector(params, len(outcomes))
+    for outcome in outcomes:
+        collector.add(outcome)
+    return collector.build()

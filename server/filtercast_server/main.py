@@ -1,43 +1,50 @@
 """`filtercast serve` / `python -m filtercast_server`: run the gRPC service.
 
-Start-up order: metrics port, gRPC port with health NOT_SERVING, then models
-load and warm up in the background; health turns SERVING when they are
-ready. SIGTERM (or SIGINT) turns health NOT_SERVING, stops accepting new
-RPCs, lets in-flight streams finish within the grace period and exits 0.
+Start-up order: metrics port, gRPC port(s) with health NOT_SERVING, then
+models load and warm up in the background; health turns SERVING when they are
+ready. SIGTERM (or SIGINT) turns health NOT_SERVING and refuses new streams
+(UNAVAILABLE, which clients retry elsewhere) while the port stays open: probes
+see NOT_SERVING, not a refused connection. In-flight streams get the grace
+period to finish, then the server stops and the process exits 0.
 """
 
 import asyncio
 import logging
+import resource
 import signal
 import sys
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pythonjsonlogger.json import JsonFormatter
 
-from filtercast.v1 import filtercast_pb2 as pb
-from filtercast.v1 import filtercast_pb2_grpc as pb_grpc
-from filtercast_server.api import FilterVisualizerServicer
+from filtercast_server.admission import StreamAdmission
+from filtercast_server.api import SERVICE, FilterVisualizerServicer
 from filtercast_server.ascent import AscentEngine
-from filtercast_server.config import MAX_MESSAGE_BYTES, Settings, parse_settings
+from filtercast_server.auth import AuthConfigError, TokenAuthenticator
+from filtercast_server.config import (
+    MAX_MESSAGE_BYTES,
+    MAX_REQUEST_BYTES,
+    Settings,
+    SettingsError,
+    parse_settings,
+)
 from filtercast_server.devices import select_device
 from filtercast_server.errors import ModelLoadError
+from filtercast_server.interceptor import ServerPolicy
 from filtercast_server.metrics import Metrics
+from filtercast_server.metrics_http import serve_metrics
 from filtercast_server.models import LoadedModel
 from filtercast_server.planning import make_plan
 from filtercast_server.scheduler import Scheduler
+from filtercast_server.tls import ReloadingCredentials, TLSConfigError
 
-SERVICE = pb.DESCRIPTOR.services_by_name["FilterVisualizerService"].full_name
 log = logging.getLogger("filtercast_server")
 
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    # Accept the client library's keepalive pings (every 30 s, also while idle).
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-]
+FD_RESERVE = 128  # open files kept back from --max-connections: models, logs, metrics sockets
+DRAIN_POLL_SECONDS = 0.1
 
 
 def configure_logging(level: str) -> None:
@@ -47,6 +54,45 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def connection_budget(wanted: int) -> int:
+    """Raise the open-file limit to its hard cap; the connections that fit below it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            log.warning("could not raise the open-file limit above %d", soft)
+    allowed = max(16, min(wanted, soft - FD_RESERVE))
+    if allowed < wanted:
+        log.warning(
+            "--max-connections %d lowered to %d: the open-file limit is %d", wanted, allowed, soft
+        )
+    return allowed
+
+
+def server_options(settings: Settings, max_connections: int) -> list[tuple[str, int]]:
+    """Channel arguments of the gRPC server: message sizes, connection hygiene, keepalive."""
+    return [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+        ("grpc.max_allowed_incoming_connections", max_connections),
+        ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout_seconds * 1000)),
+        ("grpc.max_connection_idle_ms", int(settings.connection_idle_seconds * 1000)),
+        ("grpc.max_connection_age_ms", int(settings.connection_max_age_seconds * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(settings.max_stream_seconds * 1000)),
+        # Ping idle clients so half-open connections are found and closed.
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        # Accept the client library's keepalive pings (every 30 s, also while idle).
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.max_concurrent_streams", 2 * settings.client_max_streams + 16),
+    ]
 
 
 def load_models(settings: Settings, engine: AscentEngine) -> dict[str, LoadedModel]:
@@ -79,37 +125,105 @@ def load_models(settings: Settings, engine: AscentEngine) -> dict[str, LoadedMod
     return models
 
 
+def add_port(server: grpc.aio.Server, address: str, settings: Settings) -> int:
+    """Listen on `address`, with TLS when a certificate is configured."""
+    if not settings.tls_cert:
+        return server.add_insecure_port(address)
+    credentials = ReloadingCredentials(
+        Path(settings.tls_cert),
+        Path(settings.tls_key),
+        Path(settings.tls_client_ca) if settings.tls_client_ca else None,
+    )
+    return server.add_secure_port(address, credentials.credentials())
+
+
+async def drain(servicer: FilterVisualizerServicer, grace: float) -> None:
+    """Wait for in-flight streams to finish, at most `grace` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while servicer.admission.open and loop.time() < deadline:
+        await asyncio.sleep(DRAIN_POLL_SECONDS)
+    if servicer.admission.open:
+        log.warning("grace period over: ending %d streams", servicer.admission.open)
+
+
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
-    metrics = Metrics()
+    try:
+        settings.check()
+        capped = settings.consistent()
+        for field in ("client_queue_limit", "max_filters", "client_max_streams"):
+            if getattr(capped, field) != getattr(settings, field):
+                log.warning(
+                    "--%s lowered to %d to fit the global limits",
+                    field.replace("_", "-"),
+                    getattr(capped, field),
+                )
+        settings = capped
+        authenticator = (
+            TokenAuthenticator.from_file(Path(settings.auth_tokens_file))
+            if settings.auth_tokens_file
+            else None
+        )
+        max_connections = connection_budget(settings.max_connections)
+        metrics = Metrics()
+        # Batch limits are set once the device is known (load_models).
+        engine = AscentEngine({}, observer=metrics)
+        scheduler = Scheduler(
+            engine,
+            settings.queue_limit,
+            settings.client_queue_limit,
+            settings.stream_buffer,
+            settings.max_cohorts,
+            on_filters=lambda outcome, n: metrics.filters.labels(outcome).inc(n),
+            on_queue_depth=metrics.queued.set,
+        )
+        servicer = FilterVisualizerServicer(
+            engine.models,
+            scheduler,
+            metrics,
+            settings.limits(),
+            StreamAdmission(settings.max_concurrent_streams, settings.client_max_streams),
+            max_message_bytes=MAX_MESSAGE_BYTES,
+            default_precision=settings.precision,
+            stall_seconds=settings.stall_seconds,
+            max_stream_seconds=settings.max_stream_seconds,
+        )
+        policy = ServerPolicy(metrics, authenticator)
+        options = server_options(settings, max_connections)
+        server = grpc.aio.server(interceptors=[policy], options=options)
+        health_servicer = health.aio.HealthServicer()
+        server.add_generic_rpc_handlers((servicer.rpc_handler(),))
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        port = add_port(server, f"{settings.host}:{settings.port}", settings)
+        servers = [server]
+        if settings.health_port:
+            probes = grpc.aio.server(interceptors=[ServerPolicy(metrics)], options=options)
+            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, probes)
+            probes.add_insecure_port(f"{settings.host}:{settings.health_port}")
+            servers.append(probes)
+    except (SettingsError, AuthConfigError, TLSConfigError) as error:
+        log.error("cannot start: %s", error)
+        return 2
+    metrics_runner = None
     if settings.metrics_port:
-        metrics.serve(settings.metrics_port, settings.host)
-    # Batch limits are set once the device is known (load_models).
-    engine = AscentEngine({}, observer=metrics)
-    scheduler = Scheduler(
-        engine,
-        settings.queue_limit,
-        on_filters=lambda outcome, n: metrics.filters.labels(outcome).inc(n),
-        on_queue_depth=metrics.queued.set,
-    )
-    servicer = FilterVisualizerServicer(
-        engine.models, scheduler, metrics, settings.limits(), MAX_MESSAGE_BYTES, settings.precision
-    )
-    server = grpc.aio.server(
-        options=CHANNEL_OPTIONS, maximum_concurrent_rpcs=settings.max_concurrent_streams
-    )
-    health_servicer = health.aio.HealthServicer()
-    pb_grpc.add_FilterVisualizerServiceServicer_to_server(servicer, server)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+        metrics_runner = await serve_metrics(metrics.registry, settings.host, settings.metrics_port)
     for service in ("", SERVICE):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-    address = f"{settings.host}:{settings.port}"
-    port = server.add_insecure_port(address)
-    await server.start()
-    log.info("listening on %s:%d (metrics on %d)", settings.host, port, settings.metrics_port)
+    for each in servers:
+        await each.start()
+    log.info(
+        "listening on %s:%d (%s%s; health %s; metrics %s)",
+        settings.host,
+        port,
+        "TLS" if settings.tls_cert else "plaintext",
+        ", mTLS" if settings.tls_client_ca else "",
+        settings.health_port or "on the main port",
+        settings.metrics_port or "off",
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -136,9 +250,14 @@ async def serve(settings: Settings) -> int:
             stop.set()
     await stop.wait()
     log.info("draining: in-flight streams have %.0f s to finish", settings.grace_seconds)
+    servicer.draining = True
     await health_servicer.enter_graceful_shutdown()
-    await server.stop(settings.grace_seconds)
+    await drain(servicer, settings.grace_seconds)
+    for each in servers:
+        await each.stop(1.0)
     scheduler.stop()
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
     log.info("stopped")
     return code
 

@@ -13,7 +13,6 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
-    start_http_server,
 )
 
 from filtercast_server.ascent import EngineObserver
@@ -98,10 +97,40 @@ class Metrics(EngineObserver):
             ["outcome"],
             registry=r,
         )
-        self.handled = Counter(
-            "filtercast_grpc_handled_total",
-            "RPCs completed, by method and status code",
-            ["method", "code"],
+        # The standard gRPC server metrics, named and labelled as go-grpc-middleware's
+        # (grpc-ecosystem/go-grpc-prometheus) so shared dashboards and alerts work.
+        rpc_labels = ["grpc_type", "grpc_service", "grpc_method"]
+        self.rpc_started = Counter(
+            "grpc_server_started_total", "RPCs started on the server", rpc_labels, registry=r
+        )
+        self.rpc_handled = Counter(
+            "grpc_server_handled_total",
+            "RPCs completed on the server, whatever their status code",
+            [*rpc_labels, "grpc_code"],
+            registry=r,
+        )
+        self.rpc_handling = Histogram(
+            "grpc_server_handling_seconds",
+            "Response latency of RPCs handled by the server (until the last message)",
+            rpc_labels,
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.rpc_received = Counter(
+            "grpc_server_msg_received_total",
+            "Messages received from clients",
+            rpc_labels,
+            registry=r,
+        )
+        self.rpc_sent = Counter(
+            "grpc_server_msg_sent_total", "Messages sent to clients", rpc_labels, registry=r
+        )
+        self.rejected = Counter(
+            "filtercast_rejected_total",
+            "Requests refused or ended by a limit, by reason (malformed, invalid, over_budget, "
+            "streams, client_streams, queue, client_queue, not_ready, draining, "
+            "unauthenticated, permission_denied, stalled, lifetime)",
+            ["reason"],
             registry=r,
         )
         self.device_memory = Gauge(
@@ -130,7 +159,3 @@ class Metrics(EngineObserver):
             return
         info = tf.config.experimental.get_memory_info(device_name.lstrip("/"))
         self.device_memory.labels(device_name).set(info["current"])
-
-    def serve(self, port: int, host: str) -> None:
-        """Expose /metrics on `port`."""
-        start_http_server(port, addr=host, registry=self.registry)

@@ -38,6 +38,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     "resnet50v2": ModelSpec(keras.applications.ResNet50V2, "conv3_block4_out"),
 }
 
+MAX_PROBE_SIZE = 1 << 14  # no layer of an image model needs a larger input to be computed
 POLICIES = {Precision.FLOAT32: "float32", Precision.BFLOAT16: "mixed_bfloat16"}
 _policy_lock = threading.Lock()
 
@@ -86,6 +87,7 @@ class LoadedModel:
         self.weights_source, self.weights_sha256 = weights, ""
         self._variants: dict[Precision, keras.Model] = {}
         self._extractors: dict[tuple[str, Precision], keras.Model] = {}
+        self._smallest: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
         with tf.device(device.name):
             self._variants[Precision.FLOAT32] = self._load(weights, seed)
@@ -117,7 +119,8 @@ class LoadedModel:
                 f"could not load {path} into {self.name}: {error}. The file must hold the "
                 f"weights of keras.applications {self.name} with include_top=False"
             ) from error
-        self.weights_sha256 = sha256_of(path)
+        # Callers see the file's name and hash, never where it lives on this host.
+        self.weights_source, self.weights_sha256 = path.name, sha256_of(path)
         return model
 
     @staticmethod
@@ -172,8 +175,34 @@ class LoadedModel:
             return self._extractors[key]
 
     def output_size(self, layer: str, input_size: int) -> tuple[int, int]:
-        """Spatial size of `layer`'s output for a square input of `input_size` pixels."""
-        shape = self.extractor(layer, Precision.FLOAT32).compute_output_shape(
-            (1, input_size, input_size, 3)
-        )
+        """Spatial size of `layer`'s output for a square input of `input_size` pixels.
+
+        (0, 0) when the input is too small for the layer to be computed at all.
+        """
+        try:
+            shape = self.extractor(layer, Precision.FLOAT32).compute_output_shape(
+                (1, input_size, input_size, 3)
+            )
+        except ValueError:  # Keras: "Computed output size would be zero or negative"
+            return 0, 0
         return int(shape[1]), int(shape[2])
+
+    def smallest_input(self, layer: str, border: int = 0) -> int:
+        """The smallest square input whose `layer` output keeps a pixel inside `border`."""
+        key = (layer, border)
+        if key not in self._smallest:
+
+            def fits(size: int) -> bool:
+                return min(self.output_size(layer, size)) >= 1 + 2 * border
+
+            high = 1
+            while not fits(high):  # output size grows with the input: double, then bisect
+                high *= 2
+                if high > MAX_PROBE_SIZE:
+                    raise InvalidRequestError(f"layer {quoted(layer)} cannot be computed")
+            low = high // 2
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (low, middle) if fits(middle) else (middle, high)
+            self._smallest[key] = high
+        return self._smallest[key]

@@ -7,23 +7,28 @@ from filtercast_server.ascent import Plan
 from filtercast_server.devices import Precision
 from filtercast_server.errors import InvalidRequestError, UnknownModelError, quoted
 from filtercast_server.models import LoadedModel
-from filtercast_server.presets import PRESETS, Limits, parse_filters, resolve, validate_filters
+from filtercast_server.presets import PRESETS, FilterSelection, Limits, resolve, select_filters
+
+
+class OverBudgetError(InvalidRequestError):
+    """The request would cost more than the per-request compute budget."""
 
 
 def make_plan(
     models: dict[str, LoadedModel],
     preset: str = "classic",
     overrides: dict[str, Any] | None = None,
-    filters: str | list[int] | None = None,
+    filters: FilterSelection = None,
     precision: Precision | str = Precision.AUTO,
     seed: int | None = None,
     limits: Limits | None = None,
 ) -> Plan:
-    """Resolve preset + overrides, check model, layer, filters and sizes.
+    """Resolve preset + overrides, check model, layer, filters, sizes and cost.
 
-    Raises InvalidRequestError (or UnknownModelError) with a message that says
-    what is valid. A missing seed is drawn at random and kept in the plan, so
-    the result can be reproduced.
+    Raises InvalidRequestError (UnknownModelError, OverBudgetError) with a
+    message that says what is valid. Nothing proportional to the request's
+    size is built before its size is checked. A missing seed is drawn at
+    random and kept in the plan, so the result can be reproduced.
     """
     limits = limits or Limits()
     if preset not in PRESETS:
@@ -36,22 +41,26 @@ def make_plan(
         )
     model = models[params.model]
     channels = model.layer(params.layer).channels
-    if isinstance(filters, list):
-        indices = validate_filters(filters, channels)
-    else:
-        indices = parse_filters(filters, channels, params.default_filters)
+    indices = select_filters(filters, channels, params.default_filters, limits.max_filters)
     if not indices:
         raise InvalidRequestError("no filters requested")
-    if len(indices) > limits.max_filters:
-        raise InvalidRequestError(
-            f"{len(indices)} filters requested; at most {limits.max_filters} per request"
-        )
     smallest = params.round_sizes()[0]
-    height, width = model.output_size(params.layer, smallest)
-    if min(height, width) - 2 * params.border < 1:
+    needed = model.smallest_input(params.layer, params.border)
+    if smallest < needed:
+        first = "size" if params.upscale_rounds == 0 else "the first upscaling round's size"
         raise InvalidRequestError(
-            f"a {smallest} px input gives {params.layer} a {height}x{width} output, too small "
-            f"for border {params.border}; use a larger size"
+            f"{params.layer} with border {params.border} needs inputs of at least {needed} px; "
+            f"{first} is {smallest} px. Use size >= {needed}"
+            + (", or fewer upscaling rounds" if params.upscale_rounds else "")
+        )
+    cost = len(indices) * params.pixel_steps()
+    if cost > limits.max_cost:
+        per_filter = params.pixel_steps()
+        raise OverBudgetError(
+            f"this request costs {cost:.3g} pixel-steps ({len(indices)} filters x "
+            f"{per_filter:.3g} pixels x steps over all rounds), above this server's limit of "
+            f"{limits.max_cost:.3g}; ask for at most {max(0, limits.max_cost // per_filter)} "
+            "filters, a smaller size or fewer steps"
         )
     try:
         resolved = model.device.resolve(precision)

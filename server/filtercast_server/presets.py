@@ -54,6 +54,10 @@ class AscentParams:
         k, f = self.upscale_rounds, self.upscale_factor
         return [int(self.size / f ** (k - 1 - i)) for i in range(k)]
 
+    def pixel_steps(self) -> int:
+        """Pixels times steps over every round: one filter's share of a request's cost."""
+        return sum(size * size * self.steps for size in self.round_sizes())
+
     @property
     def output_size(self) -> int:
         """Side of the delivered picture (after the crop)."""
@@ -141,9 +145,12 @@ class Limits:
     max_steps: int = 200
     max_step_size: float = 1000.0
     max_upscale_rounds: int = 12
-    max_filters: int = 4096
+    max_filters: int = 2048  # ResNet50V2's widest layers have 2048 channels
     max_grid_n: int = 32
     max_margin: int = 64
+    # Filters x pixels x steps over every round: 3e9 admits each preset's own
+    # default on VGG16 (upscale, all 512 filters: 2.84e9) and bounds the rest.
+    max_cost: int = 3_000_000_000
 
 
 OVERRIDABLE = {
@@ -200,36 +207,94 @@ def resolve(preset: str, overrides: dict[str, Any], limits: Limits) -> AscentPar
     return params
 
 
-def parse_filters(spec: str | None, channels: int, default_count: int | None) -> list[int]:
-    """Filter indices from "A:B" ranges and comma lists ("0:8,12,20:22").
+@dataclass(frozen=True)
+class FilterSpan:
+    """Filters start..stop-1 of a layer, not yet expanded (stop None: to the last)."""
 
-    None or "" means the preset's default count (all when it has none),
-    clamped to the layer's channels.
-    """
-    if not spec:
-        return list(range(min(default_count or channels, channels)))
-    indices: list[int] = []
+    start: int
+    stop: int | None = None
+
+
+# What a request may name: a spec string ("0:8,12"), one span, a list of
+# indices, or None for the preset's default.
+FilterSelection = str | FilterSpan | list[int] | None
+
+
+def parse_spec(spec: str) -> list[FilterSpan]:
+    """Spans of a "A:B" / comma-list spec ("0:8,12,20:22"), nothing expanded."""
+    spans: list[FilterSpan] = []
     for part in spec.split(","):
         part = part.strip()
         try:
             if ":" in part:
                 start_text, stop_text = part.split(":", 1)
                 start = int(start_text) if start_text else 0
-                stop = int(stop_text) if stop_text else channels
-                if start >= stop:
+                stop = int(stop_text) if stop_text else None
+                if stop is not None and start >= stop:
                     raise InvalidRequestError(
                         f"empty filter range {quoted(part)}: start must be < stop"
                     )
-                indices.extend(range(start, stop))
+                spans.append(FilterSpan(start, stop))
             else:
-                indices.append(int(part))
+                index = int(part)
+                spans.append(FilterSpan(index, index + 1))
         except ValueError as error:
             if isinstance(error, InvalidRequestError):
                 raise
             raise InvalidRequestError(
                 f"bad filter spec {quoted(part)}; use ranges A:B and comma lists, e.g. 0:32,40"
             ) from error
-    return validate_filters(indices, channels)
+    return spans
+
+
+def select_filters(
+    selection: FilterSelection,
+    channels: int,
+    default_count: int | None,
+    max_filters: int = Limits.max_filters,
+) -> list[int]:
+    """The filter indices a selection names, in order, without repeats.
+
+    Bounds and the count are checked arithmetically before any list is built,
+    so a selection like 0:2147483647 costs nothing to refuse. None or "" is
+    the preset's default count (all when it has none), clamped to the layer.
+    """
+    if isinstance(selection, list):
+        if len(selection) > max_filters:
+            raise InvalidRequestError(
+                f"{len(selection)} filter indices listed; at most {max_filters} per request"
+            )
+        return validate_filters(selection, channels)
+    if not selection:
+        spans = [FilterSpan(0, min(default_count or channels, channels))]
+    elif isinstance(selection, str):
+        spans = parse_spec(selection)
+    else:
+        spans = [selection]
+    count = 0
+    for span in spans:
+        stop = channels if span.stop is None else span.stop
+        bad = (
+            span.start
+            if span.start < 0
+            else (max(span.start, channels) if stop > channels else None)
+        )
+        if bad is not None:
+            raise InvalidRequestError(
+                f"filter {bad} is out of range; this layer has {channels} filters: "
+                f"0..{channels - 1}"
+            )
+        if span.start >= stop:
+            raise InvalidRequestError(
+                f"empty filter range {span.start}:{stop}: start must be < stop"
+            )
+        count += stop - span.start
+    if count > max_filters:
+        raise InvalidRequestError(f"{count} filters requested; at most {max_filters} per request")
+    indices: list[int] = []
+    for span in spans:
+        indices.extend(range(span.start, channels if span.stop is None else span.stop))
+    return list(dict.fromkeys(indices))
 
 
 def validate_filters(indices: list[int], channels: int) -> list[int]:

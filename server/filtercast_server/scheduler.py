@@ -1,12 +1,23 @@
-"""Dynamic batching across requests, with fairness, a bounded queue and cancellation.
+"""Dynamic batching across requests: fair, bounded, backpressured and cancellable.
 
 One worker thread drives the engine for its device. Every request becomes one
-job per filter; jobs of requests with the same compute key (model, layer,
-size, steps, precision, ...) share the engine's continuous batches. Freed
-batch rows go round-robin to the waiting requests of that key, so a small
-request waits at most one filter's lifetime for its first row, and while
-requests with other keys wait, a key gives up the device after one batch
-worth of new jobs (the batch drains, then the next key runs).
+job per filter. Jobs of requests with the same compute key (model, layer,
+size, steps, precision, ...) share one continuous batch, a *cohort*; freed
+rows go round-robin to the waiting requests of that key, so a request waits at
+most one filter's lifetime for a row.
+
+Up to `max_cohorts` cohorts of different keys are active at once and the
+worker advances them one compiled step at a time, always the cohort that has
+used the least device time so far (a newcomer starts level with the least
+served). A small request behind a big one of another key therefore waits for
+one of the big cohort's steps, not for the whole big request. When more keys
+wait than there are slots, an active cohort stops taking new jobs after one
+batch worth, drains, and hands its slot on.
+
+Bounds: a global and a per-client limit on queued filters (over either, a
+request is refused at once with a retry estimate); a per-stream limit on
+results that wait to be sent: a stream whose client does not read stops
+getting rows, so its work pauses while others proceed.
 
 Results travel back to each request's asyncio queue through its event loop.
 """
@@ -16,18 +27,21 @@ import functools
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from filtercast_server.ascent import AscentEngine, FilterOutcome, Job, Plan
+from filtercast_server.ascent import AscentEngine, Ended, FilterOutcome, Job, Plan
+from filtercast_server.errors import RefusedError
 
 log = logging.getLogger(__name__)
 
+RATE_WINDOW = 256  # recent completions behind the throughput estimate of retry hints
 
-class QueueFullError(Exception):
-    """Accepting the request would exceed the queue limit (gRPC RESOURCE_EXHAUSTED)."""
+
+class QueueFullError(RefusedError):
+    """Accepting the request would exceed a queue limit (gRPC RESOURCE_EXHAUSTED)."""
 
 
 class BatchFailedError(Exception):
@@ -56,15 +70,17 @@ class Result:
 
 @dataclass(eq=False)
 class RequestHandle:
-    """A request inside the scheduler; its events arrive on `events`."""
+    """A request inside the scheduler; read its events with Scheduler.next_event."""
 
     request_id: str
     plan: Plan
     loop: asyncio.AbstractEventLoop
+    client: str = ""
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     pending: deque[Job] = field(default_factory=deque)
     submitted: float = field(default_factory=time.perf_counter)
     remaining: int = 0
+    buffered: int = 0  # results posted and not yet taken by the stream
     cancelled: bool = False
     finished: bool = False
 
@@ -79,6 +95,17 @@ class RequestHandle:
             self.loop.call_soon_threadsafe(self.events.put_nowait, event)
 
 
+@dataclass(eq=False)
+class _Cohort:
+    """One compute key's continuous batch and the device time it has used."""
+
+    key: tuple
+    used: float
+    slices: Any = None  # the engine's step-by-step iterator
+    admitted: int = 0  # jobs taken since the cohort started
+    quantum: int = 1  # jobs it may take while other keys wait for a slot
+
+
 class Scheduler:
     """Owns the queue of jobs and the worker thread that runs them."""
 
@@ -86,16 +113,25 @@ class Scheduler:
         self,
         engine: AscentEngine,
         queue_limit: int = 4096,
+        client_queue_limit: int = 2048,
+        stream_buffer: int = 16,
+        max_cohorts: int = 4,
         on_filters: Callable[[str, int], None] | None = None,
         on_queue_depth: Callable[[int], None] | None = None,
     ) -> None:
         self.engine = engine
         self.queue_limit = queue_limit
+        self.client_queue_limit = client_queue_limit
+        self.stream_buffer = stream_buffer
+        self.max_cohorts = max_cohorts
         # Every job ends here exactly once, as ok, dead, cancelled or error.
         self._on_filters = on_filters or (lambda outcome, count: None)
         self._on_queue_depth = on_queue_depth or (lambda depth: None)
         self._requests: deque[RequestHandle] = deque()  # round-robin order
         self._queued = 0
+        self._queued_by_client: Counter[str] = Counter()
+        self._active: dict[tuple, _Cohort] = {}
+        self._completions: deque[float] = deque(maxlen=RATE_WINDOW)
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._stopping = False
@@ -106,37 +142,60 @@ class Scheduler:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the batch in hand; queued jobs are not started."""
+        """Stop after the step in hand; queued jobs are not started."""
         with self._lock:
             self._stopping = True
             self._wakeup.notify_all()
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     @property
     def queued(self) -> int:
         """Jobs waiting for a batch row."""
         return self._queued
 
-    def submit(self, request_id: str, plan: Plan, loop: asyncio.AbstractEventLoop) -> RequestHandle:
+    def submit(
+        self, request_id: str, plan: Plan, loop: asyncio.AbstractEventLoop, client: str = ""
+    ) -> RequestHandle:
         """Queue every filter of `plan`, or raise QueueFullError at once."""
-        handle = RequestHandle(request_id, plan, loop)
-        handle.pending.extend(
-            Job(index, plan.seed, owner=handle, is_cancelled=lambda: handle.cancelled)
-            for index in plan.filters
-        )
-        handle.remaining = len(plan.filters)
+        handle = RequestHandle(request_id, plan, loop, client)
+        count = len(plan.filters)
         with self._lock:
-            if self._queued + len(plan.filters) > self.queue_limit:
+            if self._queued + count > self.queue_limit:
                 raise QueueFullError(
+                    "queue",
                     f"server queue is full: {self._queued} filters queued, this request adds "
-                    f"{len(plan.filters)}, limit {self.queue_limit}; retry later or ask for "
-                    "fewer filters"
+                    f"{count}, limit {self.queue_limit}; retry later or ask for fewer filters",
+                    self._drain_seconds(self._queued + count - self.queue_limit),
                 )
+            mine = self._queued_by_client[client]
+            if mine + count > self.client_queue_limit:
+                raise QueueFullError(
+                    "client_queue",
+                    f"this client has {mine} filters queued, this request adds {count}, "
+                    f"limit {self.client_queue_limit} per client; retry when earlier "
+                    "requests have started, or ask for fewer filters",
+                    self._drain_seconds(mine + count - self.client_queue_limit),
+                )
+            handle.pending.extend(
+                Job(index, plan.seed, owner=handle, is_cancelled=lambda: handle.cancelled)
+                for index in plan.filters
+            )
+            handle.remaining = count
             self._requests.append(handle)
-            self._queued += len(plan.filters)
-            self._on_queue_depth(self._queued)
+            self._dequeued(handle, -count)
             self._wakeup.notify()
         return handle
+
+    async def next_event(self, handle: RequestHandle) -> Result | Done | Failed:
+        """The request's next event; taking a result frees room in its buffer."""
+        event = await handle.events.get()
+        if isinstance(event, Result):
+            with self._lock:
+                handle.buffered -= 1
+                if handle.buffered == self.stream_buffer - 1 and handle.pending:
+                    self._wakeup.notify()  # its jobs may run again
+        return event
 
     def cancel(self, handle: RequestHandle) -> None:
         """Drop the request's queued jobs; its rows in a batch leave at the next step."""
@@ -146,64 +205,108 @@ class Scheduler:
             handle.cancelled = True
             dropped = len(handle.pending)
             handle.pending.clear()
-            self._queued -= dropped
-            self._on_queue_depth(self._queued)
+            self._dequeued(handle, dropped)
             self._forget(handle)
         if dropped:
             self._on_filters("cancelled", dropped)
+
+    # --- under the lock -------------------------------------------------------------
+
+    def _dequeued(self, handle: RequestHandle, count: int) -> None:
+        """Account for `count` jobs of `handle` leaving the queue (negative: joining)."""
+        self._queued -= count
+        self._queued_by_client[handle.client] -= count
+        if self._queued_by_client[handle.client] <= 0:
+            del self._queued_by_client[handle.client]
+        self._on_queue_depth(self._queued)
+
+    def _drain_seconds(self, excess: int) -> float:
+        """How long until `excess` more filters have left the queue, at the recent rate."""
+        if len(self._completions) < 2:
+            return 5.0
+        span = self._completions[-1] - self._completions[0]
+        rate = (len(self._completions) - 1) / span if span > 0 else 1.0
+        return min(60.0, max(1.0, excess / rate))
 
     def _forget(self, handle: RequestHandle) -> None:
         if handle in self._requests:
             self._requests.remove(handle)
 
-    def _next_key(self) -> Any:
-        while not self._stopping:
-            for handle in self._requests:
-                if handle.pending:
-                    return handle.key
-            self._wakeup.wait()
-        return None
+    def _runnable(self, handle: RequestHandle) -> bool:
+        """Has queued jobs and room in its stream buffer (a reader keeps up)."""
+        return bool(handle.pending) and handle.buffered < self.stream_buffer
 
-    def _take(self, key: Any, n: int, budget: list[int], touched: set[RequestHandle]) -> list[Job]:
-        """Up to n jobs of requests with `key`, one per request in turn."""
+    def _open_cohorts(self) -> None:
+        """Give waiting keys a free slot each, in round-robin order of their requests."""
+        for handle in self._requests:
+            if len(self._active) >= self.max_cohorts:
+                return
+            if handle.key not in self._active and self._runnable(handle):
+                params, precision = handle.key
+                used = min((c.used for c in self._active.values()), default=0.0)
+                cohort = _Cohort(handle.key, used, quantum=self.engine.batch_size(params))
+                cohort.slices = self.engine.run_jobs(
+                    params, precision, functools.partial(self._take, cohort)
+                )
+                self._active[handle.key] = cohort
+
+    def _take(self, cohort: _Cohort, n: int) -> list[Job]:
+        """Up to n jobs for `cohort`, one per runnable request of its key in turn."""
         jobs: list[Job] = []
         with self._lock:
-            others_waiting = any(h.pending and h.key != key for h in self._requests)
-            if self._stopping or (others_waiting and budget[0] <= 0):
+            if self._stopping:
                 return jobs
-            matching = [h for h in self._requests if h.pending and h.key == key]
+            full = len(self._active) >= self.max_cohorts
+            if full and cohort.admitted >= cohort.quantum and self._keys_waiting():
+                return jobs  # drain and hand the slot on
+            matching = [h for h in self._requests if h.key == cohort.key and self._runnable(h)]
             served: list[RequestHandle] = []
             while len(jobs) < n and any(h.pending for h in matching):
                 for handle in matching:
                     if handle.pending and len(jobs) < n:
                         jobs.append(handle.pending.popleft())
                         served.append(handle)
-                        touched.add(handle)
             # Requests just served go to the back: the next refill starts elsewhere.
             for handle in dict.fromkeys(served):
                 self._requests.remove(handle)
                 self._requests.append(handle)
-            self._queued -= len(jobs)
-            budget[0] -= len(jobs)
-            self._on_queue_depth(self._queued)
+                self._dequeued(handle, served.count(handle))
+            cohort.admitted += len(jobs)
         return jobs
+
+    def _keys_waiting(self) -> bool:
+        return any(h.key not in self._active and self._runnable(h) for h in self._requests)
+
+    # --- the worker thread ------------------------------------------------------------
 
     def _work(self) -> None:
         while True:
             with self._lock:
-                key = self._next_key()
-                if key is None:
+                while not self._stopping:
+                    self._open_cohorts()
+                    if self._active:
+                        break
+                    self._wakeup.wait()
+                if self._stopping:
                     return
-            params, precision = key
-            budget = [self.engine.batch_size(params)]
-            touched: set[RequestHandle] = set()
+                cohort = min(self._active.values(), key=lambda c: c.used)
+            started = time.perf_counter()
+            ended: Ended = []
             try:
-                source = functools.partial(self._take, key, budget=budget, touched=touched)
-                for job, outcome in self.engine.run_jobs(params, precision, source):
-                    self._deliver(job, outcome)
+                ended = next(cohort.slices)
+            except StopIteration:
+                self._close(cohort)
             except Exception as error:  # one bad batch must not stop the server
-                log.exception("engine failed on a batch", extra={"model": params.model})
-                self._fail(touched, error)
+                log.exception("engine failed on a batch", extra={"model": cohort.key[0].model})
+                self._close(cohort)
+                self._fail(cohort.key, error)
+            cohort.used += time.perf_counter() - started
+            for job, outcome in ended:
+                self._deliver(job, outcome)
+
+    def _close(self, cohort: _Cohort) -> None:
+        with self._lock:
+            del self._active[cohort.key]
 
     def _deliver(self, job: Job, outcome: FilterOutcome | None) -> None:
         handle: RequestHandle = job.owner
@@ -212,25 +315,29 @@ class Scheduler:
             return
         self._on_filters("dead" if outcome.dead else "ok", 1)
         queue_seconds = max(0.0, time.perf_counter() - handle.submitted - outcome.seconds)
-        handle.post(Result(outcome, queue_seconds))
         with self._lock:
+            self._completions.append(time.perf_counter())
+            handle.buffered += 1
             handle.remaining -= 1
             if handle.remaining == 0:
                 handle.finished = True
                 self._forget(handle)
+        handle.post(Result(outcome, queue_seconds))
         if handle.finished:
             handle.post(Done())
 
-    def _fail(self, handles: set[RequestHandle], error: BaseException) -> None:
+    def _fail(self, key: tuple, error: BaseException) -> None:
+        """Fail every unfinished request of `key`: in the failed batch or waiting for it."""
+        with self._lock:
+            handles = [h for h in self._requests if h.key == key]
         for handle in handles:
             with self._lock:
-                if handle.finished:
+                if handle.finished or handle.cancelled:
                     continue
                 handle.finished = True
-                self._queued -= len(handle.pending)
+                self._dequeued(handle, len(handle.pending))
                 handle.pending.clear()
                 lost = handle.remaining
                 self._forget(handle)
-                self._on_queue_depth(self._queued)
             self._on_filters("error", lost)
             handle.post(Failed(BatchFailedError(f"{type(error).__name__}: {error}")))

@@ -12,6 +12,7 @@ from filtercast_client.client import PRECISIONS as PRECISION_ENUMS
 from filtercast_client.client import PRESETS as PRESET_ENUMS
 from filtercast_server.ascent import Plan
 from filtercast_server.errors import InvalidRequestError
+from filtercast_server.presets import FilterSelection, FilterSpan
 
 PRESET_NAMES = {
     pb.PRESET_UNSPECIFIED: "classic",
@@ -91,12 +92,15 @@ def overrides_of(request: pb.VisualizeFiltersRequest) -> dict[str, Any]:
     return overrides
 
 
-def filters_of(request: pb.VisualizeFiltersRequest) -> str | list[int] | None:
-    """The filter selection as make_plan takes it (None: the preset's default)."""
+def filters_of(request: pb.VisualizeFiltersRequest) -> FilterSelection:
+    """The filter selection as make_plan takes it (None: the preset's default).
+
+    A range stays a span: make_plan checks its bounds before expanding it.
+    """
     which = request.filters.WhichOneof("selection")
     if which == "range":
         start, stop = request.filters.range.start, request.filters.range.stop
-        return f"{start}:{stop if stop else ''}"
+        return FilterSpan(start, stop or None)
     if which == "list":
         if not request.filters.list.indices:
             raise InvalidRequestError("filters.list is empty; give at least one index")
