@@ -11,9 +11,11 @@ warmed up, then: the small request alone (x3), and the small request sent 1 s
 after the big one started (x3). Reports the small request's time to first
 filter and total time, and the big request's total.
 
-The baseline runs the server package of `--baseline-ref` from a git worktree
-(build/bench-ref), with this tree's native module (unchanged by the fairness
-work); it only needs flags both versions know.
+The baseline runs the server and client packages of `--baseline-ref` from a
+git worktree (build/bench-ref), with this tree's native module (unchanged by
+the fairness work); a sitecustomize placed first on its PYTHONPATH puts an
+import finder for those two packages ahead of the editable install's. Only
+flags both versions know are passed.
 """
 
 import argparse
@@ -82,6 +84,38 @@ def run_server(label: str, env: dict[str, str] | None) -> dict:
         server.stop()
 
 
+# Imports filtercast_server / filtercast_client (and their submodules) from the
+# baseline tree, ahead of the editable install's own finder.
+BASELINE_FINDER = """
+import importlib.machinery, os, sys
+
+_ROOTS = {
+    "filtercast_server": os.path.join(os.environ["FILTERCAST_BASELINE_TREE"], "server"),
+    "filtercast_client": os.path.join(os.environ["FILTERCAST_BASELINE_TREE"], "client"),
+}
+
+
+class BaselineFinder:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        top = name.partition(".")[0]
+        if top not in _ROOTS:
+            return None
+        return importlib.machinery.PathFinder.find_spec(name, path or [_ROOTS[top]])
+
+
+sys.meta_path.insert(0, BaselineFinder)
+"""
+
+
+def baseline_env(tree: Path) -> dict[str, str]:
+    """Environment that runs the baseline tree's packages."""
+    boot = ROOT / "build/bench-ref-boot"
+    boot.mkdir(parents=True, exist_ok=True)
+    (boot / "sitecustomize.py").write_text(BASELINE_FINDER)
+    return {"PYTHONPATH": str(boot), "FILTERCAST_BASELINE_TREE": str(tree)}
+
+
 def baseline_tree(ref: str) -> Path:
     tree = ROOT / "build/bench-ref"
     if tree.exists():
@@ -100,9 +134,8 @@ def main() -> None:
     args = parser.parse_args()
     report = {}
     if args.baseline_ref:
-        tree = baseline_tree(args.baseline_ref)
-        path = f"{tree / 'server'}:{tree / 'client'}"
-        report[f"baseline ({args.baseline_ref})"] = run_server("baseline", {"PYTHONPATH": path})
+        env = baseline_env(baseline_tree(args.baseline_ref))
+        report[f"baseline ({args.baseline_ref})"] = run_server("baseline", env)
     report["this tree"] = run_server("current", None)
     print(json.dumps(report, indent=2))
     if args.baseline_ref:

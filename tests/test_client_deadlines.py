@@ -122,3 +122,24 @@ def test_a_stream_is_retried_on_a_restarted_server_before_its_first_response(run
             server.stop()
     assert not isinstance(events, BaseException), events
     assert isinstance(events[0], Accepted) and isinstance(events[-1], Summary)
+
+
+def test_the_retry_hint_is_read_from_sync_and_async_errors() -> None:
+    from google.protobuf import duration_pb2
+    from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+    from filtercast_client.client import retry_after
+
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message="full")
+    status.details.add().Pack(
+        error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=2, nanos=5 * 10**8))
+    )
+    trailers = grpc.aio.Metadata(("grpc-status-details-bin", status.SerializeToString()))
+    refused = grpc.aio.AioRpcError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.aio.Metadata(), trailers, details="full"
+    )
+    assert retry_after(refused) == 2.5
+    plain = grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details="gone"
+    )
+    assert retry_after(plain) is None

@@ -151,24 +151,26 @@ def test_a_small_request_of_another_key_does_not_wait_for_a_big_one() -> None:
 
     async def run():
         loop = asyncio.get_running_loop()
-        # One filter of 40 steps of 20 ms, then a 2-step filter of another layer.
-        big = scheduler.submit("big", plan("block5_conv1", range(1), steps=40, step_ms=20), loop)
+        # One filter of 40 steps of 50 ms, then a 2-step filter of another layer.
+        big = scheduler.submit("big", plan("block5_conv1", range(1), steps=40, step_ms=50), loop)
         scheduler.start()
         while not engine.steps:
             await asyncio.sleep(0.005)
         small = scheduler.submit("small", plan("block4_conv1", range(1), steps=2), loop)
+        big_steps_at_submit = engine.steps.count("block5_conv1")
         await drain(scheduler, small)
-        big_steps_before_small_finished = engine.steps.count("block5_conv1")
+        big_steps_while_small_ran = engine.steps.count("block5_conv1") - big_steps_at_submit
         await drain(scheduler, big)
-        return big_steps_before_small_finished
+        return big_steps_while_small_ran
 
     try:
         big_steps = asyncio.run(run())
     finally:
         scheduler.stop()
-    # Batches take turns step by step, the least-served first: the small request ran
-    # while the big one was still far from done, not after its 40 steps.
-    assert big_steps < 40, engine.steps
+    # Batches take turns step by step, the least-served first, a newcomer with one big step
+    # of credit: the big batch finished the step in hand, then the small request ran both
+    # its steps (2 allows for a slow small step on a busy machine) — not after all 40.
+    assert big_steps <= 2, engine.steps
     assert engine.steps.count("block4_conv1") == 2
 
 

@@ -132,7 +132,8 @@ def channel_options(balanced: bool, attempts: int = 5, tls: TLS | None = None) -
 
 def retry_after(error: grpc.RpcError) -> float | None:
     """The server's retry hint (google.rpc.RetryInfo) on a refused call, in seconds."""
-    status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
+    # Sync errors are grpc.Call, asyncio ones (AioRpcError) only look like one.
+    status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
     for detail in status.details if status else ():
         info = error_details_pb2.RetryInfo()
         if detail.Unpack(info):
@@ -384,37 +385,16 @@ class AsyncVisualization(_Stream):
                 await asyncio.sleep(delay)
 
 
-class _Connection:
-    """What Client and AsyncClient share: target, options, credentials, token."""
-
-    def __init__(
-        self,
-        addresses: str | Sequence[str],
-        tls: TLS | None,
-        token: str | None,
-        attempts: int,
-    ) -> None:
-        balanced = not isinstance(addresses, str) and len(addresses) > 1
-        self.target = target_of(addresses)
-        self.options = channel_options(balanced, attempts, tls)
-        self.tls = tls
-        self.attempts = attempts
-        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
-
-    def open(self, module: Any) -> Any:
-        """A channel from `grpc` or `grpc.aio`."""
-        if self.tls is None:
-            return module.insecure_channel(self.target, self.options)
-        return module.secure_channel(self.target, self.tls.credentials(), self.options)
-
-
-class Client:
-    """A connection to one filtercast server, or several balanced round-robin.
+class _ClientBase:
+    """What Client and AsyncClient share: channel, credentials, token, starting a stream.
 
     `tls` reaches a TLS server (None: plaintext), `token` is sent as a bearer
     token, `attempts` bounds the tries of a call that finds no server
     (UNAVAILABLE; 1: no retry).
     """
+
+    _grpc: Any  # grpc or grpc.aio
+    _stream: type[_Stream]
 
     def __init__(
         self,
@@ -424,9 +404,34 @@ class Client:
         token: str | None = None,
         attempts: int = RETRY_POLICY["maxAttempts"],
     ) -> None:
-        self._connection = _Connection(addresses, tls, token, attempts)
-        self.channel = self._connection.open(grpc)
+        balanced = not isinstance(addresses, str) and len(addresses) > 1
+        options = channel_options(balanced, attempts, tls)
+        target = target_of(addresses)
+        if tls is None:
+            self.channel = self._grpc.insecure_channel(target, options)
+        else:
+            self.channel = self._grpc.secure_channel(target, tls.credentials(), options)
         self.stub = pb_grpc.FilterVisualizerServiceStub(self.channel)
+        self.attempts = attempts
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
+
+    def visualize(self, *, timeout: float | None = None, **request: Any) -> Any:
+        """Start a VisualizeFilters stream; keywords as in build_request."""
+        message = build_request(**request)
+        return self._stream(
+            lambda remaining: self.stub.VisualizeFilters(
+                message, timeout=remaining, metadata=self.metadata
+            ),
+            timeout,
+            self.attempts,
+        )
+
+
+class Client(_ClientBase):
+    """A connection to one filtercast server, or several balanced round-robin."""
+
+    _grpc = grpc
+    _stream = Visualization
 
     def __enter__(self) -> "Client":
         return self
@@ -441,7 +446,7 @@ class Client:
     def list_models(self, timeout: float | None = 30) -> list[pb.ModelInfo]:
         """Every model the server has loaded."""
         response = self.stub.ListModels(
-            pb.ListModelsRequest(), timeout=timeout, metadata=self._connection.metadata
+            pb.ListModelsRequest(), timeout=timeout, metadata=self.metadata
         )
         return list(response.models)
 
@@ -450,36 +455,15 @@ class Client:
         return self.stub.DescribeModel(
             pb.DescribeModelRequest(model=model),
             timeout=timeout,
-            metadata=self._connection.metadata,
+            metadata=self.metadata,
         ).model
 
-    def visualize(self, *, timeout: float | None = None, **request: Any) -> Visualization:
-        """Start a VisualizeFilters stream; keywords as in build_request."""
-        message = build_request(**request)
-        metadata = self._connection.metadata
-        return Visualization(
-            lambda remaining: self.stub.VisualizeFilters(
-                message, timeout=remaining, metadata=metadata
-            ),
-            timeout,
-            self._connection.attempts,
-        )
 
-
-class AsyncClient:
+class AsyncClient(_ClientBase):
     """The asyncio twin of Client (grpc.aio)."""
 
-    def __init__(
-        self,
-        addresses: str | Sequence[str],
-        *,
-        tls: TLS | None = None,
-        token: str | None = None,
-        attempts: int = RETRY_POLICY["maxAttempts"],
-    ) -> None:
-        self._connection = _Connection(addresses, tls, token, attempts)
-        self.channel = self._connection.open(grpc.aio)
-        self.stub = pb_grpc.FilterVisualizerServiceStub(self.channel)
+    _grpc = grpc.aio
+    _stream = AsyncVisualization
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -494,7 +478,7 @@ class AsyncClient:
     async def list_models(self, timeout: float | None = 30) -> list[pb.ModelInfo]:
         """Every model the server has loaded."""
         response = await self.stub.ListModels(
-            pb.ListModelsRequest(), timeout=timeout, metadata=self._connection.metadata
+            pb.ListModelsRequest(), timeout=timeout, metadata=self.metadata
         )
         return list(response.models)
 
@@ -503,18 +487,6 @@ class AsyncClient:
         response = await self.stub.DescribeModel(
             pb.DescribeModelRequest(model=model),
             timeout=timeout,
-            metadata=self._connection.metadata,
+            metadata=self.metadata,
         )
         return response.model
-
-    def visualize(self, *, timeout: float | None = None, **request: Any) -> AsyncVisualization:
-        """Start a VisualizeFilters stream; keywords as in build_request."""
-        message = build_request(**request)
-        metadata = self._connection.metadata
-        return AsyncVisualization(
-            lambda remaining: self.stub.VisualizeFilters(
-                message, timeout=remaining, metadata=metadata
-            ),
-            timeout,
-            self._connection.attempts,
-        )

@@ -58,8 +58,20 @@ SERVICE = pb.DESCRIPTOR.services_by_name["FilterVisualizerService"].full_name
 log = logging.getLogger(__name__)
 
 
+class CallEndedError(asyncio.CancelledError):
+    """A write failed because the call ended underneath it.
+
+    The client left, or its deadline passed: to the handler and the metrics the
+    call was cancelled (CANCELLED or DEADLINE_EXCEEDED, never UNKNOWN).
+    """
+
+
 class StalledError(Exception):
-    """The client read nothing for longer than the stall limit."""
+    """The client read nothing for longer than the stall limit; `write` is still pending."""
+
+    def __init__(self, write: asyncio.Future) -> None:
+        super().__init__("stalled")
+        self.write = write
 
 
 def retry_details(code: grpc.StatusCode, message: str, seconds: float) -> tuple:
@@ -223,7 +235,13 @@ class FilterVisualizerServicer:
                 )
                 await self._stream(handle, slot, request, preset, fmt, context, logger)
         except RefusedError as error:
-            logger.info("refused (%s): %s", error.reason, error)
+            self._warn.warning(
+                (client, error.reason),
+                "refused a stream of %s (%s): %s",
+                client,
+                error.reason,
+                error,
+            )
             await self._refuse(
                 context,
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -272,11 +290,17 @@ class FilterVisualizerServicer:
         return plan, preset, fmt
 
     async def _send(self, context: Any, message: pb.VisualizeFiltersResponse) -> None:
-        """Write one message, or StalledError when the client has not read for too long."""
+        """Write one message, or StalledError (holding the pending write) after the stall limit."""
+        write = asyncio.ensure_future(context.write(message))
         try:
-            await asyncio.wait_for(context.write(message), self.stall_seconds)
+            await asyncio.wait_for(asyncio.shield(write), self.stall_seconds)
         except TimeoutError:
-            raise StalledError from None
+            raise StalledError(write) from None
+        except asyncio.CancelledError:
+            write.cancel()
+            raise
+        except Exception as error:  # the call ended under the write: the client left
+            raise CallEndedError from error
 
     async def _stream(
         self,
@@ -363,23 +387,27 @@ class FilterVisualizerServicer:
                 await self._send(context, pb.VisualizeFiltersResponse(summary=summary))
                 outcome = "ok"
                 logger.info("finished: %d kept, %d dead, %.2fs", kept, done - kept, total)
-        except StalledError:
-            # The final status waits behind the unread message (gRPC cannot drop it), so the
-            # work and the stream slot are given back first: a stalled client holds nothing
-            # but its own pending message until it reads, cancels or its connection closes.
+        except StalledError as stall:
+            # gRPC cannot drop the unread message, and the final status cannot overtake it,
+            # so the work and the stream slot are given back now and the status is sent
+            # once the client reads it; if it never does, its cancel, deadline or
+            # disconnect ends the call. Meanwhile it holds only that one message.
             outcome = "stalled"
             self.scheduler.cancel(handle)
             slot.release()
+            self.metrics.rejected.labels("stalled").inc()
             self._warn.warning(
                 (handle.client, "stalled"),
                 "ended a stream of %s: its client read nothing for %.0f s",
                 handle.client,
                 self.stall_seconds,
             )
-            await self._refuse(
-                context,
+            try:
+                await stall.write
+            except Exception as error:  # the client left without reading
+                raise CallEndedError from error
+            await context.abort(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
-                "stalled",
                 f"the client read nothing for {self.stall_seconds:.0f} s; the stream was ended",
             )
         except TimeoutError:

@@ -47,7 +47,7 @@ class Settings:
     queue_limit: int = 4096
     client_queue_limit: int = 2048
     max_concurrent_streams: int = 64
-    client_max_streams: int = 16
+    client_max_streams: int = 8
     stream_buffer: int = 16
     stall_seconds: float = 60.0
     max_stream_seconds: float = 3600.0

@@ -15,6 +15,7 @@ whoever wrote it (our service, health, reflection):
 """
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -146,10 +147,29 @@ class ServerPolicy(grpc.aio.ServerInterceptor):
             )
         return identity.name
 
-    def _end(self, labels: tuple, context: Any, error: BaseException | None, started: float):
-        code = final_code(context, error)
-        self.metrics.rpc_handled.labels(*labels, code.name).inc()
-        self.metrics.rpc_handling.labels(*labels).observe(time.perf_counter() - started)
+    @contextlib.asynccontextmanager
+    async def _observed(
+        self, labels: tuple, context: Any, request: Any, streaming_in: bool
+    ) -> AsyncIterator[Any]:
+        """Around one call: count it in, authenticate, and record how it ended.
+
+        Yields the request, wrapped to count its messages when it streams in.
+        """
+        started, error = time.perf_counter(), None
+        try:
+            if streaming_in:
+                request = self._counting(request, labels)
+            else:
+                self.metrics.rpc_received.labels(*labels).inc()
+            await self._begin(labels, context)
+            yield request
+        except BaseException as caught:  # GeneratorExit too: a stream the client left
+            error = caught
+            raise
+        finally:
+            code = final_code(context, error)
+            self.metrics.rpc_handled.labels(*labels, code.name).inc()
+            self.metrics.rpc_handling.labels(*labels).observe(time.perf_counter() - started)
 
     def _counting(self, requests: AsyncIterator, labels: tuple) -> AsyncIterator:
         received = self.metrics.rpc_received.labels(*labels)
@@ -163,63 +183,29 @@ class ServerPolicy(grpc.aio.ServerInterceptor):
 
     def _unary(self, inner: Callable, labels: tuple, streaming_in: bool) -> Callable:
         async def behavior(request: Any, context: Any) -> Any:
-            started, error = time.perf_counter(), None
-            try:
-                if streaming_in:
-                    request = self._counting(request, labels)
-                else:
-                    self.metrics.rpc_received.labels(*labels).inc()
-                await self._begin(labels, context)
+            async with self._observed(labels, context, request, streaming_in) as request:
                 response = inner(request, context)
                 if inspect.isawaitable(response):
                     response = await response
                 self.metrics.rpc_sent.labels(*labels).inc()
                 return response
-            except BaseException as caught:
-                error = caught
-                raise
-            finally:
-                self._end(labels, context, error, started)
 
         return behavior
 
     def _streaming(self, inner: Callable, labels: tuple, streaming_in: bool) -> Callable:
         sent = self.metrics.rpc_sent.labels(*labels)
-
-        def arrived(request: Any) -> Any:
-            if streaming_in:
-                return self._counting(request, labels)
-            self.metrics.rpc_received.labels(*labels).inc()
-            return request
-
         if inspect.isasyncgenfunction(inner):
 
             async def generate(request: Any, context: Any) -> AsyncIterator:
-                started, error = time.perf_counter(), None
-                try:
-                    request = arrived(request)
-                    await self._begin(labels, context)
+                async with self._observed(labels, context, request, streaming_in) as request:
                     async for response in inner(request, context):
                         yield response
                         sent.inc()
-                except BaseException as caught:
-                    error = caught
-                    raise
-                finally:
-                    self._end(labels, context, error, started)
 
             return generate
 
         async def write(request: Any, context: Any) -> None:
-            started, error = time.perf_counter(), None
-            try:
-                request = arrived(request)
-                await self._begin(labels, context)
+            async with self._observed(labels, context, request, streaming_in) as request:
                 await inner(request, _CountingContext(context, sent.inc))
-            except BaseException as caught:
-                error = caught
-                raise
-            finally:
-                self._end(labels, context, error, started)
 
         return write

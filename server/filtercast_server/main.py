@@ -45,6 +45,10 @@ log = logging.getLogger("filtercast_server")
 
 FD_RESERVE = 128  # open files kept back from --max-connections: models, logs, metrics sockets
 DRAIN_POLL_SECONDS = 0.1
+# Clients may ping this often on a stream that carries no data (the library pings every
+# 30 s). gRPC's default, 5 min, answers more frequent pings with GOAWAY "too_many_pings":
+# a stream that waited 2 minutes for its first picture died UNAVAILABLE.
+MIN_CLIENT_PING_MS = 10_000
 
 
 def configure_logging(level: str) -> None:
@@ -89,7 +93,7 @@ def server_options(settings: Settings, max_connections: int) -> list[tuple[str, 
         ("grpc.keepalive_timeout_ms", 20_000),
         # Accept the client library's keepalive pings (every 30 s, also while idle).
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_MS),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.max_concurrent_streams", 2 * settings.client_max_streams + 16),
     ]

@@ -8,9 +8,10 @@ most one filter's lifetime for a row.
 
 Up to `max_cohorts` cohorts of different keys are active at once and the
 worker advances them one compiled step at a time, always the cohort that has
-used the least device time so far (a newcomer starts level with the least
-served). A small request behind a big one of another key therefore waits for
-one of the big cohort's steps, not for the whole big request. When more keys
+used the least device time so far. A newcomer starts level with the least
+served, with a head start of one step of the slowest active cohort, so a
+small request behind a big one of another key waits for the big cohort's
+step in hand and then runs its own steps, not for the whole big request. When more keys
 wait than there are slots, an active cohort stops taking new jobs after one
 batch worth, drains, and hands its slot on.
 
@@ -81,6 +82,7 @@ class RequestHandle:
     submitted: float = field(default_factory=time.perf_counter)
     remaining: int = 0
     buffered: int = 0  # results posted and not yet taken by the stream
+    paused: bool = False  # its buffer filled up; runs again once half of it is read
     cancelled: bool = False
     finished: bool = False
 
@@ -104,6 +106,13 @@ class _Cohort:
     slices: Any = None  # the engine's step-by-step iterator
     admitted: int = 0  # jobs taken since the cohort started
     quantum: int = 1  # jobs it may take while other keys wait for a slot
+    opened: int = 0  # order of opening, newest highest
+    last_step: float = 0.0  # seconds its latest step took
+    head_start: float = 0.0  # seconds it may run before its used time counts in its turn
+
+    def turn(self) -> tuple[float, int]:
+        """Sort key: least device time first (less any head start left), newest among equals."""
+        return (self.used - self.head_start, -self.opened)
 
 
 class Scheduler:
@@ -131,6 +140,7 @@ class Scheduler:
         self._queued = 0
         self._queued_by_client: Counter[str] = Counter()
         self._active: dict[tuple, _Cohort] = {}
+        self._opened = 0
         self._completions: deque[float] = deque(maxlen=RATE_WINDOW)
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
@@ -193,7 +203,8 @@ class Scheduler:
         if isinstance(event, Result):
             with self._lock:
                 handle.buffered -= 1
-                if handle.buffered == self.stream_buffer - 1 and handle.pending:
+                if handle.paused and handle.buffered <= self.stream_buffer // 2:
+                    handle.paused = False
                     self._wakeup.notify()  # its jobs may run again
         return event
 
@@ -233,8 +244,8 @@ class Scheduler:
             self._requests.remove(handle)
 
     def _runnable(self, handle: RequestHandle) -> bool:
-        """Has queued jobs and room in its stream buffer (a reader keeps up)."""
-        return bool(handle.pending) and handle.buffered < self.stream_buffer
+        """Has queued jobs and is not paused for a full stream buffer."""
+        return bool(handle.pending) and not handle.paused
 
     def _open_cohorts(self) -> None:
         """Give waiting keys a free slot each, in round-robin order of their requests."""
@@ -243,8 +254,27 @@ class Scheduler:
                 return
             if handle.key not in self._active and self._runnable(handle):
                 params, precision = handle.key
-                used = min((c.used for c in self._active.values()), default=0.0)
-                cohort = _Cohort(handle.key, used, quantum=self.engine.batch_size(params))
+                # A newcomer starts level with the least served, with a head start of one
+                # step of the slowest active batch: a small request runs its few steps
+                # before a big one's next step, rather than one step per big step. The
+                # head start is not device time used, so it never lowers the level.
+                active = self._active.values()
+                self._opened += 1
+                cohort = _Cohort(
+                    handle.key,
+                    used=min((c.used for c in active), default=0.0),
+                    head_start=max((c.last_step for c in active), default=0.0),
+                    quantum=self.engine.batch_size(params),
+                    opened=self._opened,
+                )
+                log.debug(
+                    "opened a batch for %s/%s at %d px, %d steps (%d active)",
+                    params.model,
+                    params.layer,
+                    params.size,
+                    params.steps,
+                    len(self._active) + 1,
+                )
                 cohort.slices = self.engine.run_jobs(
                     params, precision, functools.partial(self._take, cohort)
                 )
@@ -289,7 +319,7 @@ class Scheduler:
                     self._wakeup.wait()
                 if self._stopping:
                     return
-                cohort = min(self._active.values(), key=lambda c: c.used)
+                cohort = min(self._active.values(), key=_Cohort.turn)
             started = time.perf_counter()
             ended: Ended = []
             try:
@@ -300,13 +330,19 @@ class Scheduler:
                 log.exception("engine failed on a batch", extra={"model": cohort.key[0].model})
                 self._close(cohort)
                 self._fail(cohort.key, error)
-            cohort.used += time.perf_counter() - started
+            cohort.last_step = time.perf_counter() - started
+            cohort.used += cohort.last_step
+            cohort.head_start = max(0.0, cohort.head_start - cohort.last_step)
             for job, outcome in ended:
                 self._deliver(job, outcome)
 
     def _close(self, cohort: _Cohort) -> None:
         with self._lock:
             del self._active[cohort.key]
+        params = cohort.key[0]
+        log.debug(
+            "closed the batch for %s at %d px, %d steps", params.layer, params.size, params.steps
+        )
 
     def _deliver(self, job: Job, outcome: FilterOutcome | None) -> None:
         handle: RequestHandle = job.owner
@@ -318,6 +354,9 @@ class Scheduler:
         with self._lock:
             self._completions.append(time.perf_counter())
             handle.buffered += 1
+            # Hysteresis: a paused stream resumes at half its buffer, not one result
+            # later, so a slow reader does not reopen a batch for every picture it takes.
+            handle.paused = handle.paused or handle.buffered >= self.stream_buffer
             handle.remaining -= 1
             if handle.remaining == 0:
                 handle.finished = True

@@ -36,7 +36,13 @@ class ReloadingCredentials:
         self._initial = self._configuration()
 
     def _mtimes(self) -> tuple:
-        return tuple(p.stat().st_mtime_ns if p.exists() else None for p in self.paths)
+        def stamp(path: Path) -> int | None:
+            try:
+                return path.stat().st_mtime_ns
+            except OSError:  # mid-rotation: gone for a moment
+                return None
+
+        return tuple(stamp(p) for p in self.paths)
 
     def _configuration(self) -> grpc.ServerCertificateConfiguration:
         key, cert = _read(self.key), _read(self.cert)
