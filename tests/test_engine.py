@@ -155,6 +155,11 @@ def test_grid_ranks_by_loss_and_shrinks_to_the_live_count() -> None:
             "block5_conv1 with border 4 needs inputs of at least 144 px; size is 16 px",
         ),
         (
+            {"overrides": {"size": 64, "border": 16}},
+            InvalidRequestError,
+            "needs inputs of at least 528 px, above this server's 512 px; use border <= 15",
+        ),
+        (
             {"overrides": {"layer": "block5_pool", "size": 16}},
             InvalidRequestError,
             "block5_pool with border 0 needs inputs of at least 32 px",

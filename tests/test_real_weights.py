@@ -33,3 +33,14 @@ def test_classic_block5_conv1_looks_like_the_seed(real_vgg) -> None:
         assert 20 <= outcome.image.std() <= 27, (outcome.index, outcome.image.std())
         assert outcome.loss > 100 and outcome.loss > 5 * max(start[outcome.index], 1.0)
     assert np.mean([o.loss for o in live]) > 10 * max(np.mean(list(start.values())), 1.0)
+
+
+def test_a_weights_file_is_known_by_its_name_and_hash_never_its_path(
+    real_vgg, vgg16_weights
+) -> None:
+    from filtercast_server.models import sha256_of
+
+    model = real_vgg["vgg16"]
+    assert model.weights_source == vgg16_weights.name
+    assert str(vgg16_weights.parent) not in model.weights_source
+    assert model.weights_sha256 == sha256_of(vgg16_weights)

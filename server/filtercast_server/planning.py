@@ -46,6 +46,12 @@ def make_plan(
         raise InvalidRequestError("no filters requested")
     smallest = params.round_sizes()[0]
     needed = model.smallest_input(params.layer, params.border)
+    if needed > limits.max_size:
+        widest = min(model.output_size(params.layer, limits.max_size))
+        raise InvalidRequestError(
+            f"{params.layer} with border {params.border} needs inputs of at least {needed} px, "
+            f"above this server's {limits.max_size} px; use border <= {max(0, (widest - 1) // 2)}"
+        )
     if smallest < needed:
         first = "size" if params.upscale_rounds == 0 else "the first upscaling round's size"
         raise InvalidRequestError(
