@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from filtercast_server.ascent import AscentEngine, Plan, initial_image
-from filtercast_server.devices import Precision, select_device
+from filtercast_server.ascent import AscentEngine, initial_image
+from filtercast_server.devices import select_device
 from filtercast_server.models import LoadedModel
 from filtercast_server.planning import make_plan
+from filtercast_server.work import Plan, Precision
 
 DEFAULT_WEIGHTS = (
     Path(__file__).resolve().parents[2] / "shared/models/vgg16_imagenet_notop.weights.h5"

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from filtercast_server.ascent import AscentEngine, FilterOutcome, Plan, initial_image
-from filtercast_server.devices import Device, Precision, cpu_flags
+from filtercast_server.ascent import AscentEngine, initial_image
+from filtercast_server.devices import Device, cpu_flags
 from filtercast_server.errors import InvalidRequestError, UnknownModelError
 from filtercast_server.grid import build_grid, grid_layout
 from filtercast_server.models import LoadedModel
 from filtercast_server.planning import OverBudgetError, make_plan
 from filtercast_server.presets import PRESETS, FilterSpan
+from filtercast_server.work import FilterOutcome, Plan, Precision
 
 CPU = Device(name="/CPU:0", kind="cpu", description="test CPU", native_bf16=False)
 SMALL = {"size": 32, "steps": 3}

@@ -6,9 +6,9 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from filtercast_server.ascent import FilterOutcome
 from filtercast_server.grid import GridCollector, grid_layout
 from filtercast_server.presets import PRESETS
+from filtercast_server.work import FilterOutcome
 
 
 @st.composite

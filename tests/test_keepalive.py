@@ -7,9 +7,9 @@ import time
 
 import grpc
 
+from filtercast.contract import SERVER_MIN_PING_INTERVAL_MS as MIN_CLIENT_PING_MS
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_client.local_server import free_port
-from filtercast_server.main import MIN_CLIENT_PING_MS
 
 # A server with the real channel options whose stream sends Accepted, then nothing.
 SERVER = """

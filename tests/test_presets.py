@@ -80,7 +80,8 @@ def test_bad_overrides_say_what_is_valid(preset: str, overrides: dict, message: 
         ("510:", [510, 511]),
         ("1,1,2", [1, 2]),
         (None, list(range(200))),
-        ("", list(range(200))),
+        ("all", list(range(512))),
+        (" 1 , 4:6 ", [1, 4, 5]),
     ],
 )
 def test_filter_specs(spec: str | None, expected: list[int]) -> None:
@@ -96,10 +97,12 @@ def test_default_filters_clamp_to_the_layer() -> None:
     ("spec", "message"),
     [
         ("0:600", "filter 512 is out of range; this layer has 512 filters: 0..511"),
-        ("-1", "filter -1 is out of range"),
-        ("a:b", "bad filter spec 'a:b'"),
+        ("-1", "bad filter spec item '-1'"),
+        ("a:b", "bad filter spec item 'a:b'"),
         ("5:5", "empty filter range '5:5'"),
-        ("1,,2", "bad filter spec ''"),
+        ("1,,2", "bad filter spec item ''"),
+        ("", "empty filter spec"),
+        ("0:8:2", "steps (A:B:STEP) are not supported"),
     ],
 )
 def test_bad_filter_specs(spec: str, message: str) -> None:

@@ -60,9 +60,11 @@ def open_streams(server: ServerProcess, name: str, count: int, filters: str = "0
     """`count` streams of `name` that stay open (Accepted read, nothing more); cancelled after."""
     client = client_of(server, name)
     streams = [client.visualize(filters=filters, overrides=LONG) for _ in range(count)]
+    # Held until the end: dropping an iterator cancels its stream.
+    iterators = [iter(stream) for stream in streams]
     try:
-        for stream in streams:
-            assert isinstance(next(iter(stream)), Accepted)
+        for iterator in iterators:
+            assert isinstance(next(iterator), Accepted)
         yield client
     finally:
         for stream in streams:

@@ -8,10 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from filtercast_server.ascent import FilterOutcome, Plan
-from filtercast_server.devices import Precision
 from filtercast_server.presets import PRESETS
 from filtercast_server.scheduler import Done, Failed, QueueFullError, Result, Scheduler
+from filtercast_server.work import FilterOutcome, Plan, Precision
 
 
 class StandInEngine:

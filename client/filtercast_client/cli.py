@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import grpc
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -22,19 +21,10 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from filtercast.v1 import filtercast_pb2 as pb
-from filtercast_client.client import (
-    PRECISIONS,
-    PRESETS,
-    TLS,
-    Accepted,
-    Client,
-    FilterImage,
-    GridImage,
-    Summary,
-    enum_name,
-)
-from filtercast_client.manifest import OutputFolder
+from filtercast import contract, manifest
+from filtercast_client.client import TLS, Client
+from filtercast_client.errors import FiltercastError
+from filtercast_client.events import Accepted, FilterImage, GridImage, Summary
 
 WEIGHTS_HELP = "imagenet (Keras download), random, or a .weights.h5 path [env FILTERCAST_WEIGHTS]"
 console = Console(stderr=True, soft_wrap=True)
@@ -60,9 +50,10 @@ class RateColumn(ProgressColumn):
         return Text(f"{task.completed / elapsed:.2f} filters/s", style="cyan")
 
 
-def rpc_failure(error: grpc.RpcError) -> click.ClickException:
-    """A server error as one readable line: status code and message."""
-    return click.ClickException(f"{error.code().name}: {error.details()}")
+def rpc_failure(error: FiltercastError) -> click.ClickException:
+    """A service error as one readable line: status code, message, the field at fault."""
+    where = f" [field: {error.field}]" if error.field else ""
+    return click.ClickException(f"{error.status.name}: {error.message}{where}")
 
 
 @dataclass(frozen=True)
@@ -74,8 +65,11 @@ class Connection:
     token: str | None = None
 
     def client(self) -> Client:
-        """A client on these settings."""
-        return Client(self.servers, tls=self.tls, token=self.token)
+        """A client on these settings (a usage error for a malformed address)."""
+        try:
+            return Client(self.servers, tls=self.tls, token=self.token)
+        except ValueError as error:
+            raise click.UsageError(str(error)) from error
 
 
 def connection_options(function: Any) -> Any:
@@ -87,7 +81,8 @@ def connection_options(function: Any) -> Any:
             multiple=True,
             default=["127.0.0.1:50051"],
             show_default=True,
-            help="HOST:PORT of a server; repeat it to balance over several.",
+            help="HOST:PORT, [IPV6]:PORT or a gRPC target (dns:///NAME:PORT) of a server; "
+            "repeat it to balance over several.",
         ),
         click.option("--tls", is_flag=True, help="Use TLS, trusting the system's roots."),
         click.option(
@@ -141,7 +136,36 @@ def connection_options(function: Any) -> Any:
     return wrapper
 
 
-@click.group()
+class Commands(click.Group):
+    """The CLI's commands; `serve` comes from the server package, loaded only when named."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command, serve included."""
+        return sorted([*super().list_commands(ctx), "serve"])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        """The command called `name`; serve says which extra it needs when it is missing."""
+        if name != "serve":
+            return super().get_command(ctx, name)
+        try:
+            from filtercast_server.command import serve
+        except ImportError as error:
+            return missing_extra("serve", error)
+        return serve
+
+
+def missing_extra(name: str, error: ImportError) -> click.Command:
+    """A stand-in command that explains the server extra is not installed."""
+
+    def explain() -> None:
+        raise click.ClickException(
+            f"{name} needs the server extra ({error}); pip install 'filtercast[server]'"
+        )
+
+    return click.Command(name, callback=explain, help="Needs the server extra (not installed).")
+
+
+@click.group(cls=Commands)
 @click.version_option(package_name="filtercast")
 def main() -> None:
     """Show what the filters of a convolutional network have learned."""
@@ -159,10 +183,10 @@ def models(connection: Connection) -> None:
                     info.name,
                     info.weights_source,
                     info.device,
-                    enum_name(pb.Precision, info.auto_precision),
+                    info.auto_precision,
                     str(len(info.layers)),
                 )
-    except grpc.RpcError as error:
+    except FiltercastError as error:
         raise rpc_failure(error) from error
     Console().print(table)
 
@@ -177,7 +201,7 @@ def layers(connection: Connection, model: str) -> None:
         with connection.client() as client:
             for layer in client.describe(model).layers:
                 table.add_row(layer.name, layer.type, str(layer.channels), str(layer.output_stride))
-    except grpc.RpcError as error:
+    except FiltercastError as error:
         raise rpc_failure(error) from error
     Console().print(table)
 
@@ -189,9 +213,13 @@ def visualize_into(
 
     Ctrl-C cancels the stream, keeps what arrived and exits 130.
     """
-    folder: OutputFolder | None = None
+    folder: manifest.OutputFolder | None = None
     client = connection.client()
-    stream = client.visualize(timeout=timeout, **request)
+    try:
+        stream = client.visualize(timeout=timeout, **request)
+    except FiltercastError as error:
+        client.close()
+        raise rpc_failure(error) from error
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -204,28 +232,24 @@ def visualize_into(
             task = progress.add_task("connecting", total=None)
             for event in stream:
                 if isinstance(event, Accepted):
-                    folder = OutputFolder(
-                        out,
-                        {
-                            **event.header(),
-                            "request_id": event.request_id,
-                            "servers": connection.servers,
-                        },
-                    )
+                    folder = manifest.OutputFolder(out, manifest_fields(event, connection))
                     progress.update(
                         task,
                         total=len(event.filters),
                         description=f"{event.params['layer']} (seed {event.seed})",
                     )
                 elif isinstance(event, FilterImage):
+                    assert folder is not None  # EventChecker: Accepted comes first
                     folder.add_filter(
                         event.index, event.loss, event.dead, event.steps, event.seconds, event.image
                     )
                     progress.advance(task)
                 elif isinstance(event, GridImage):
+                    assert folder is not None
                     folder.set_grid(event.image, event.n, event.margin, event.order)
                 elif isinstance(event, Summary):
                     progress.update(task, description=f"done: {event.kept} kept, {event.dead} dead")
+        assert folder is not None
         return folder.finish(complete=True)
     except KeyboardInterrupt:
         stream.cancel()
@@ -237,7 +261,7 @@ def visualize_into(
             f"in {out} (complete: false)"
         )
         sys.exit(130)
-    except grpc.RpcError as error:
+    except FiltercastError as error:
         if folder:
             folder.finish(complete=False)
         raise rpc_failure(error) from error
@@ -245,14 +269,33 @@ def visualize_into(
         client.close()
 
 
-def report(manifest: dict[str, Any], out: Path) -> None:
+def manifest_fields(accepted: Accepted, connection: Connection) -> dict[str, Any]:
+    """The manifest's header from the server's Accepted event."""
+    p = accepted.params
+    return manifest.header(
+        model=p["model"],
+        layer=p["layer"],
+        preset=p["preset"],
+        precision=p["precision"],
+        seed=accepted.seed,
+        params=p,
+        weights_source=accepted.weights_source,
+        weights_sha256=accepted.weights_sha256,
+        device=accepted.device,
+        requested=accepted.filters,
+        request_id=accepted.request_id,
+        servers=connection.servers,
+    )
+
+
+def report(written: dict[str, Any], out: Path) -> None:
     """One line on stdout: what was written where."""
-    kept = sum(1 for f in manifest["filters"] if not f["dead"])
-    grid = manifest["grid"]
+    kept = sum(1 for f in written["filters"] if not f["dead"])
+    grid = written["grid"]
     grid_text = f"a {grid['n']}x{grid['n']} grid" if grid else "no grid (no live filter)"
     click.echo(
         f"wrote {kept} filter PNGs, {grid_text} and manifest.json to {out} "
-        f"(seed {manifest['seed']}, {manifest['precision']}, {manifest['seconds']}s)"
+        f"(seed {written['seed']}, {written['precision']}, {written['seconds']}s)"
     )
 
 
@@ -260,13 +303,23 @@ def request_options(function: Any) -> Any:
     """Options shared by visualize and demo."""
     options = [
         click.option(
-            "--preset", type=click.Choice(list(PRESETS)), default="classic", show_default=True
+            "--preset",
+            type=click.Choice(list(contract.PRESETS), case_sensitive=False),
+            default="classic",
+            show_default=True,
         ),
         click.option("--model", default="", help="Default: the preset's."),
         click.option("--layer", default="", help="Default: the preset's."),
-        click.option("--filters", help='Ranges and lists, e.g. "0:64" or "0:8,12".'),
         click.option(
-            "--precision", type=click.Choice(list(PRECISIONS)), default="auto", show_default=True
+            "--filters",
+            callback=check_filter_spec,
+            help='Ranges, indices and "all", e.g. "0:64", "1,5,9", "0:8,100:104".',
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(list(contract.PRECISIONS), case_sensitive=False),
+            default="auto",
+            show_default=True,
         ),
         click.option("--seed", type=int, help="Default: drawn by the server and recorded."),
         click.option("--size", type=int, help="Override the preset's image size."),
@@ -276,6 +329,16 @@ def request_options(function: Any) -> Any:
     for option in reversed(options):
         function = option(function)
     return function
+
+
+def check_filter_spec(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """--filters checked against the contract's grammar before anything connects."""
+    if value is not None:
+        try:
+            contract.parse_filter_spec(value)
+        except contract.ContractError as error:
+            raise click.BadParameter(str(error)) from error
+    return value
 
 
 def request_of(
@@ -289,15 +352,15 @@ def request_of(
     steps: int | None,
 ) -> dict[str, Any]:
     """Keyword arguments of Client.visualize from the CLI options."""
-    overrides = {k: v for k, v in {"size": size, "steps": steps}.items() if v is not None}
     return {
-        "preset": preset,
+        "preset": preset.lower(),
         "model": model,
         "layer": layer,
         "filters": filters,
-        "precision": precision,
+        "precision": precision.lower(),
         "seed": seed,
-        "overrides": overrides,
+        "size": size,
+        "steps": steps,
     }
 
 
@@ -347,22 +410,6 @@ def demo(servers: tuple[str, ...], weights: str, out: Path, filters: str, seed: 
     click.echo(f"open {out / 'grid.png'}")
 
 
-@main.command(
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    add_help_option=False,
-)
-@click.pass_context
-def serve(ctx: click.Context) -> None:
-    """Run the gRPC server (needs the `server` extra); `filtercast serve --help` lists flags."""
-    try:
-        from filtercast_server.main import main as serve_main
-    except ImportError as error:
-        raise click.ClickException(
-            f"serve needs the server extra ({error}); pip install 'filtercast[server]'"
-        ) from error
-    serve_main(ctx.args)
-
-
 @main.command()
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("render-output"), show_default=True
@@ -392,8 +439,13 @@ def render(
             f"render needs the server extra ({error}); pip install 'filtercast[server]'"
         ) from error
     request = request_of(**options)
+    overrides = {
+        name: value
+        for name, value in (("size", request["size"]), ("steps", request["steps"]))
+        if value is not None
+    }
     if step_size is not None:
-        request["overrides"]["step_size"] = step_size
+        overrides["step_size"] = step_size
 
     def progress(outcome: Any, done: int, total: int) -> None:
         state = "dead" if outcome.dead else f"loss {outcome.loss:10.2f}"
@@ -411,7 +463,7 @@ def render(
             filters=request["filters"],
             precision=request["precision"],
             seed=request["seed"],
-            overrides=request["overrides"],
+            overrides=overrides,
             device=device,
             max_batch=max_batch,
             progress=progress,

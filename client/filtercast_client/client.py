@@ -1,59 +1,78 @@
-"""Client library of the filtercast service (never imports TensorFlow).
+"""Client library of the filtercast service (never imports TensorFlow or the server).
 
-    from filtercast_client.client import Client
+    from filtercast_client import Client, FilterImage
+
     with Client("localhost:50051") as client:
-        for event in client.visualize(layer="block5_conv1", filters="0:16"):
-            ...
+        for event in client.visualize(layer="block5_conv1", filters="0:16", size=64):
+            if isinstance(event, FilterImage) and event.image is not None:
+                ...
 
-Several addresses are balanced with gRPC's round_robin policy. Message size
-limits match the server's (64 MiB, enough for a 412 px 8x8 grid). `tls=`
-reaches a TLS (or mTLS) server, `token=` sends a bearer token on every call.
+Addresses: ``host:port``, ``[ipv6]:port``, a gRPC target such as
+``dns:///filtercast.example:50051`` (every address the name resolves to is
+used, round-robin), or a list of ``host:port`` (hostnames resolved once, when
+the client is made). ``tls=`` reaches a TLS (or mTLS) server, ``token=``
+sends a bearer token on every call. Failures raise the typed errors of
+filtercast_client.errors; leaving a stream early (``break``, or dropping the
+iterator) cancels it on the server.
 """
 
 import asyncio
-import io
+import ipaddress
 import json
 import random
+import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
-import numpy as np
-from google.protobuf.json_format import MessageToDict
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
-from PIL import Image
 
+from filtercast import contract
+from filtercast.contract import MAX_MESSAGE_BYTES, SERVICE, ContractError
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast.v1 import filtercast_pb2_grpc as pb_grpc
+from filtercast_client.errors import (
+    Cancelled,
+    FiltercastError,
+    InvalidRequest,
+    Unavailable,
+    from_rpc_error,
+    retry_after,
+)
+from filtercast_client.events import (
+    Accepted,
+    Event,
+    EventChecker,
+    FilterImage,
+    GridImage,
+    ModelInfo,
+    ServerInfo,
+    Summary,
+)
 
-# Largest message either side accepts (the server imports this). A 412 px 8x8
-# grid is 3,331 x 3,331 x 3 = 33.3 MB raw and ~20 MB as PNG; 64 MiB leaves room
-# for it in either format.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-SERVICE = "filtercast.v1.FilterVisualizerService"
-PRESETS = {
-    "classic": pb.PRESET_CLASSIC,
-    "upscale": pb.PRESET_UPSCALE,
-    "keras_io": pb.PRESET_KERAS_IO,
-}
-PRECISIONS = {
-    "auto": pb.PRECISION_AUTO,
-    "float32": pb.PRECISION_FLOAT32,
-    "bfloat16": pb.PRECISION_BFLOAT16,
-}
-FORMATS = {"png": pb.IMAGE_FORMAT_PNG, "raw": pb.IMAGE_FORMAT_RAW}
-
+__all__ = [
+    "TLS",
+    "Accepted",
+    "AsyncClient",
+    "AsyncVisualization",
+    "Client",
+    "Event",
+    "FilterImage",
+    "GridImage",
+    "Summary",
+    "Visualization",
+    "build_request",
+    "retry_after",
+]
 
 # UNAVAILABLE is retried with exponential backoff, and only until the first
 # response arrives: a stream that has started delivering is never repeated.
 # gRPC's own retry policy does this for the unary calls; the stream retries in
 # this library, because grpcio's sync unary_stream with a retry policy can hang
 # past its deadline when the server dies before answering.
-RETRY_POLICY = {
+RETRY_POLICY: dict[str, Any] = {
     "maxAttempts": 5,
     "initialBackoff": "0.2s",
     "maxBackoff": "5s",
@@ -63,15 +82,13 @@ RETRY_POLICY = {
 UNARY_METHODS = ("ListModels", "DescribeModel")
 
 
-def service_config(balanced: bool, attempts: int) -> str:
-    """Retries for the unary methods (when attempts > 1), round_robin across several servers."""
-    config: dict[str, Any] = {}
+def service_config(attempts: int) -> str:
+    """round_robin over every address of the target; retries for the unary methods."""
+    config: dict[str, Any] = {"loadBalancingConfig": [{"round_robin": {}}]}
     if attempts > 1:
         names = [{"service": SERVICE, "method": method} for method in UNARY_METHODS]
         policy = {**RETRY_POLICY, "maxAttempts": attempts}
         config["methodConfig"] = [{"name": names, "retryPolicy": policy}]
-    if balanced:
-        config["loadBalancingConfig"] = [{"round_robin": {}}]
     return json.dumps(config)
 
 
@@ -114,159 +131,79 @@ class TLS:
         return grpc.ssl_channel_credentials(self.ca, self.key, self.cert)
 
 
-def channel_options(balanced: bool, attempts: int = 5, tls: TLS | None = None) -> list:
+@dataclass(frozen=True)
+class Target:
+    """A gRPC target string, and the name a TLS server's certificate should carry."""
+
+    target: str
+    authority: str | None = None  # set when hostnames were resolved to addresses here
+
+
+def _literal_family(host: str) -> int | None:
+    try:
+        return ipaddress.ip_address(host).version
+    except ValueError:
+        return None
+
+
+def target_of(addresses: str | Sequence[str]) -> Target:
+    """The gRPC target of one address, a gRPC target string, or several HOST:PORT.
+
+    Several addresses become one ipv4:/ipv6: list that round_robin balances
+    over; hostnames among them are resolved now (every address they have).
+    """
+    if isinstance(addresses, str):
+        addresses = [addresses]
+    if not addresses:
+        raise ValueError("no server address given")
+    if len(addresses) == 1:
+        (address,) = addresses
+        if not contract.has_scheme(address):
+            contract.split_host_port(address)  # a clear error for a malformed address
+        return Target(address)
+    resolved: list[tuple[int, str]] = []
+    authority = None
+    for address in addresses:
+        if contract.has_scheme(address):
+            raise ContractError(f"{address!r}: a gRPC target (with a scheme) must come alone")
+        host, port = contract.split_host_port(address)
+        family = _literal_family(host)
+        if family is not None:
+            resolved.append((family, contract.join_host_port(host, port)))
+            continue
+        authority = authority or address
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as error:
+            raise ContractError(f"cannot resolve {host!r}: {error.strerror}") from error
+        for family_code, *_, sockaddr in infos:
+            version = 6 if family_code == socket.AF_INET6 else 4
+            resolved.append((version, contract.join_host_port(str(sockaddr[0]), port)))
+    families = {version for version, _ in resolved}
+    # gRPC lists hold one family; with both, IPv4 (reachable from more networks) is used.
+    version = 4 if 4 in families else 6
+    chosen = list(dict.fromkeys(address for v, address in resolved if v == version))
+    return Target(f"ipv{version}:{','.join(chosen)}", authority)
+
+
+def channel_options(
+    attempts: int = 5, tls: TLS | None = None, authority: str | None = None
+) -> list:
     """Channel options: message limits, keepalive, retries, balancing, TLS name."""
     options: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_time_ms", contract.CLIENT_KEEPALIVE_MS),
+        ("grpc.keepalive_timeout_ms", contract.CLIENT_KEEPALIVE_TIMEOUT_MS),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.enable_retries", int(attempts > 1)),
-        ("grpc.service_config", service_config(balanced, attempts)),
+        ("grpc.service_config", service_config(attempts)),
     ]
     if tls is not None and tls.server_name:
         options.append(("grpc.ssl_target_name_override", tls.server_name))
+    elif authority is not None:
+        options.append(("grpc.default_authority", authority))
     return options
-
-
-def retry_after(error: grpc.RpcError) -> float | None:
-    """The server's retry hint (google.rpc.RetryInfo) on a refused call, in seconds."""
-    # Sync errors are grpc.Call, asyncio ones (AioRpcError) only look like one.
-    status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
-    for detail in status.details if status else ():
-        info = error_details_pb2.RetryInfo()
-        if detail.Unpack(info):
-            return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
-    return None
-
-
-def target_of(addresses: str | Sequence[str]) -> str:
-    """One address as is; several as an ipv4:/ipv6: list gRPC balances over."""
-    if isinstance(addresses, str):
-        return addresses
-    if len(addresses) == 1:
-        return addresses[0]
-    scheme = "ipv6" if any(a.startswith("[") for a in addresses) else "ipv4"
-    return f"{scheme}:{','.join(addresses)}"
-
-
-def enum_name(enum: Any, value: int) -> str:
-    """A wire enum value by its short name: PRECISION_BFLOAT16 -> bfloat16."""
-    prefix = enum.DESCRIPTOR.values[0].name.removesuffix("UNSPECIFIED")  # e.g. "PRECISION_"
-    return enum.Name(value).removeprefix(prefix).lower()
-
-
-def decode_image(image: pb.Image) -> np.ndarray:
-    """A wire Image as uint8 (H, W, 3)."""
-    if image.format == pb.IMAGE_FORMAT_RAW:
-        return np.frombuffer(image.data, np.uint8).reshape(image.height, image.width, 3)
-    return np.asarray(Image.open(io.BytesIO(image.data)).convert("RGB"))
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """The server took the request: its id, every resolved value, the filters."""
-
-    request_id: str
-    params: dict[str, Any]
-    filters: list[int]
-
-    @property
-    def seed(self) -> int:
-        """The seed that reproduces this request."""
-        return int(self.params["seed"])
-
-    def header(self) -> dict[str, Any]:
-        """The manifest's header, as `filtercast render` writes it."""
-        p = self.params
-        return {
-            "model": p["model"],
-            "layer": p["layer"],
-            "preset": p["preset"],
-            "precision": p["precision"],
-            "seed": self.seed,
-            "params": p,
-            "requested": self.filters,
-        }
-
-
-@dataclass(frozen=True)
-class FilterImage:
-    """One finished filter."""
-
-    index: int
-    loss: float
-    dead: bool
-    image: np.ndarray | None
-    steps: int
-    seconds: float
-    done: int
-    total: int
-
-    @property
-    def pil(self) -> Image.Image | None:
-        """The picture as a PIL image."""
-        return None if self.image is None else Image.fromarray(self.image)
-
-
-@dataclass(frozen=True)
-class GridImage:
-    """The best filters stitched together."""
-
-    image: np.ndarray
-    n: int
-    margin: int
-    order: list[int]
-
-
-@dataclass(frozen=True)
-class Summary:
-    """The request's totals."""
-
-    kept: int
-    dead: int
-    total_seconds: float
-    mean_filter_seconds: float
-
-
-Event = Accepted | FilterImage | GridImage | Summary
-
-
-def to_event(response: pb.VisualizeFiltersResponse) -> Event:
-    """The typed form of one streamed response."""
-    which = response.WhichOneof("event")
-    if which == "accepted":
-        a = response.accepted
-        params = MessageToDict(
-            a.params, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-        )
-        params.update(
-            preset=enum_name(pb.Preset, a.params.preset),
-            precision=enum_name(pb.Precision, a.params.precision),
-            image_format=enum_name(pb.ImageFormat, a.params.image_format),
-            seed=a.params.seed,
-            dead_threshold=params.get("dead_threshold"),
-        )
-        return Accepted(a.request_id, params, list(a.filters))
-    if which == "filter":
-        f = response.filter
-        image = decode_image(f.image) if f.HasField("image") else None
-        return FilterImage(f.index, f.loss, f.dead, image, f.steps, f.seconds, f.done, f.total)
-    if which == "grid":
-        g = response.grid
-        return GridImage(decode_image(g.image), g.n, g.margin, list(g.order))
-    s = response.summary
-    return Summary(s.kept, s.dead, s.total_seconds, s.mean_filter_seconds)
-
-
-def expand_filters(spec: str) -> list[int]:
-    """Expand "0:4,9" to [0, 1, 2, 3, 9]; every range needs both bounds here."""
-    indices: list[int] = []
-    for part in spec.split(","):
-        start, colon, stop = part.strip().partition(":")
-        indices.extend(range(int(start), int(stop)) if colon else [int(start)])
-    return indices
 
 
 def build_request(
@@ -275,7 +212,10 @@ def build_request(
     layer: str = "",
     filters: str | Sequence[int] | None = None,
     preset: str = "classic",
-    overrides: dict[str, Any] | None = None,
+    size: int | None = None,
+    steps: int | None = None,
+    step_size: float | None = None,
+    overrides: Mapping[str, Any] | None = None,
     seed: int | None = None,
     precision: str = "auto",
     image_format: str = "png",
@@ -284,24 +224,46 @@ def build_request(
     grid_margin: int | None = None,
     keep_dead_filters: bool = False,
 ) -> pb.VisualizeFiltersRequest:
-    """A VisualizeFiltersRequest; `filters` is "A:B" or a list of indices."""
-    request = pb.VisualizeFiltersRequest(
-        model=model,
-        layer=layer,
-        preset=PRESETS[preset],
-        precision=PRECISIONS[precision],
-        image_format=FORMATS[image_format],
-        keep_dead_filters=keep_dead_filters,
-    )
-    if isinstance(filters, str) and filters.count(":") == 1 and "," not in filters:
-        start, _, stop = filters.partition(":")
-        request.filters.range.start = int(start or 0)
-        request.filters.range.stop = int(stop or 0)
-    elif isinstance(filters, str):
-        request.filters.list.indices.extend(expand_filters(filters))
-    elif filters is not None:
-        request.filters.list.indices.extend(filters)
-    for name, value in (overrides or {}).items():
+    """A VisualizeFiltersRequest (see Client.visualize); InvalidRequest names a bad argument."""
+    try:
+        request = pb.VisualizeFiltersRequest(
+            model=model,
+            layer=layer,
+            preset=contract.lookup("preset", contract.PRESETS, preset),  # type: ignore[arg-type]
+            precision=contract.lookup(  # type: ignore[arg-type]
+                "precision", contract.PRECISIONS, precision
+            ),
+            image_format=contract.lookup(  # type: ignore[arg-type]
+                "image_format", contract.IMAGE_FORMATS, image_format
+            ),
+            keep_dead_filters=keep_dead_filters,
+        )
+        if isinstance(filters, str):
+            request.filters.CopyFrom(
+                contract.selection_message(contract.parse_filter_spec(filters))
+            )
+        elif filters is not None:
+            request.filters.list.indices.extend(int(i) for i in filters)
+    except ContractError as error:
+        raise InvalidRequest(
+            grpc.StatusCode.INVALID_ARGUMENT, str(error), field=error.field
+        ) from error
+    named = {"size": size, "steps": steps, "step_size": step_size}
+    given = {name: value for name, value in named.items() if value is not None}
+    for name, value in {**dict(overrides or {}), **given}.items():
+        if name in given and name in (overrides or {}):
+            raise InvalidRequest(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{name} given twice (as {name}= and in overrides)",
+                field=f"overrides.{name}",
+            )
+        if name not in pb.Overrides.DESCRIPTOR.fields_by_name:
+            valid = ", ".join(pb.Overrides.DESCRIPTOR.fields_by_name)
+            raise InvalidRequest(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"unknown override {name!r}; valid: {valid}",
+                field="overrides",
+            )
         setattr(request.overrides, name, value)
     if seed is not None:
         request.seed = seed
@@ -314,7 +276,7 @@ def build_request(
 
 
 class _Stream:
-    """Retry bookkeeping shared by the sync and async streams."""
+    """Retry, cancel and checking bookkeeping shared by the sync and async streams."""
 
     def __init__(self, start: Callable[[float | None], Any], timeout: float | None, attempts: int):
         self._start = start
@@ -332,9 +294,9 @@ class _Stream:
             self._call.cancel()
         return self._call
 
-    def _retry_delay(self, error: grpc.RpcError, attempt: int, started: bool) -> float | None:
+    def _retry_delay(self, error: FiltercastError, attempt: int, started: bool) -> float | None:
         """Seconds to wait before trying again, or None to give up with `error`."""
-        if started or self._cancelled or error.code() != grpc.StatusCode.UNAVAILABLE:
+        if started or self._cancelled or not isinstance(error, Unavailable):
             return None
         if attempt + 1 >= self._attempts:
             return None
@@ -342,59 +304,99 @@ class _Stream:
         remaining = self._remaining()
         return None if remaining is not None and remaining <= delay else delay
 
-    def cancel(self) -> None:
-        """Stop the stream; the server drops the filters not yet computed."""
-        self._cancelled = True
+    def _stop(self) -> None:
+        """The consumer left before the end: cancel the call so the server stops its work."""
         if self._call is not None:
             self._call.cancel()
+
+    def cancel(self) -> None:
+        """Stop the stream; the server drops the filters not yet computed.
+
+        Iteration then ends quietly (no Cancelled error for a cancel asked for here).
+        """
+        self._cancelled = True
+        self._stop()
 
 
 class Visualization(_Stream):
     """The events of one VisualizeFilters stream; iterate it, or cancel it."""
 
     def __iter__(self) -> Iterator[Event]:
-        for attempt in range(self._attempts):
-            started = False
-            try:
-                for response in self._begin():
-                    started = True
-                    yield to_event(response)
-                return
-            except grpc.RpcError as error:
-                delay = self._retry_delay(error, attempt, started)
-                if delay is None:
-                    raise
-                time.sleep(delay)
+        finished = False
+        try:
+            for attempt in range(self._attempts):
+                checker = EventChecker()
+                try:
+                    for response in self._begin():
+                        yield checker.event(response)
+                    checker.end()
+                    finished = True
+                    return
+                except grpc.RpcError as raw:
+                    error = from_rpc_error(raw)
+                    if self._cancelled and isinstance(error, Cancelled):
+                        finished = True
+                        return
+                    delay = self._retry_delay(error, attempt, checker.accepted is not None)
+                    if delay is None:
+                        if error is raw:
+                            raise
+                        raise error from raw
+                    time.sleep(delay)
+        finally:
+            if not finished:
+                self._stop()
 
 
 class AsyncVisualization(_Stream):
     """The events of one VisualizeFilters stream, for asyncio."""
 
     async def __aiter__(self) -> AsyncIterator[Event]:
-        for attempt in range(self._attempts):
-            started = False
-            try:
-                async for response in self._begin():
-                    started = True
-                    yield to_event(response)
-                return
-            except grpc.RpcError as error:
-                delay = self._retry_delay(error, attempt, started)
-                if delay is None:
+        finished = False
+        try:
+            for attempt in range(self._attempts):
+                checker = EventChecker()
+                try:
+                    async for response in self._begin():
+                        yield checker.event(response)
+                    checker.end()
+                    finished = True
+                    return
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if self._cancelled and not (task and task.cancelling()):
+                        finished = True  # our own cancel(), not the task's
+                        return
                     raise
-                await asyncio.sleep(delay)
+                except grpc.RpcError as raw:
+                    error = from_rpc_error(raw)
+                    if self._cancelled and isinstance(error, Cancelled):
+                        finished = True
+                        return
+                    delay = self._retry_delay(error, attempt, checker.accepted is not None)
+                    if delay is None:
+                        if error is raw:
+                            raise
+                        raise error from raw
+                    await asyncio.sleep(delay)
+        finally:
+            if not finished:
+                self._stop()
 
 
-class _ClientBase:
-    """What Client and AsyncClient share: channel, credentials, token, starting a stream.
+StreamT = TypeVar("StreamT", bound=_Stream)
 
-    `tls` reaches a TLS server (None: plaintext), `token` is sent as a bearer
-    token, `attempts` bounds the tries of a call that finds no server
-    (UNAVAILABLE; 1: no retry).
+
+class _ClientBase(Generic[StreamT]):
+    """What Client and AsyncClient share: channel, credentials, token, requests.
+
+    `addresses`: see the module. `tls` reaches a TLS server (None: plaintext),
+    `token` is sent as a bearer token, `attempts` bounds the tries of a call
+    that finds no server (UNAVAILABLE; 1: no retry).
     """
 
     _grpc: Any  # grpc or grpc.aio
-    _stream: type[_Stream]
+    _stream: type[StreamT]
 
     def __init__(
         self,
@@ -404,20 +406,74 @@ class _ClientBase:
         token: str | None = None,
         attempts: int = RETRY_POLICY["maxAttempts"],
     ) -> None:
-        balanced = not isinstance(addresses, str) and len(addresses) > 1
-        options = channel_options(balanced, attempts, tls)
-        target = target_of(addresses)
+        try:
+            target = target_of(addresses)
+        except ContractError as error:
+            raise ValueError(str(error)) from error
+        options = channel_options(attempts, tls, target.authority)
         if tls is None:
-            self.channel = self._grpc.insecure_channel(target, options)
+            self.channel = self._grpc.insecure_channel(target.target, options)
         else:
-            self.channel = self._grpc.secure_channel(target, tls.credentials(), options)
+            self.channel = self._grpc.secure_channel(target.target, tls.credentials(), options)
         self.stub = pb_grpc.FilterVisualizerServiceStub(self.channel)
         self.attempts = attempts
         self.metadata = (("authorization", f"Bearer {token}"),) if token else None
 
-    def visualize(self, *, timeout: float | None = None, **request: Any) -> Any:
-        """Start a VisualizeFilters stream; keywords as in build_request."""
-        message = build_request(**request)
+    def visualize(
+        self,
+        *,
+        layer: str = "",
+        filters: str | Sequence[int] | None = None,
+        preset: str = "classic",
+        model: str = "",
+        size: int | None = None,
+        steps: int | None = None,
+        step_size: float | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        precision: str = "auto",
+        image_format: str = "png",
+        grid: bool = True,
+        grid_n: int | None = None,
+        grid_margin: int | None = None,
+        keep_dead_filters: bool = False,
+        timeout: float | None = None,
+    ) -> StreamT:
+        """Start a VisualizeFilters stream: iterate it for Accepted, FilterImages, Grid, Summary.
+
+        layer, model: names as ListModels gives them ("": the preset's).
+        filters: a spec ("0:64", "1,5,9", "0:8,100:104", "all") or a list of
+            indices; None: the preset's default.
+        preset: "classic", "upscale" or "keras_io" (any case).
+        size, steps, step_size: image side in pixels, ascent steps per round,
+            learning rate; None keeps the preset's. `overrides` sets any other
+            field of the proto's Overrides (upscale_rounds, border, crop, ...).
+        seed: reproduces a request (None: the server draws one, see Accepted.seed).
+        precision: "auto", "float32" or "bfloat16". image_format: "png" or "raw".
+        grid, grid_n, grid_margin: the stitched grid at the end; its side and margin.
+        keep_dead_filters: deliver dead filters' pictures too.
+        timeout: deadline of the whole stream, in seconds.
+
+        Raises InvalidRequest at once for an argument the contract rejects;
+        the stream raises the typed errors of filtercast_client.errors.
+        """
+        message = build_request(
+            model=model,
+            layer=layer,
+            filters=filters,
+            preset=preset,
+            size=size,
+            steps=steps,
+            step_size=step_size,
+            overrides=overrides,
+            seed=seed,
+            precision=precision,
+            image_format=image_format,
+            grid=grid,
+            grid_n=grid_n,
+            grid_margin=grid_margin,
+            keep_dead_filters=keep_dead_filters,
+        )
         return self._stream(
             lambda remaining: self.stub.VisualizeFilters(
                 message, timeout=remaining, metadata=self.metadata
@@ -427,7 +483,7 @@ class _ClientBase:
         )
 
 
-class Client(_ClientBase):
+class Client(_ClientBase[Visualization]):
     """A connection to one filtercast server, or several balanced round-robin."""
 
     _grpc = grpc
@@ -443,23 +499,28 @@ class Client(_ClientBase):
         """Close the channel."""
         self.channel.close()
 
-    def list_models(self, timeout: float | None = 30) -> list[pb.ModelInfo]:
+    def _unary(self, method: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return method(request, timeout=timeout, metadata=self.metadata)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+
+    def server_info(self, timeout: float | None = 30) -> ServerInfo:
+        """The server's models, presets with their defaults, and limits."""
+        response = self._unary(self.stub.ListModels, pb.ListModelsRequest(), timeout)
+        return ServerInfo.from_message(response)
+
+    def list_models(self, timeout: float | None = 30) -> list[ModelInfo]:
         """Every model the server has loaded."""
-        response = self.stub.ListModels(
-            pb.ListModelsRequest(), timeout=timeout, metadata=self.metadata
-        )
-        return list(response.models)
+        return self.server_info(timeout).models
 
-    def describe(self, model: str = "vgg16", timeout: float | None = 30) -> pb.ModelInfo:
-        """One model: weights, device, precision and layers."""
-        return self.stub.DescribeModel(
-            pb.DescribeModelRequest(model=model),
-            timeout=timeout,
-            metadata=self.metadata,
-        ).model
+    def describe(self, model: str = "vgg16", timeout: float | None = 30) -> ModelInfo:
+        """One model: weights, device, precision and layers (NotFound if not served)."""
+        request = pb.DescribeModelRequest(model=model)
+        return ModelInfo.from_message(self._unary(self.stub.DescribeModel, request, timeout).model)
 
 
-class AsyncClient(_ClientBase):
+class AsyncClient(_ClientBase[AsyncVisualization]):
     """The asyncio twin of Client (grpc.aio)."""
 
     _grpc = grpc.aio
@@ -475,18 +536,23 @@ class AsyncClient(_ClientBase):
         """Close the channel."""
         await self.channel.close()
 
-    async def list_models(self, timeout: float | None = 30) -> list[pb.ModelInfo]:
-        """Every model the server has loaded."""
-        response = await self.stub.ListModels(
-            pb.ListModelsRequest(), timeout=timeout, metadata=self.metadata
-        )
-        return list(response.models)
+    async def _unary(self, method: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return await method(request, timeout=timeout, metadata=self.metadata)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
 
-    async def describe(self, model: str = "vgg16", timeout: float | None = 30) -> pb.ModelInfo:
-        """One model: weights, device, precision and layers."""
-        response = await self.stub.DescribeModel(
-            pb.DescribeModelRequest(model=model),
-            timeout=timeout,
-            metadata=self.metadata,
-        )
-        return response.model
+    async def server_info(self, timeout: float | None = 30) -> ServerInfo:
+        """The server's models, presets with their defaults, and limits."""
+        response = await self._unary(self.stub.ListModels, pb.ListModelsRequest(), timeout)
+        return ServerInfo.from_message(response)
+
+    async def list_models(self, timeout: float | None = 30) -> list[ModelInfo]:
+        """Every model the server has loaded."""
+        return (await self.server_info(timeout)).models
+
+    async def describe(self, model: str = "vgg16", timeout: float | None = 30) -> ModelInfo:
+        """One model: weights, device, precision and layers (NotFound if not served)."""
+        request = pb.DescribeModelRequest(model=model)
+        response = await self._unary(self.stub.DescribeModel, request, timeout)
+        return ModelInfo.from_message(response.model)

@@ -1,3 +1,17 @@
-"""filtercast server: models, gradient-ascent engine, scheduler and gRPC API."""
+"""filtercast server: models, gradient-ascent engine, scheduler and gRPC API.
 
-__version__ = "0.1.0"
+TensorFlow is imported only by the modules that need it, quietly (see tf.py);
+its C++ log level is set to warnings and above here, before that import,
+unless FILTERCAST_TF_LOG=1 or TF_CPP_MIN_LOG_LEVEL is already set.
+"""
+
+import os
+from importlib.metadata import PackageNotFoundError, version
+
+if os.environ.get("FILTERCAST_TF_LOG", "").lower() not in ("1", "true", "yes"):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # warnings and info off, errors on
+
+try:
+    __version__ = version("filtercast")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"

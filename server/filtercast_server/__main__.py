@@ -1,5 +1,5 @@
 """`python -m filtercast_server`: run the gRPC service."""
 
-from filtercast_server.main import main
+from filtercast_server.command import serve
 
-main()
+serve(prog_name="python -m filtercast_server")

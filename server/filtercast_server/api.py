@@ -18,16 +18,15 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NoReturn
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
-from google.protobuf import duration_pb2
 from google.protobuf.message import DecodeError, Message
-from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from filtercast.contract import PRECISIONS, SERVICE
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.admission import Slot, StreamAdmission
-from filtercast_server.ascent import Plan
 from filtercast_server.errors import (
     InvalidRequestError,
     RefusedError,
@@ -36,26 +35,32 @@ from filtercast_server.errors import (
 )
 from filtercast_server.grid import GridCollector
 from filtercast_server.interceptor import current_caller
-from filtercast_server.metrics import Metrics
-from filtercast_server.models import MODEL_SPECS, LoadedModel
 from filtercast_server.planning import OverBudgetError, make_plan
 from filtercast_server.presets import Limits
 from filtercast_server.scheduler import Done, Failed, RequestHandle, Result, Scheduler
+from filtercast_server.status import ErrorFacts, status_trailers
 from filtercast_server.throttle import ThrottledLog
 from filtercast_server.wire import (
-    PRECISION_ENUMS,
     check_grid_fits,
     encode_image,
+    field_path,
     filters_of,
     image_format,
     overrides_of,
     precision_name,
+    preset_infos,
     preset_name,
     resolved_params,
 )
+from filtercast_server.work import Plan
 
-SERVICE = pb.DESCRIPTOR.services_by_name["FilterVisualizerService"].full_name
+if TYPE_CHECKING:  # both import TensorFlow; the servicer only reads them
+    from filtercast_server.metrics import Metrics
+    from filtercast_server.models import LoadedModel
+
+__all__ = ["SERVICE", "CallEndedError", "FilterVisualizerServicer", "StalledError"]
 log = logging.getLogger(__name__)
+NO_FACTS = ErrorFacts()
 
 
 class CallEndedError(asyncio.CancelledError):
@@ -74,27 +79,18 @@ class StalledError(Exception):
         self.write = write
 
 
-def retry_details(code: grpc.StatusCode, message: str, seconds: float) -> tuple:
-    """Trailing metadata carrying a google.rpc.RetryInfo, as gRPC clients read it."""
-    info = error_details_pb2.RetryInfo(
-        retry_delay=duration_pb2.Duration(seconds=int(seconds), nanos=int(seconds % 1 * 1e9))
-    )
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
-    status.details.add().Pack(info)
-    return (("grpc-status-details-bin", status.SerializeToString()),)
-
-
 class FilterVisualizerServicer:
     """filtercast.v1.FilterVisualizerService on a scheduler and loaded models."""
 
     def __init__(
         self,
-        models: dict[str, LoadedModel],
+        models: "dict[str, LoadedModel]",
         scheduler: Scheduler,
-        metrics: Metrics,
+        metrics: "Metrics",
         limits: Limits,
         admission: StreamAdmission,
         *,
+        server_limits: pb.ServerLimits,
         max_message_bytes: int,
         default_precision: str = "auto",
         stall_seconds: float = 60.0,
@@ -104,6 +100,7 @@ class FilterVisualizerServicer:
         self.scheduler = scheduler
         self.metrics = metrics
         self.limits = limits
+        self.server_limits = server_limits
         self.admission = admission
         self.max_message_bytes = max_message_bytes
         self.default_precision = default_precision
@@ -159,24 +156,22 @@ class FilterVisualizerServicer:
         code: grpc.StatusCode,
         reason: str,
         message: str,
-        retry_after: float | None = None,
+        facts: ErrorFacts = NO_FACTS,
     ) -> NoReturn:
-        """Count the refusal by reason and end the call with `code` (and a retry hint)."""
+        """Count the refusal by reason and end the call with `code` and its details."""
         self.metrics.rejected.labels(reason).inc()
-        trailers = ()
-        if retry_after is not None:
-            message = f"{message} [retry in ~{retry_after:.0f} s]"
-            trailers = retry_details(code, message, retry_after)
-        await context.abort(code, message, trailers)
+        if facts.retry_after is not None:
+            message = f"{message} [retry in ~{facts.retry_after:.0f} s]"
+        await context.abort(code, message, status_trailers(code, message, facts))
 
-    def _model_info(self, model: LoadedModel) -> pb.ModelInfo:
+    def _model_info(self, model: "LoadedModel") -> pb.ModelInfo:
         auto = model.device.resolve("auto").value
         return pb.ModelInfo(
             name=model.name,
             weights_source=model.weights_source,
             weights_sha256=model.weights_sha256,
             device=model.device.description,
-            auto_precision=PRECISION_ENUMS[auto],
+            auto_precision=PRECISIONS[auto],
             default_layer=model.spec.default_layer,
             layers=[
                 pb.LayerInfo(name=i.name, type=i.type, channels=i.channels, output_stride=i.stride)
@@ -187,19 +182,25 @@ class FilterVisualizerServicer:
     # --- methods --------------------------------------------------------------------
 
     async def ListModels(self, data: bytes, context: Any) -> pb.ListModelsResponse:  # noqa: N802
-        """Every loaded model."""
+        """Every loaded model, every preset with its defaults, and this server's limits."""
         await self._decode(data, pb.ListModelsRequest, context)
-        return pb.ListModelsResponse(models=[self._model_info(m) for m in self.models.values()])
+        return pb.ListModelsResponse(
+            models=[self._model_info(m) for m in self.models.values()],
+            presets=preset_infos(),
+            limits=self.server_limits,
+        )
 
     async def DescribeModel(self, data: bytes, context: Any) -> pb.DescribeModelResponse:  # noqa: N802
         """One loaded model, or NOT_FOUND listing the served ones."""
         request = await self._decode(data, pb.DescribeModelRequest, context)
         if request.model not in self.models:
-            known = ", ".join(sorted(MODEL_SPECS))
-            await context.abort(
+            await self._refuse(
+                context,
                 grpc.StatusCode.NOT_FOUND,
+                "invalid",
                 f"model {quoted(request.model)} is not served here; served: "
-                f"{', '.join(sorted(self.models))} (known architectures: {known})",
+                f"{', '.join(sorted(self.models))}",
+                ErrorFacts(field="model", resource=("model", request.model)),
             )
         return pb.DescribeModelResponse(model=self._model_info(self.models[request.model]))
 
@@ -211,7 +212,11 @@ class FilterVisualizerServicer:
         logger = logging.LoggerAdapter(log, {"request_id": request_id, "client": client})
         if not self.ready:
             await self._refuse(
-                context, grpc.StatusCode.UNAVAILABLE, "not_ready", "models are still loading", 5
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                "not_ready",
+                "models are still loading",
+                ErrorFacts(retry_after=5),
             )
         if self.draining:
             await self._refuse(
@@ -219,7 +224,7 @@ class FilterVisualizerServicer:
                 grpc.StatusCode.UNAVAILABLE,
                 "draining",
                 "this server is shutting down; another replica will answer",
-                1,
+                ErrorFacts(retry_after=1),
             )
         try:
             with self.admission.admit(client) as slot:
@@ -242,12 +247,13 @@ class FilterVisualizerServicer:
                 error.reason,
                 error,
             )
+            subject = f"client:{client}" if error.reason.startswith("client") else "server"
             await self._refuse(
                 context,
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 error.reason,
                 str(error),
-                error.retry_after,
+                ErrorFacts(quota=f"{subject}/{error.reason}", retry_after=error.retry_after),
             )
 
     # --- VisualizeFilters, step by step ---------------------------------------------------
@@ -275,11 +281,12 @@ class FilterVisualizerServicer:
             )
             check_grid_fits(plan, request.grid.disabled, self.max_message_bytes)
         except UnknownModelError as error:
-            await self._refuse(context, grpc.StatusCode.NOT_FOUND, "invalid", str(error))
-        except OverBudgetError as error:
-            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "over_budget", str(error))
+            facts = ErrorFacts(field="model", resource=("model", error.model))
+            await self._refuse(context, grpc.StatusCode.NOT_FOUND, "invalid", str(error), facts)
         except InvalidRequestError as error:
-            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "invalid", str(error))
+            reason = "over_budget" if isinstance(error, OverBudgetError) else "invalid"
+            facts = ErrorFacts(field=field_path(error.field) or None)
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, reason, str(error), facts)
         except Exception:  # a bug of ours, not the client's mistake: never UNKNOWN
             log.exception("could not plan request %s", request_id)
             await context.abort(
@@ -314,79 +321,40 @@ class FilterVisualizerServicer:
     ) -> None:
         plan = handle.plan
         labels = (plan.params.model, plan.params.layer, preset)
-        loop = asyncio.get_running_loop()
         self.metrics.in_flight.inc()
         started, outcome = time.perf_counter(), "cancelled"
-        done = kept = 0
-        filter_seconds = 0.0
-        grid = None if request.grid.disabled else GridCollector(plan.params, len(plan.filters))
+        tally = _Tally(started, len(plan.filters))
         try:
             async with asyncio.timeout(self.max_stream_seconds):
+                model = self.models[plan.params.model]
                 accepted = pb.Accepted(
                     request_id=handle.request_id,
                     params=resolved_params(plan, preset, fmt, request.grid.disabled),
                     filter_count=len(plan.filters),
                     filters=plan.filters,
+                    weights_source=model.weights_source,
+                    weights_sha256=model.weights_sha256,
+                    device=model.device.description,
                 )
                 await self._send(context, pb.VisualizeFiltersResponse(accepted=accepted))
-                while not isinstance(event := await self.scheduler.next_event(handle), Done):
-                    if isinstance(event, Failed):
-                        outcome = "error"
-                        logger.error("request failed: %s", event.error)
-                        await context.abort(
-                            grpc.StatusCode.INTERNAL,
-                            f"the engine failed on a batch of this request: {event.error}",
-                        )
-                    assert isinstance(event, Result)
-                    result = event.outcome
-                    done += 1
-                    kept += not result.dead
-                    filter_seconds += result.seconds
-                    if done == 1:
-                        self.metrics.time_to_first_filter.labels(*labels).observe(
-                            time.perf_counter() - started
-                        )
-                    self.metrics.filter_queue_wait.observe(event.queue_seconds)
-                    self.metrics.filter_compute.observe(result.seconds)
-                    message = pb.FilterResult(
-                        index=result.index,
-                        loss=result.loss,
-                        dead=result.dead,
-                        steps=result.steps,
-                        seconds=result.seconds,
-                        done=done,
-                        total=len(plan.filters),
+                grid = None if request.grid.disabled else GridCollector(plan.params, tally.total)
+                try:
+                    await self._send_filters(handle, fmt, context, labels, tally, grid)
+                except _EngineFailedError as failure:
+                    outcome = "error"
+                    logger.error("request failed: %s", failure)
+                    await context.abort(
+                        grpc.StatusCode.INTERNAL,
+                        f"the engine failed on a batch of this request: {failure}",
                     )
-                    if result.image is not None:
-                        image = await loop.run_in_executor(
-                            self._encoder, encode_image, result.image, fmt
-                        )
-                        message.image.CopyFrom(image)
-                    await self._send(context, pb.VisualizeFiltersResponse(filter=message))
-                    if grid is not None:
-                        grid.add(result)
-                if grid is not None:
-                    stitch_started = time.perf_counter()
-                    stitched = await loop.run_in_executor(self._encoder, grid.build)
-                    self.metrics.stitch_duration.observe(time.perf_counter() - stitch_started)
-                    if stitched is not None:
-                        image = await loop.run_in_executor(
-                            self._encoder, encode_image, stitched.image, fmt
-                        )
-                        message = pb.Grid(
-                            image=image, n=stitched.n, margin=stitched.margin, order=stitched.order
-                        )
-                        await self._send(context, pb.VisualizeFiltersResponse(grid=message))
-                total = time.perf_counter() - started
-                summary = pb.Summary(
-                    kept=kept,
-                    dead=done - kept,
-                    total_seconds=total,
-                    mean_filter_seconds=filter_seconds / max(1, done),
-                )
-                await self._send(context, pb.VisualizeFiltersResponse(summary=summary))
+                await self._send_grid_and_summary(fmt, context, tally, grid)
                 outcome = "ok"
-                logger.info("finished: %d kept, %d dead, %.2fs", kept, done - kept, total)
+                logger.info(
+                    "finished: %d kept, %d dead, %.2fs",
+                    tally.kept,
+                    tally.done - tally.kept,
+                    time.perf_counter() - started,
+                )
         except StalledError as stall:
             # gRPC cannot drop the unread message, and the final status cannot overtake it,
             # so the work and the stream slot are given back now and the status is sent
@@ -425,8 +393,91 @@ class FilterVisualizerServicer:
             if outcome != "ok":
                 self.scheduler.cancel(handle)
             if outcome == "cancelled":
-                logger.info("cancelled after %d of %d filters", done, len(plan.filters))
+                logger.info("cancelled after %d of %d filters", tally.done, tally.total)
             self.metrics.in_flight.dec()
             self.metrics.request_duration.labels(*labels, outcome).observe(
                 time.perf_counter() - started
             )
+
+    async def _send_filters(
+        self,
+        handle: RequestHandle,
+        fmt: int,
+        context: Any,
+        labels: tuple[str, str, str],
+        tally: "_Tally",
+        grid: GridCollector | None,
+    ) -> None:
+        """One FilterResult per finished filter, as the scheduler delivers them."""
+        loop = asyncio.get_running_loop()
+        while not isinstance(event := await self.scheduler.next_event(handle), Done):
+            if isinstance(event, Failed):
+                raise _EngineFailedError(event.error)
+            assert isinstance(event, Result)
+            result = event.outcome
+            tally.add(result.dead, result.seconds)
+            if tally.done == 1:
+                self.metrics.time_to_first_filter.labels(*labels).observe(
+                    time.perf_counter() - tally.started
+                )
+            self.metrics.filter_queue_wait.observe(event.queue_seconds)
+            self.metrics.filter_compute.observe(result.seconds)
+            message = pb.FilterResult(
+                index=result.index,
+                loss=result.loss,
+                dead=result.dead,
+                steps=result.steps,
+                seconds=result.seconds,
+                done=tally.done,
+                total=tally.total,
+            )
+            if result.image is not None:
+                image = await loop.run_in_executor(self._encoder, encode_image, result.image, fmt)
+                message.image.CopyFrom(image)
+            await self._send(context, pb.VisualizeFiltersResponse(filter=message))
+            if grid is not None:
+                grid.add(result)
+
+    async def _send_grid_and_summary(
+        self, fmt: int, context: Any, tally: "_Tally", grid: GridCollector | None
+    ) -> None:
+        """The stitched grid (when asked for and any filter lived), then the Summary."""
+        loop = asyncio.get_running_loop()
+        if grid is not None:
+            stitch_started = time.perf_counter()
+            stitched = await loop.run_in_executor(self._encoder, grid.build)
+            self.metrics.stitch_duration.observe(time.perf_counter() - stitch_started)
+            if stitched is not None:
+                image = await loop.run_in_executor(self._encoder, encode_image, stitched.image, fmt)
+                message = pb.Grid(
+                    image=image, n=stitched.n, margin=stitched.margin, order=stitched.order
+                )
+                await self._send(context, pb.VisualizeFiltersResponse(grid=message))
+        summary = pb.Summary(
+            kept=tally.kept,
+            dead=tally.done - tally.kept,
+            total_seconds=time.perf_counter() - tally.started,
+            mean_filter_seconds=tally.filter_seconds / max(1, tally.done),
+        )
+        await self._send(context, pb.VisualizeFiltersResponse(summary=summary))
+
+
+class _EngineFailedError(Exception):
+    """The engine failed on a batch of the request (the message says how)."""
+
+
+@dataclass
+class _Tally:
+    """A stream's running counts."""
+
+    started: float
+    total: int = 0
+    done: int = 0
+    kept: int = 0
+    filter_seconds: float = 0.0
+
+    def add(self, dead: bool, seconds: float) -> None:
+        """Count one finished filter."""
+        self.done += 1
+        self.kept += not dead
+        self.filter_seconds += seconds

@@ -11,72 +11,30 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
 
 import filtercast_native as native
-from filtercast_server.devices import Precision
 from filtercast_server.models import LoadedModel
 from filtercast_server.presets import AscentParams
+from filtercast_server.tf import tf
+from filtercast_server.work import (
+    Ended,
+    EngineObserver,
+    FilterOutcome,
+    Job,
+    JobSource,
+    Plan,
+    Precision,
+)
 
 RMS_EPS = 1e-7  # the seeds' K.epsilon() in g / (sqrt(mean(g²)) + eps)
 L2_EPS_SQUARED = 1e-12  # tf.math.l2_normalize's floor on sum(g²)
 
 StepFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
 
-
-@dataclass(frozen=True)
-class Plan:
-    """One request's work: resolved parameters, precision, filters and seed."""
-
-    params: AscentParams
-    precision: Precision  # resolved: FLOAT32 or BFLOAT16
-    filters: tuple[int, ...]
-    seed: int
-
-
-@dataclass
-class FilterOutcome:
-    """One finished filter: its picture (None when dead) and how it got there."""
-
-    index: int
-    loss: float
-    dead: bool
-    image: np.ndarray | None  # uint8 (H, W, 3)
-    steps: int
-    seconds: float
-
-
-@dataclass(eq=False)
-class Job:
-    """One filter to render for one request; the engine never looks at `owner`."""
-
-    index: int
-    seed: int
-    owner: Any = None
-    is_cancelled: Callable[[], bool] = lambda: False
-
-
-# Returns up to n jobs to start now (fewer, or none, is fine).
-JobSource = Callable[[int], list[Job]]
-# The jobs that ended in one step, each with its outcome (None: dropped, cancelled).
-Ended = list[tuple[Job, FilterOutcome | None]]
 Slices = Iterator[Ended]
-
-
-class EngineObserver:
-    """Hooks for metrics; the default does nothing."""
-
-    def on_step(
-        self, params: AscentParams, precision: Precision, rows: int, seconds: float
-    ) -> None:
-        """One compiled step ran on `rows` rows."""
-
-    def on_deprocess(self, images: int, seconds: float) -> None:
-        """The native module deprocessed `images` finished pictures."""
 
 
 @dataclass(eq=False)

@@ -1,14 +1,16 @@
-"""Server settings: command-line flags, each with a FILTERCAST_* environment twin.
+"""Server settings: command-line flags (click), each with a FILTERCAST_* environment twin.
 
 A flag wins over its environment variable, which wins over the default.
 """
 
-import argparse
 import dataclasses
-import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
-from filtercast_client.client import MAX_MESSAGE_BYTES  # one limit for both sides
+import click
+
+from filtercast.contract import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
 from filtercast_server.presets import Limits
 
 __all__ = [
@@ -16,13 +18,9 @@ __all__ = [
     "MAX_REQUEST_BYTES",
     "Settings",
     "SettingsError",
-    "build_parser",
-    "parse_settings",
+    "settings_from",
+    "settings_options",
 ]
-
-# Requests are small (a full filter list of 2048 indices is ~10 KB); anything
-# larger is refused by gRPC itself before it is decoded.
-MAX_REQUEST_BYTES = 1024 * 1024
 
 
 class SettingsError(ValueError):
@@ -163,23 +161,27 @@ HELP = {
 }
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """Flags for every setting, defaulting to FILTERCAST_<NAME> or the built-in default."""
-    parser = parser or argparse.ArgumentParser(prog="filtercast serve", allow_abbrev=False)
-    for field in fields(Settings):
-        env = f"FILTERCAST_{field.name.upper()}"
+def settings_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """One click option per setting, each read from FILTERCAST_<NAME> when the flag is absent.
+
+    A flag wins over its variable, which wins over the default; a bad value of
+    either is a one-line usage error naming the flag and the variable.
+    """
+    for field in reversed(fields(Settings)):
         kind = type(field.default)
-        default = kind(os.environ[env]) if env in os.environ else field.default
-        parser.add_argument(
+        function = click.option(
             f"--{field.name.replace('_', '-')}",
+            field.name,
             type=kind,
-            default=default,
-            help=f"{HELP[field.name]} [env {env}, default {field.default}]",
-        )
-    return parser
+            default=field.default,
+            envvar=f"FILTERCAST_{field.name.upper()}",
+            show_envvar=True,
+            show_default=True,
+            help=HELP[field.name],
+        )(function)
+    return function
 
 
-def parse_settings(argv: list[str] | None = None) -> Settings:
-    """Settings from the command line and the environment."""
-    args = build_parser().parse_args(argv)
-    return Settings(**{field.name: getattr(args, field.name) for field in fields(Settings)})
+def settings_from(values: dict[str, Any]) -> Settings:
+    """Settings from the parsed options."""
+    return Settings(**{field.name: values[field.name] for field in fields(Settings)})

@@ -7,20 +7,12 @@ float32 elsewhere. It is detected from the hardware, never assumed.
 
 import contextlib
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
-import tensorflow as tf
+from filtercast_server.tf import tf
+from filtercast_server.work import Precision
 
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-
-
-class Precision(StrEnum):
-    """Compute precision of the network; the image itself always stays float32."""
-
-    AUTO = "auto"
-    FLOAT32 = "float32"
-    BFLOAT16 = "bfloat16"
 
 
 @dataclass(frozen=True)

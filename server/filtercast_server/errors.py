@@ -6,11 +6,23 @@ Every message says what to change.
 
 
 class InvalidRequestError(ValueError):
-    """A request parameter is out of range or unknown (gRPC INVALID_ARGUMENT)."""
+    """A request parameter is out of range or unknown (gRPC INVALID_ARGUMENT).
+
+    `field` names the parameter (an AscentParams name or a request field such
+    as "filters"); the API turns it into a google.rpc.BadRequest field violation.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class UnknownModelError(InvalidRequestError):
-    """The requested model is not served (gRPC NOT_FOUND)."""
+    """The requested model is not served (gRPC NOT_FOUND, with a google.rpc.ResourceInfo)."""
+
+    def __init__(self, message: str, model: str) -> None:
+        super().__init__(message, "model")
+        self.model = model
 
 
 class ModelLoadError(RuntimeError):

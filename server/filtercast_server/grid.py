@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 import filtercast_native as native
-from filtercast_server.ascent import FilterOutcome
 from filtercast_server.presets import AscentParams
+from filtercast_server.work import FilterOutcome
 
 
 @dataclass(frozen=True)

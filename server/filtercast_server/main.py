@@ -1,4 +1,4 @@
-"""`filtercast serve` / `python -m filtercast_server`: run the gRPC service.
+"""Run the gRPC service (`filtercast serve`, `python -m filtercast_server`; see command.py).
 
 Start-up order: metrics port, gRPC port(s) with health NOT_SERVING, then
 models load and warm up in the background; health turns SERVING when they are
@@ -17,20 +17,20 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from pythonjsonlogger.json import JsonFormatter
 
-from filtercast_server.admission import StreamAdmission
-from filtercast_server.api import SERVICE, FilterVisualizerServicer
-from filtercast_server.ascent import AscentEngine
-from filtercast_server.auth import AuthConfigError, TokenAuthenticator
-from filtercast_server.config import (
+from filtercast.contract import (
     MAX_MESSAGE_BYTES,
     MAX_REQUEST_BYTES,
-    Settings,
-    SettingsError,
-    parse_settings,
+    SERVER_MIN_PING_INTERVAL_MS,
+    SERVICE,
+    join_host_port,
 )
+from filtercast_server.admission import StreamAdmission
+from filtercast_server.api import FilterVisualizerServicer
+from filtercast_server.ascent import AscentEngine
+from filtercast_server.auth import AuthConfigError, TokenAuthenticator
+from filtercast_server.config import Settings, SettingsError
 from filtercast_server.devices import select_device
 from filtercast_server.errors import ModelLoadError
 from filtercast_server.interceptor import ServerPolicy
@@ -38,17 +38,15 @@ from filtercast_server.metrics import Metrics
 from filtercast_server.metrics_http import serve_metrics
 from filtercast_server.models import LoadedModel
 from filtercast_server.planning import make_plan
+from filtercast_server.reflection import enable_reflection
 from filtercast_server.scheduler import Scheduler
 from filtercast_server.tls import ReloadingCredentials, TLSConfigError
+from filtercast_server.wire import limits_message
 
 log = logging.getLogger("filtercast_server")
 
 FD_RESERVE = 128  # open files kept back from --max-connections: models, logs, metrics sockets
 DRAIN_POLL_SECONDS = 0.1
-# Clients may ping this often on a stream that carries no data (the library pings every
-# 30 s). gRPC's default, 5 min, answers more frequent pings with GOAWAY "too_many_pings":
-# a stream that waited 2 minutes for its first picture died UNAVAILABLE.
-MIN_CLIENT_PING_MS = 10_000
 
 
 def configure_logging(level: str) -> None:
@@ -93,7 +91,7 @@ def server_options(settings: Settings, max_connections: int) -> list[tuple[str, 
         ("grpc.keepalive_timeout_ms", 20_000),
         # Accept the client library's keepalive pings (every 30 s, also while idle).
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_MS),
+        ("grpc.http2.min_ping_interval_without_data_ms", SERVER_MIN_PING_INTERVAL_MS),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.max_concurrent_streams", 2 * settings.client_max_streams + 16),
     ]
@@ -188,6 +186,15 @@ async def serve(settings: Settings) -> int:
             metrics,
             settings.limits(),
             StreamAdmission(settings.max_concurrent_streams, settings.client_max_streams),
+            server_limits=limits_message(
+                settings.limits(),
+                queue_limit=settings.queue_limit,
+                client_queue_limit=settings.client_queue_limit,
+                max_concurrent_streams=settings.max_concurrent_streams,
+                client_max_streams=settings.client_max_streams,
+                max_stream_seconds=settings.max_stream_seconds,
+                stall_seconds=settings.stall_seconds,
+            ),
             max_message_bytes=MAX_MESSAGE_BYTES,
             default_precision=settings.precision,
             stall_seconds=settings.stall_seconds,
@@ -199,15 +206,13 @@ async def serve(settings: Settings) -> int:
         health_servicer = health.aio.HealthServicer()
         server.add_generic_rpc_handlers((servicer.rpc_handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
-        port = add_port(server, f"{settings.host}:{settings.port}", settings)
+        enable_reflection(server, (SERVICE, health.SERVICE_NAME))
+        port = add_port(server, join_host_port(settings.host, settings.port), settings)
         servers = [server]
         if settings.health_port:
             probes = grpc.aio.server(interceptors=[ServerPolicy(metrics)], options=options)
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, probes)
-            probes.add_insecure_port(f"{settings.host}:{settings.health_port}")
+            probes.add_insecure_port(join_host_port(settings.host, settings.health_port))
             servers.append(probes)
     except (SettingsError, AuthConfigError, TLSConfigError) as error:
         log.error("cannot start: %s", error)
@@ -220,9 +225,8 @@ async def serve(settings: Settings) -> int:
     for each in servers:
         await each.start()
     log.info(
-        "listening on %s:%d (%s%s; health %s; metrics %s)",
-        settings.host,
-        port,
+        "listening on %s (%s%s; health %s; metrics %s)",
+        join_host_port(settings.host, port),
         "TLS" if settings.tls_cert else "plaintext",
         ", mTLS" if settings.tls_client_ca else "",
         settings.health_port or "on the main port",
@@ -266,8 +270,7 @@ async def serve(settings: Settings) -> int:
     return code
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse settings, serve, exit with the server's code."""
-    settings = parse_settings(argv)
+def run(settings: Settings) -> int:
+    """Configure logging and serve; the process's exit code."""
     configure_logging(settings.log_level)
-    sys.exit(asyncio.run(serve(settings)))
+    return asyncio.run(serve(settings))

@@ -6,7 +6,6 @@ fitted to the latencies measured on CPU (seconds per step, minutes per
 request) and on GPU (milliseconds per step).
 """
 
-import tensorflow as tf
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -15,9 +14,8 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-from filtercast_server.ascent import EngineObserver
-from filtercast_server.devices import Precision
 from filtercast_server.presets import AscentParams
+from filtercast_server.work import EngineObserver, Precision
 
 REQUEST_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640, 1280)
 FILTER_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160)
@@ -157,5 +155,7 @@ class Metrics(EngineObserver):
         """Read GPU memory in use (a CPU reports nothing; the gauge stays absent)."""
         if not device_name.startswith("/GPU"):
             return
+        from filtercast_server.tf import tf  # only once models are loaded: importing it is slow
+
         info = tf.config.experimental.get_memory_info(device_name.lstrip("/"))
         self.device_memory.labels(device_name).set(info["current"])

@@ -29,5 +29,5 @@ async def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> we
         app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_SECONDS
     )
     await runner.setup()
-    await web.TCPSite(runner, host, port, backlog=128).start()
+    await web.TCPSite(runner, host.strip("[]"), port, backlog=128).start()
     return runner

@@ -12,16 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
-import tensorflow as tf
-
-from filtercast_server.devices import Device, Precision
+from filtercast_server.devices import Device
 from filtercast_server.errors import (
     InvalidRequestError,
     ModelLoadError,
     UnknownModelError,
     quoted,
 )
+from filtercast_server.tf import keras, tf
+from filtercast_server.work import Precision
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,8 @@ class LoadedModel:
     def __init__(self, name: str, weights: str, device: Device, seed: int = 0) -> None:
         if name not in MODEL_SPECS:
             raise UnknownModelError(
-                f"unknown model {quoted(name)}; valid models: {', '.join(sorted(MODEL_SPECS))}"
+                f"unknown model {quoted(name)}; valid models: {', '.join(sorted(MODEL_SPECS))}",
+                name,
             )
         self.name = name
         self.spec = MODEL_SPECS[name]
@@ -152,7 +152,8 @@ class LoadedModel:
                 return info
         raise InvalidRequestError(
             f"layer {quoted(name)} not found in {self.name}; valid layers: "
-            + ", ".join(info.name for info in self.layers)
+            + ", ".join(info.name for info in self.layers),
+            "layer",
         )
 
     def _variant(self, precision: Precision) -> keras.Model:
@@ -199,7 +200,7 @@ class LoadedModel:
             while not fits(high):  # output size grows with the input: double, then bisect
                 high *= 2
                 if high > MAX_PROBE_SIZE:
-                    raise InvalidRequestError(f"layer {quoted(layer)} cannot be computed")
+                    raise InvalidRequestError(f"layer {quoted(layer)} cannot be computed", "layer")
             low = high // 2
             while high - low > 1:
                 middle = (low + high) // 2

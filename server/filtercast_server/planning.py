@@ -1,13 +1,14 @@
 """Turning a request into a validated :class:`Plan` before any work starts."""
 
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from filtercast_server.ascent import Plan
-from filtercast_server.devices import Precision
 from filtercast_server.errors import InvalidRequestError, UnknownModelError, quoted
-from filtercast_server.models import LoadedModel
 from filtercast_server.presets import PRESETS, FilterSelection, Limits, resolve, select_filters
+from filtercast_server.work import Plan, Precision
+
+if TYPE_CHECKING:  # models import TensorFlow; planning only asks them questions
+    from filtercast_server.models import LoadedModel
 
 
 class OverBudgetError(InvalidRequestError):
@@ -15,7 +16,7 @@ class OverBudgetError(InvalidRequestError):
 
 
 def make_plan(
-    models: dict[str, LoadedModel],
+    models: "dict[str, LoadedModel]",
     preset: str = "classic",
     overrides: dict[str, Any] | None = None,
     filters: FilterSelection = None,
@@ -32,32 +33,37 @@ def make_plan(
     """
     limits = limits or Limits()
     if preset not in PRESETS:
-        raise InvalidRequestError(f"unknown preset {quoted(preset)}; valid: {', '.join(PRESETS)}")
+        raise InvalidRequestError(
+            f"unknown preset {quoted(preset)}; valid: {', '.join(PRESETS)}", "preset"
+        )
     params = resolve(preset, dict(overrides or {}), limits)
     if params.model not in models:
         raise UnknownModelError(
             f"model {quoted(params.model)} is not served here; served models: "
-            + ", ".join(sorted(models))
+            + ", ".join(sorted(models)),
+            params.model,
         )
     model = models[params.model]
     channels = model.layer(params.layer).channels
     indices = select_filters(filters, channels, params.default_filters, limits.max_filters)
     if not indices:
-        raise InvalidRequestError("no filters requested")
+        raise InvalidRequestError("no filters requested", "filters")
     smallest = params.round_sizes()[0]
     needed = model.smallest_input(params.layer, params.border)
     if needed > limits.max_size:
         widest = min(model.output_size(params.layer, limits.max_size))
         raise InvalidRequestError(
             f"{params.layer} with border {params.border} needs inputs of at least {needed} px, "
-            f"above this server's {limits.max_size} px; use border <= {max(0, (widest - 1) // 2)}"
+            f"above this server's {limits.max_size} px; use border <= {max(0, (widest - 1) // 2)}",
+            "border",
         )
     if smallest < needed:
         first = "size" if params.upscale_rounds == 0 else "the first upscaling round's size"
         raise InvalidRequestError(
             f"{params.layer} with border {params.border} needs inputs of at least {needed} px; "
             f"{first} is {smallest} px. Use size >= {needed}"
-            + (", or fewer upscaling rounds" if params.upscale_rounds else "")
+            + (", or fewer upscaling rounds" if params.upscale_rounds else ""),
+            "size",
         )
     cost = len(indices) * params.pixel_steps()
     if cost > limits.max_cost:
@@ -66,17 +72,19 @@ def make_plan(
             f"this request costs {cost:.3g} pixel-steps ({len(indices)} filters x "
             f"{per_filter:.3g} pixels x steps over all rounds), above this server's limit of "
             f"{limits.max_cost:.3g}; ask for at most {max(0, limits.max_cost // per_filter)} "
-            "filters, a smaller size or fewer steps"
+            "filters, a smaller size or fewer steps",
+            "filters",
         )
     try:
         resolved = model.device.resolve(precision)
     except ValueError as error:
         raise InvalidRequestError(
             f"unknown precision {quoted(str(precision))}; valid: "
-            + ", ".join(p.value for p in Precision)
+            + ", ".join(p.value for p in Precision),
+            "precision",
         ) from error
     if seed is None:
         seed = secrets.randbits(31)
     elif not 0 <= seed < 2**63:
-        raise InvalidRequestError(f"seed must be in 0..2^63-1, got {seed}")
+        raise InvalidRequestError(f"seed must be in 0..2^63-1, got {seed}", "seed")
     return Plan(params=params, precision=resolved, filters=tuple(indices), seed=seed)

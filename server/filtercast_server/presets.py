@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from filtercast.contract import ContractError, FilterSpan, parse_filter_spec
 from filtercast_server.errors import InvalidRequestError, quoted
 
 GradientNorm = Literal["rms", "l2"]
@@ -160,7 +161,7 @@ OVERRIDABLE = {
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
     if not (low <= value <= high) or (isinstance(value, float) and math.isnan(value)):
-        raise InvalidRequestError(f"{name}={value} is out of range; valid: {low}..{high}")
+        raise InvalidRequestError(f"{name}={value} is out of range; valid: {low}..{high}", name)
 
 
 def resolve(preset: str, overrides: dict[str, Any], limits: Limits) -> AscentParams:
@@ -170,12 +171,15 @@ def resolve(preset: str, overrides: dict[str, Any], limits: Limits) -> AscentPar
     only values that need no model are validated.
     """
     if preset not in PRESETS:
-        raise InvalidRequestError(f"unknown preset {quoted(preset)}; valid: {', '.join(PRESETS)}")
+        raise InvalidRequestError(
+            f"unknown preset {quoted(preset)}; valid: {', '.join(PRESETS)}", "preset"
+        )
     unknown = set(overrides) - OVERRIDABLE
     if unknown:
         raise InvalidRequestError(
             f"unknown parameter(s) {', '.join(sorted(unknown))}; valid: "
-            + ", ".join(sorted(OVERRIDABLE))
+            + ", ".join(sorted(OVERRIDABLE)),
+            sorted(unknown)[0],
         )
     params = dataclasses.replace(PRESETS[preset], **overrides)
     _check_range("size", params.size, limits.min_size, limits.max_size)
@@ -189,7 +193,8 @@ def resolve(preset: str, overrides: dict[str, Any], limits: Limits) -> AscentPar
             raise InvalidRequestError(
                 f"upscaling {params.upscale_rounds} rounds by {params.upscale_factor} from "
                 f"{params.size} px starts at {smallest} px, below the minimum {limits.min_size}; "
-                "use fewer rounds, a smaller factor or a larger size"
+                "use fewer rounds, a smaller factor or a larger size",
+                "upscale_rounds",
             )
     _check_range("init_scale", params.init_scale, 0.0, 1e4)
     _check_range("init_offset", params.init_offset, -1e4, 1e4)
@@ -201,50 +206,19 @@ def resolve(preset: str, overrides: dict[str, Any], limits: Limits) -> AscentPar
     if params.grid_n is not None:
         _check_range("grid_n", params.grid_n, 1, limits.max_grid_n)
     if params.gradient_norm not in ("rms", "l2"):
-        raise InvalidRequestError(f"gradient_norm must be rms or l2, got {params.gradient_norm!r}")
+        raise InvalidRequestError(
+            f"gradient_norm must be rms or l2, got {params.gradient_norm!r}", "gradient_norm"
+        )
     if params.grid_order not in ("loss", "index"):
-        raise InvalidRequestError(f"grid_order must be loss or index, got {params.grid_order!r}")
+        raise InvalidRequestError(
+            f"grid_order must be loss or index, got {params.grid_order!r}", "grid_order"
+        )
     return params
 
 
-@dataclass(frozen=True)
-class FilterSpan:
-    """Filters start..stop-1 of a layer, not yet expanded (stop None: to the last)."""
-
-    start: int
-    stop: int | None = None
-
-
-# What a request may name: a spec string ("0:8,12"), one span, a list of
+# What a request may name: a spec string ("0:8,12"), spans, a list of
 # indices, or None for the preset's default.
-FilterSelection = str | FilterSpan | list[int] | None
-
-
-def parse_spec(spec: str) -> list[FilterSpan]:
-    """Spans of a "A:B" / comma-list spec ("0:8,12,20:22"), nothing expanded."""
-    spans: list[FilterSpan] = []
-    for part in spec.split(","):
-        part = part.strip()
-        try:
-            if ":" in part:
-                start_text, stop_text = part.split(":", 1)
-                start = int(start_text) if start_text else 0
-                stop = int(stop_text) if stop_text else None
-                if stop is not None and start >= stop:
-                    raise InvalidRequestError(
-                        f"empty filter range {quoted(part)}: start must be < stop"
-                    )
-                spans.append(FilterSpan(start, stop))
-            else:
-                index = int(part)
-                spans.append(FilterSpan(index, index + 1))
-        except ValueError as error:
-            if isinstance(error, InvalidRequestError):
-                raise
-            raise InvalidRequestError(
-                f"bad filter spec {quoted(part)}; use ranges A:B and comma lists, e.g. 0:32,40"
-            ) from error
-    return spans
+FilterSelection = str | FilterSpan | list[FilterSpan] | list[int] | None
 
 
 def select_filters(
@@ -256,41 +230,46 @@ def select_filters(
     """The filter indices a selection names, in order, without repeats.
 
     Bounds and the count are checked arithmetically before any list is built,
-    so a selection like 0:2147483647 costs nothing to refuse. None or "" is
-    the preset's default count (all when it has none), clamped to the layer.
+    so a selection like 0:2147483647 costs nothing to refuse. None is the
+    preset's default count (all when it has none), clamped to the layer.
     """
-    if isinstance(selection, list):
+    if isinstance(selection, list) and not all(isinstance(s, FilterSpan) for s in selection):
         if len(selection) > max_filters:
             raise InvalidRequestError(
-                f"{len(selection)} filter indices listed; at most {max_filters} per request"
+                f"{len(selection)} filter indices listed; at most {max_filters} per request",
+                "filters",
             )
-        return validate_filters(selection, channels)
-    if not selection:
+        return validate_filters([int(i) for i in selection], channels)  # type: ignore[arg-type]
+    if selection is None:
         spans = [FilterSpan(0, min(default_count or channels, channels))]
     elif isinstance(selection, str):
-        spans = parse_spec(selection)
-    else:
+        try:
+            spans = parse_filter_spec(selection)
+        except ContractError as error:
+            raise InvalidRequestError(str(error), "filters") from error
+    elif isinstance(selection, FilterSpan):
         spans = [selection]
+    else:
+        spans = [s for s in selection if isinstance(s, FilterSpan)]
     count = 0
     for span in spans:
         stop = channels if span.stop is None else span.stop
-        bad = (
-            span.start
-            if span.start < 0
-            else (max(span.start, channels) if stop > channels else None)
-        )
-        if bad is not None:
+        if span.start < 0 or stop > channels:
+            bad = span.start if span.start < 0 else max(span.start, channels)
             raise InvalidRequestError(
                 f"filter {bad} is out of range; this layer has {channels} filters: "
-                f"0..{channels - 1}"
+                f"0..{channels - 1}",
+                "filters",
             )
         if span.start >= stop:
             raise InvalidRequestError(
-                f"empty filter range {span.start}:{stop}: start must be < stop"
+                f"empty filter range {span.start}:{stop}: start must be < stop", "filters"
             )
         count += stop - span.start
     if count > max_filters:
-        raise InvalidRequestError(f"{count} filters requested; at most {max_filters} per request")
+        raise InvalidRequestError(
+            f"{count} filters requested; at most {max_filters} per request", "filters"
+        )
     indices: list[int] = []
     for span in spans:
         indices.extend(range(span.start, channels if span.stop is None else span.stop))
@@ -302,6 +281,8 @@ def validate_filters(indices: list[int], channels: int) -> list[int]:
     bad = [i for i in indices if not 0 <= i < channels]
     if bad:
         raise InvalidRequestError(
-            f"filter {bad[0]} is out of range; this layer has {channels} filters: 0..{channels - 1}"
+            f"filter {bad[0]} is out of range; this layer has {channels} filters: "
+            f"0..{channels - 1}",
+            "filters",
         )
     return list(dict.fromkeys(indices))

@@ -1,7 +1,7 @@
 """Local rendering without a server: ``filtercast render``.
 
 Loads one model, runs a plan through the engine and writes one PNG per live
-filter, ``grid.png`` and ``manifest.json`` (see filtercast_client.manifest).
+filter, ``grid.png`` and ``manifest.json`` (see filtercast.manifest).
 An interrupted run keeps what it finished and says ``complete: false``.
 """
 
@@ -9,30 +9,32 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from filtercast_client.manifest import OutputFolder
-from filtercast_server.ascent import AscentEngine, FilterOutcome, Plan
+from filtercast import manifest
+from filtercast_server.ascent import AscentEngine
 from filtercast_server.devices import Device, select_device
 from filtercast_server.grid import build_grid
 from filtercast_server.models import LoadedModel
 from filtercast_server.planning import make_plan
 from filtercast_server.presets import Limits, resolve
+from filtercast_server.work import FilterOutcome, Plan
 
 Progress = Callable[[FilterOutcome, int, int], None]
 
 
-def manifest_header(plan: Plan, preset: str, device: Device, model: LoadedModel) -> dict[str, Any]:
-    """What the manifest says before any filter is done."""
-    return {
-        "model": plan.params.model,
-        "layer": plan.params.layer,
-        "preset": preset,
-        "precision": plan.precision.value,
-        "seed": plan.seed,
-        "params": plan.params.to_dict(),
-        "weights": {"source": model.weights_source, "sha256": model.weights_sha256},
-        "device": device.description,
-        "requested": list(plan.filters),
-    }
+def manifest_fields(plan: Plan, preset: str, device: Device, model: LoadedModel) -> dict[str, Any]:
+    """What the manifest says before any filter is done (as `visualize` writes it)."""
+    return manifest.header(
+        model=plan.params.model,
+        layer=plan.params.layer,
+        preset=preset,
+        precision=plan.precision.value,
+        seed=plan.seed,
+        params=plan.params.to_dict(),
+        weights_source=model.weights_source,
+        weights_sha256=model.weights_sha256,
+        device=device.description,
+        requested=list(plan.filters),
+    )
 
 
 def render(
@@ -64,7 +66,7 @@ def render(
     plan = make_plan(models, preset, overrides, filters, precision, seed)
     engine = AscentEngine(models, max_batch=max_batch)
 
-    folder = OutputFolder(out, manifest_header(plan, preset, chosen_device, loaded))
+    folder = manifest.OutputFolder(out, manifest_fields(plan, preset, chosen_device, loaded))
     outcomes: list[FilterOutcome] = []
     complete = False
     try:
@@ -85,5 +87,5 @@ def render(
             folder.set_grid(grid.image, grid.n, grid.margin, grid.order)
         complete = True
     finally:
-        manifest = folder.finish(complete)
-    return manifest
+        written = folder.finish(complete)
+    return written

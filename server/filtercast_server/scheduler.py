@@ -31,10 +31,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from filtercast_server.ascent import AscentEngine, Ended, FilterOutcome, Job, Plan
 from filtercast_server.errors import RefusedError
+from filtercast_server.work import Ended, FilterOutcome, Job, Plan
+
+if TYPE_CHECKING:  # the engine imports TensorFlow; the scheduler only calls it
+    from filtercast_server.ascent import AscentEngine
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +123,7 @@ class Scheduler:
 
     def __init__(
         self,
-        engine: AscentEngine,
+        engine: "AscentEngine",
         queue_limit: int = 4096,
         client_queue_limit: int = 2048,
         stream_buffer: int = 16,

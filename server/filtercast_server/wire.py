@@ -7,25 +7,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from filtercast import contract
+from filtercast.contract import IMAGE_FORMATS, PRECISIONS, PRESETS, ContractError
 from filtercast.v1 import filtercast_pb2 as pb
-from filtercast_client.client import PRECISIONS as PRECISION_ENUMS
-from filtercast_client.client import PRESETS as PRESET_ENUMS
-from filtercast_server.ascent import Plan
 from filtercast_server.errors import InvalidRequestError
-from filtercast_server.presets import FilterSelection, FilterSpan
+from filtercast_server.presets import PRESETS as PRESET_PARAMS
+from filtercast_server.presets import AscentParams, FilterSelection, Limits
+from filtercast_server.work import Plan
 
-PRESET_NAMES = {
-    pb.PRESET_UNSPECIFIED: "classic",
-    pb.PRESET_CLASSIC: "classic",
-    pb.PRESET_UPSCALE: "upscale",
-    pb.PRESET_KERAS_IO: "keras_io",
-}
-PRECISION_NAMES = {
-    pb.PRECISION_UNSPECIFIED: "auto",
-    pb.PRECISION_AUTO: "auto",
-    pb.PRECISION_FLOAT32: "float32",
-    pb.PRECISION_BFLOAT16: "bfloat16",
-}
 OVERRIDE_FIELDS = (
     "size",
     "steps",
@@ -36,37 +25,43 @@ OVERRIDE_FIELDS = (
     "border",
     "crop",
 )
+# Where each engine parameter lives in a VisualizeFiltersRequest (google.rpc.BadRequest
+# field violations name these paths).
+FIELD_PATHS = {
+    **{name: f"overrides.{name}" for name in OVERRIDE_FIELDS},
+    "grid_n": "grid.n",
+    "grid_margin": "grid.margin",
+    "dead_threshold": "keep_dead_filters",
+}
+
+
+def field_path(name: str | None) -> str:
+    """The request field an engine parameter came from ("size" -> "overrides.size")."""
+    return FIELD_PATHS.get(name or "", name or "")
+
+
+def _enum(field: str, table: dict[str, int], value: int, default: str) -> str:
+    name = contract.name_of(table, value, default)
+    if name is None:
+        valid = ", ".join(name.upper() for name in table)
+        raise InvalidRequestError(f"unknown {field} {value}; valid: {valid}", field)
+    return name
 
 
 def preset_name(request: pb.VisualizeFiltersRequest) -> str:
     """The request's preset, by name."""
-    if request.preset not in PRESET_NAMES:
-        raise InvalidRequestError(
-            f"unknown preset {request.preset}; valid: CLASSIC, UPSCALE, KERAS_IO"
-        )
-    return PRESET_NAMES[request.preset]
+    return _enum("preset", PRESETS, request.preset, contract.PRESET_DEFAULT)
 
 
 def precision_name(request: pb.VisualizeFiltersRequest) -> str:
     """The request's precision, by name."""
-    if request.precision not in PRECISION_NAMES:
-        raise InvalidRequestError(
-            f"unknown precision {request.precision}; valid: AUTO, FLOAT32, BFLOAT16"
-        )
-    return PRECISION_NAMES[request.precision]
+    return _enum("precision", PRECISIONS, request.precision, contract.PRECISION_DEFAULT)
 
 
 def image_format(request: pb.VisualizeFiltersRequest) -> int:
-    """PNG unless RAW is asked for."""
-    if request.image_format not in (
-        pb.IMAGE_FORMAT_UNSPECIFIED,
-        pb.IMAGE_FORMAT_PNG,
-        pb.IMAGE_FORMAT_RAW,
-    ):
-        raise InvalidRequestError(f"unknown image_format {request.image_format}; valid: PNG, RAW")
-    return (
-        pb.IMAGE_FORMAT_RAW if request.image_format == pb.IMAGE_FORMAT_RAW else pb.IMAGE_FORMAT_PNG
-    )
+    """The wire value of the request's image format (PNG unless RAW is asked for)."""
+    name = _enum("image_format", IMAGE_FORMATS, request.image_format, contract.IMAGE_FORMAT_DEFAULT)
+    return IMAGE_FORMATS[name]
 
 
 def overrides_of(request: pb.VisualizeFiltersRequest) -> dict[str, Any]:
@@ -95,17 +90,12 @@ def overrides_of(request: pb.VisualizeFiltersRequest) -> dict[str, Any]:
 def filters_of(request: pb.VisualizeFiltersRequest) -> FilterSelection:
     """The filter selection as make_plan takes it (None: the preset's default).
 
-    A range stays a span: make_plan checks its bounds before expanding it.
+    Ranges stay spans: make_plan checks their bounds before expanding them.
     """
-    which = request.filters.WhichOneof("selection")
-    if which == "range":
-        start, stop = request.filters.range.start, request.filters.range.stop
-        return FilterSpan(start, stop or None)
-    if which == "list":
-        if not request.filters.list.indices:
-            raise InvalidRequestError("filters.list is empty; give at least one index")
-        return list(request.filters.list.indices)
-    return None
+    try:
+        return contract.spans_of(request.filters)
+    except ContractError as error:
+        raise InvalidRequestError(str(error), error.field) from error
 
 
 def check_grid_fits(plan: Plan, grid_disabled: bool, max_message_bytes: int) -> None:
@@ -126,19 +116,27 @@ def check_grid_fits(plan: Plan, grid_disabled: bool, max_message_bytes: int) -> 
         raise InvalidRequestError(
             f"a {n}x{n} grid of {side} px pictures ({raw_bytes(n)} bytes raw) exceeds the "
             f"{max_message_bytes}-byte message limit; ask for grid.n <= {largest}, a smaller "
-            "size, or grid.disabled"
+            "size, or grid.disabled",
+            "grid_n",
         )
 
 
 def resolved_params(plan: Plan, preset: str, fmt: int, grid_disabled: bool) -> pb.ResolvedParams:
     """Every value the request resolved to, for Accepted."""
-    p = plan.params
+    message = params_message(plan.params, preset)
+    message.precision = PRECISIONS[plan.precision.value]
+    message.seed = plan.seed
+    message.grid_disabled = grid_disabled
+    message.image_format = fmt  # type: ignore[assignment]
+    return message
+
+
+def params_message(p: AscentParams, preset: str) -> pb.ResolvedParams:
+    """A preset's parameters as the wire's ResolvedParams (no seed, precision or format)."""
     message = pb.ResolvedParams(
         model=p.model,
         layer=p.layer,
-        preset=PRESET_ENUMS[preset],
-        precision=PRECISION_ENUMS[plan.precision.value],
-        seed=plan.seed,
+        preset=PRESETS[preset],
         size=p.size,
         steps=p.steps,
         step_size=p.step_size,
@@ -154,8 +152,6 @@ def resolved_params(plan: Plan, preset: str, fmt: int, grid_disabled: bool) -> p
         grid_n=p.grid_n or 0,
         grid_margin=p.grid_margin,
         grid_order=p.grid_order,
-        grid_disabled=grid_disabled,
-        image_format=fmt,
     )
     if p.dead_threshold is not None:
         message.dead_threshold = p.dead_threshold
@@ -172,3 +168,32 @@ def encode_image(image: np.ndarray, fmt: int) -> pb.Image:
         Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
         data = buffer.getvalue()
     return pb.Image(format=fmt, data=data, width=width, height=height)
+
+
+def preset_infos() -> list[pb.PresetInfo]:
+    """Every preset with its defaults, for ListModels."""
+    return [
+        pb.PresetInfo(
+            preset=PRESETS[name],
+            name=name,
+            defaults=params_message(params, name),
+            default_filters=params.default_filters or 0,
+        )
+        for name, params in PRESET_PARAMS.items()
+    ]
+
+
+def limits_message(limits: Limits, **serving: int | float) -> pb.ServerLimits:
+    """A server's request limits, plus its serving limits (queues, streams), for ListModels."""
+    return pb.ServerLimits(
+        min_size=limits.min_size,
+        max_size=limits.max_size,
+        max_steps=limits.max_steps,
+        max_filters=limits.max_filters,
+        max_request_cost=limits.max_cost,
+        max_grid_n=limits.max_grid_n,
+        max_grid_margin=limits.max_margin,
+        max_message_bytes=contract.MAX_MESSAGE_BYTES,
+        max_request_bytes=contract.MAX_REQUEST_BYTES,
+        **serving,
+    )

@@ -43,10 +43,60 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models",)
+    __slots__ = ("models", "presets", "limits")
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    PRESETS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+    presets: _containers.RepeatedCompositeFieldContainer[PresetInfo]
+    limits: ServerLimits
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., presets: _Optional[_Iterable[_Union[PresetInfo, _Mapping]]] = ..., limits: _Optional[_Union[ServerLimits, _Mapping]] = ...) -> None: ...
+
+class PresetInfo(_message.Message):
+    __slots__ = ("preset", "name", "defaults", "default_filters")
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DEFAULTS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    preset: Preset
+    name: str
+    defaults: ResolvedParams
+    default_filters: int
+    def __init__(self, preset: _Optional[_Union[Preset, str]] = ..., name: _Optional[str] = ..., defaults: _Optional[_Union[ResolvedParams, _Mapping]] = ..., default_filters: _Optional[int] = ...) -> None: ...
+
+class ServerLimits(_message.Message):
+    __slots__ = ("min_size", "max_size", "max_steps", "max_filters", "max_request_cost", "max_grid_n", "max_grid_margin", "max_message_bytes", "max_request_bytes", "queue_limit", "client_queue_limit", "max_concurrent_streams", "client_max_streams", "max_stream_seconds", "stall_seconds")
+    MIN_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MAX_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUEST_COST_FIELD_NUMBER: _ClassVar[int]
+    MAX_GRID_N_FIELD_NUMBER: _ClassVar[int]
+    MAX_GRID_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_QUEUE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_MAX_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    MAX_STREAM_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STALL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    min_size: int
+    max_size: int
+    max_steps: int
+    max_filters: int
+    max_request_cost: int
+    max_grid_n: int
+    max_grid_margin: int
+    max_message_bytes: int
+    max_request_bytes: int
+    queue_limit: int
+    client_queue_limit: int
+    max_concurrent_streams: int
+    client_max_streams: int
+    max_stream_seconds: float
+    stall_seconds: float
+    def __init__(self, min_size: _Optional[int] = ..., max_size: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_filters: _Optional[int] = ..., max_request_cost: _Optional[int] = ..., max_grid_n: _Optional[int] = ..., max_grid_margin: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., queue_limit: _Optional[int] = ..., client_queue_limit: _Optional[int] = ..., max_concurrent_streams: _Optional[int] = ..., client_max_streams: _Optional[int] = ..., max_stream_seconds: _Optional[float] = ..., stall_seconds: _Optional[float] = ...) -> None: ...
 
 class DescribeModelRequest(_message.Message):
     __slots__ = ("model",)
@@ -91,12 +141,14 @@ class LayerInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., channels: _Optional[int] = ..., output_stride: _Optional[int] = ...) -> None: ...
 
 class FilterSelection(_message.Message):
-    __slots__ = ("range", "list")
+    __slots__ = ("range", "list", "ranges")
     RANGE_FIELD_NUMBER: _ClassVar[int]
     LIST_FIELD_NUMBER: _ClassVar[int]
+    RANGES_FIELD_NUMBER: _ClassVar[int]
     range: FilterRange
     list: FilterList
-    def __init__(self, range: _Optional[_Union[FilterRange, _Mapping]] = ..., list: _Optional[_Union[FilterList, _Mapping]] = ...) -> None: ...
+    ranges: FilterRanges
+    def __init__(self, range: _Optional[_Union[FilterRange, _Mapping]] = ..., list: _Optional[_Union[FilterList, _Mapping]] = ..., ranges: _Optional[_Union[FilterRanges, _Mapping]] = ...) -> None: ...
 
 class FilterRange(_message.Message):
     __slots__ = ("start", "stop")
@@ -105,6 +157,12 @@ class FilterRange(_message.Message):
     start: int
     stop: int
     def __init__(self, start: _Optional[int] = ..., stop: _Optional[int] = ...) -> None: ...
+
+class FilterRanges(_message.Message):
+    __slots__ = ("ranges",)
+    RANGES_FIELD_NUMBER: _ClassVar[int]
+    ranges: _containers.RepeatedCompositeFieldContainer[FilterRange]
+    def __init__(self, ranges: _Optional[_Iterable[_Union[FilterRange, _Mapping]]] = ...) -> None: ...
 
 class FilterList(_message.Message):
     __slots__ = ("indices",)
@@ -229,16 +287,22 @@ class ResolvedParams(_message.Message):
     def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., preset: _Optional[_Union[Preset, str]] = ..., precision: _Optional[_Union[Precision, str]] = ..., seed: _Optional[int] = ..., size: _Optional[int] = ..., steps: _Optional[int] = ..., step_size: _Optional[float] = ..., init_scale: _Optional[float] = ..., init_offset: _Optional[float] = ..., gradient_norm: _Optional[str] = ..., border: _Optional[int] = ..., dead_threshold: _Optional[float] = ..., upscale_rounds: _Optional[int] = ..., upscale_factor: _Optional[float] = ..., deprocess_std: _Optional[float] = ..., deprocess_eps: _Optional[float] = ..., crop: _Optional[int] = ..., grid_n: _Optional[int] = ..., grid_margin: _Optional[int] = ..., grid_order: _Optional[str] = ..., grid_disabled: _Optional[bool] = ..., image_format: _Optional[_Union[ImageFormat, str]] = ...) -> None: ...
 
 class Accepted(_message.Message):
-    __slots__ = ("request_id", "params", "filter_count", "filters")
+    __slots__ = ("request_id", "params", "filter_count", "filters", "weights_source", "weights_sha256", "device")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     FILTER_COUNT_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     params: ResolvedParams
     filter_count: int
     filters: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, request_id: _Optional[str] = ..., params: _Optional[_Union[ResolvedParams, _Mapping]] = ..., filter_count: _Optional[int] = ..., filters: _Optional[_Iterable[int]] = ...) -> None: ...
+    weights_source: str
+    weights_sha256: str
+    device: str
+    def __init__(self, request_id: _Optional[str] = ..., params: _Optional[_Union[ResolvedParams, _Mapping]] = ..., filter_count: _Optional[int] = ..., filters: _Optional[_Iterable[int]] = ..., weights_source: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
 
 class Image(_message.Message):
     __slots__ = ("format", "data", "width", "height")

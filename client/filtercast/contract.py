@@ -1,0 +1,195 @@
+"""The filtercast wire contract beyond the .proto: one definition for client, CLI and server.
+
+Names of the wire enums, the message-size limits, keepalive, the service
+name, address syntax and the filter-spec grammar. It imports neither
+TensorFlow nor any gRPC server or client code (only the generated messages),
+so the server, the client library and the CLI all import it and none of them
+imports another.
+
+Filter-spec grammar (the CLI's ``--filters``, ``Client.visualize(filters=...)``)::
+
+    spec  := item ("," item)*
+    item  := "all" | INDEX | [START] ":" [STOP]     (half-open; START defaults to 0,
+                                                     STOP to the layer's channel count)
+
+``"0:64"``, ``"1,5,9"``, ``"0:8,100:104"``, ``":16"``, ``"8:"``, ``"all"``.
+A step (``"0:8:2"``) is not part of the grammar and is refused by name.
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from filtercast.v1 import filtercast_pb2 as pb
+
+SERVICE: Final = "filtercast.v1.FilterVisualizerService"
+
+# Largest message either side accepts. A 412 px 8x8 grid is 3,331 x 3,331 x 3
+# = 33.3 MB raw and ~20 MB as PNG; 64 MiB leaves room for it in either format.
+MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+# Largest request the server decodes: a full list of 2048 indices is ~10 KB.
+MAX_REQUEST_BYTES: Final = 1024 * 1024
+
+# Keepalive: clients ping every 30 s (also while idle) and give up after 10 s
+# without an answer; servers accept pings down to every 10 s (gRPC's default
+# of 5 min answers the client's pings with GOAWAY "too_many_pings").
+CLIENT_KEEPALIVE_MS: Final = 30_000
+CLIENT_KEEPALIVE_TIMEOUT_MS: Final = 10_000
+SERVER_MIN_PING_INTERVAL_MS: Final = 10_000
+
+PRESETS: Final = {
+    "classic": pb.PRESET_CLASSIC,
+    "upscale": pb.PRESET_UPSCALE,
+    "keras_io": pb.PRESET_KERAS_IO,
+}
+PRECISIONS: Final = {
+    "auto": pb.PRECISION_AUTO,
+    "float32": pb.PRECISION_FLOAT32,
+    "bfloat16": pb.PRECISION_BFLOAT16,
+}
+IMAGE_FORMATS: Final = {"png": pb.IMAGE_FORMAT_PNG, "raw": pb.IMAGE_FORMAT_RAW}
+
+# UNSPECIFIED (0) of each enum means its documented default.
+PRESET_DEFAULT: Final = "classic"
+PRECISION_DEFAULT: Final = "auto"
+IMAGE_FORMAT_DEFAULT: Final = "png"
+
+
+class ContractError(ValueError):
+    """A value the contract does not allow; the message says what is valid.
+
+    `field` names the request field it belongs to (proto path), when known.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def lookup(field: str, table: dict[str, int], name: str) -> int:
+    """The wire value of `name` in the enum table of request field `field`, case-insensitively."""
+    value = table.get(name.strip().lower()) if isinstance(name, str) else None
+    if value is None:
+        raise ContractError(f"unknown {field} {name!r}; valid: {', '.join(table)}", field)
+    return value
+
+
+def name_of(table: dict[str, int], value: int, default: str) -> str | None:
+    """The name of a wire enum value (UNSPECIFIED: `default`; unknown: None)."""
+    if value == 0:
+        return default
+    return next((name for name, number in table.items() if number == value), None)
+
+
+@dataclass(frozen=True)
+class FilterSpan:
+    """Filters start..stop-1 of a layer, not yet expanded (stop None: to the last)."""
+
+    start: int
+    stop: int | None = None
+
+
+_INDEX = r"\s*(\d+)\s*"
+_ITEM = re.compile(rf"^(?:{_INDEX}|\s*(\d*)\s*:\s*(\d*)\s*|\s*(all)\s*)$", re.IGNORECASE)
+SPEC_HELP: Final = (
+    'ranges A:B (half-open, either bound optional), indices and "all", comma-separated'
+)
+
+
+def parse_filter_spec(spec: str) -> list[FilterSpan]:
+    """The spans of a filter spec (see the module's grammar), nothing expanded.
+
+    Raises ContractError naming the bad part and showing valid forms.
+    """
+    if not spec.strip():
+        raise ContractError(f"empty filter spec; use {SPEC_HELP}, e.g. 0:64", "filters")
+    spans: list[FilterSpan] = []
+    for part in spec.split(","):
+        match = _ITEM.match(part)
+        if match is None:
+            hint = (
+                "steps (A:B:STEP) are not supported; list the indices instead"
+                if part.count(":") > 1
+                else f"use {SPEC_HELP}, e.g. 0:8,12"
+            )
+            raise ContractError(f"bad filter spec item {part.strip()!r}: {hint}", "filters")
+        index, start, stop, everything = match.groups()
+        if everything:
+            spans.append(FilterSpan(0, None))
+        elif index is not None:
+            spans.append(FilterSpan(int(index), int(index) + 1))
+        else:
+            span = FilterSpan(int(start or 0), int(stop) if stop else None)
+            if span.stop is not None and span.start >= span.stop:
+                raise ContractError(
+                    f"empty filter range {part.strip()!r}: start must be < stop", "filters"
+                )
+            spans.append(span)
+    return spans
+
+
+def selection_message(spans: list[FilterSpan]) -> pb.FilterSelection:
+    """The wire FilterSelection of parsed spans: one range, or several."""
+    ranges = [pb.FilterRange(start=s.start, stop=s.stop or 0) for s in spans]
+    if len(ranges) == 1:
+        return pb.FilterSelection(range=ranges[0])
+    return pb.FilterSelection(ranges=pb.FilterRanges(ranges=ranges))
+
+
+def spans_of(message: pb.FilterSelection) -> list[FilterSpan] | list[int] | None:
+    """A wire FilterSelection as spans, explicit indices, or None (the preset's default)."""
+    which = message.WhichOneof("selection")
+    if which == "list":
+        if not message.list.indices:
+            raise ContractError("filters.list is empty; give at least one index", "filters.list")
+        return list(message.list.indices)
+    if which == "range":
+        ranges = [message.range]
+    elif which == "ranges":
+        ranges = list(message.ranges.ranges)
+        if not ranges:
+            raise ContractError("filters.ranges is empty; give at least one range", "filters")
+    else:
+        return None
+    spans = []
+    for item in ranges:
+        if item.start < 0 or item.stop < 0:
+            raise ContractError(
+                f"filter range {item.start}:{item.stop} has a negative bound", "filters"
+            )
+        if item.stop and item.start >= item.stop:
+            raise ContractError(
+                f"empty filter range {item.start}:{item.stop}: start must be < stop", "filters"
+            )
+        spans.append(FilterSpan(item.start, item.stop or None))
+    return spans
+
+
+# --- addresses ----------------------------------------------------------------------------
+
+_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:", "xds:")
+
+
+def has_scheme(target: str) -> bool:
+    """Whether a gRPC target names its resolver (dns:///name, ipv4:..., unix:...)."""
+    return target.startswith(_SCHEMES)
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """HOST:PORT, [IPV6]:PORT -> (host without brackets, port)."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit() or not host:
+        raise ContractError(f"address {address!r} is not HOST:PORT ([IPV6]:PORT for IPv6)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ContractError(f"address {address!r}: write an IPv6 host in brackets, [{host}]:{port}")
+    if not 0 < int(port) < 65536:
+        raise ContractError(f"address {address!r}: port must be 1..65535")
+    return host, int(port)
+
+
+def join_host_port(host: str, port: int) -> str:
+    """(host, port) -> HOST:PORT, bracketing an IPv6 literal ("::1" -> "[::1]:PORT")."""
+    host = host.strip("[]")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,195 @@
+"""The real servicer, scheduler and interceptor in-process, on a stand-in engine: no TensorFlow.
+
+    with StandIn() as server:
+        with Client(server.address) as client: ...
+
+The stand-in model "vgg16" has one layer, block5_conv1, of 64 filters; the
+stand-in engine "computes" a filter in `steps` steps of `step_seconds` each
+and counts what it finished, so tests can see the server's work stop.
+Filter i is dead when i % 7 == 3; its picture is a flat image of value i.
+"""
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+
+from filtercast_server.admission import StreamAdmission
+from filtercast_server.api import FilterVisualizerServicer
+from filtercast_server.interceptor import ServerPolicy
+from filtercast_server.metrics import Metrics
+from filtercast_server.presets import AscentParams, Limits
+from filtercast_server.reflection import enable_reflection
+from filtercast_server.scheduler import Scheduler
+from filtercast_server.wire import limits_message
+from filtercast_server.work import FilterOutcome, JobSource, Precision
+
+CHANNELS = 64
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    type: str
+    channels: int
+    stride: int
+
+
+class Device:
+    name = "/CPU:0"
+    description = "stand-in device"
+
+    def resolve(self, precision: Precision | str) -> Precision:
+        chosen = Precision(precision)
+        return Precision.FLOAT32 if chosen is Precision.AUTO else chosen
+
+
+@dataclass
+class Spec:
+    default_layer: str = "block5_conv1"
+
+
+class Model:
+    """What planning and the API ask of a loaded model."""
+
+    def __init__(self, name: str = "vgg16") -> None:
+        self.name = name
+        self.weights_source = "random"
+        self.weights_sha256 = ""
+        self.device = Device()
+        self.spec = Spec()
+        self.layers = [Layer("block5_conv1", "Conv2D", CHANNELS, 16)]
+
+    def layer(self, name: str) -> Layer:
+        from filtercast_server.errors import InvalidRequestError
+
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise InvalidRequestError(f"layer {name!r} not found in {self.name}", "layer")
+
+    def smallest_input(self, layer: str, border: int) -> int:
+        return 16
+
+    def output_size(self, layer: str, size: int) -> tuple[int, int]:
+        return (size // 16, size // 16)
+
+
+@dataclass
+class Engine:
+    """Counts the filters it finished; each takes params.steps steps of step_seconds."""
+
+    step_seconds: float = 0.005
+    max_batch: int = 4
+    finished: list[int] = field(default_factory=list)
+
+    def batch_size(self, params: AscentParams) -> int:
+        return self.max_batch
+
+    def run_jobs(self, params: AscentParams, precision: Precision, source: JobSource) -> Iterator:
+        rows: list[list[Any]] = []  # [job, steps done]
+        while True:
+            rows.extend([job, 0] for job in source(self.max_batch - len(rows)))
+            if not rows:
+                return
+            time.sleep(self.step_seconds)
+            ended = []
+            for row in list(rows):
+                job = row[0]
+                if job.is_cancelled():
+                    rows.remove(row)
+                    ended.append((job, None))
+                    continue
+                row[1] += 1
+                if row[1] >= params.steps:
+                    rows.remove(row)
+                    self.finished.append(job.index)
+                    ended.append((job, outcome(job.index, params)))
+            yield ended
+
+
+def outcome(index: int, params: AscentParams) -> FilterOutcome:
+    dead = index % 7 == 3
+    side = params.output_size
+    image = None if dead else np.full((side, side, 3), index % 256, np.uint8)
+    return FilterOutcome(index, float(index), dead, image, params.steps, 0.01)
+
+
+class StandIn:
+    """A grpc.aio server with the real servicer on its own thread and event loop."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        *,
+        engine: Engine | None = None,
+        queue_limit: int = 4096,
+        limits: Limits | None = None,
+    ) -> None:
+        self.host = host
+        self.engine = engine or Engine()
+        self.limits = limits or Limits()
+        self.queue_limit = queue_limit
+        self.metrics = Metrics()
+        self.scheduler = Scheduler(self.engine, queue_limit, queue_limit, 16, 4)  # type: ignore[arg-type]
+        self.servicer = FilterVisualizerServicer(
+            {"vgg16": Model()},
+            self.scheduler,
+            self.metrics,
+            self.limits,
+            StreamAdmission(64, 8),
+            server_limits=limits_message(self.limits, queue_limit=queue_limit),
+            max_message_bytes=64 * 1024 * 1024,
+            stall_seconds=30,
+        )
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._start())
+        self._started.set()
+        self.loop.run_forever()
+
+    async def _start(self) -> None:
+        self.server = grpc.aio.server(interceptors=[ServerPolicy(self.metrics)])
+        self.server.add_generic_rpc_handlers((self.servicer.rpc_handler(),))
+        enable_reflection(self.server, ("filtercast.v1.FilterVisualizerService",))
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.port = self.server.add_insecure_port(f"{host}:0")
+        await self.server.start()
+
+    def __enter__(self) -> "StandIn":
+        self.scheduler.start()
+        self.servicer.ready = True
+        self._thread.start()
+        assert self._started.wait(30), "the stand-in server did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(0), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(30)
+        self.scheduler.stop()
+
+    def streams_open(self) -> int:
+        return self.servicer.admission.open
+
+    def wait_idle(self, timeout: float = 30) -> None:
+        """Until no stream is open (a cancelled one has been wound down)."""
+        deadline = time.monotonic() + timeout
+        while self.streams_open() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not self.streams_open(), "a stream is still open"
