@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from PIL import Image
 
 from filtercast_client.client import AsyncClient, Client, FilterImage, Summary
 from tests.serving import ServerProcess
+from tests.test_output_folder import MANIFEST_KEYS
 from tests.test_packaging import BLOCK_TENSORFLOW
 
 FILTERCAST = str(Path(sys.executable).parent / "filtercast")
@@ -42,6 +44,8 @@ def test_visualize_writes_the_render_format(server, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] is True and manifest["seed"] == 4
+    assert set(manifest) == MANIFEST_KEYS  # the same fields as render's
+    assert manifest["weights"] == {"source": "random", "sha256": ""} and manifest["device"]
     assert (manifest["model"], manifest["layer"], manifest["preset"], manifest["precision"]) == (
         "vgg16",
         "block5_conv1",
@@ -128,6 +132,7 @@ def test_sigint_keeps_what_arrived(server, tmp_path: Path) -> None:
     assert "interrupted" in stderr and "complete: false" in stderr
     for record in manifest["filters"]:
         assert record["dead"] or (out / record["file"]).exists()
+    assert not list(out.glob("*.tmp")), "a temporary file was left behind"
     time.sleep(2)
     assert server.metric("filtercast_filters_total", outcome="cancelled") > cancelled_before
 
@@ -189,3 +194,39 @@ def test_async_client_streams_the_same_events(server) -> None:
     assert sorted(images) == [0, 1, 2]
     for index, image in images.items():
         assert np.abs(image.astype(int) - again[index].astype(int)).max() <= 2
+
+
+def test_serve_flag_and_environment_errors_are_one_line() -> None:
+    result = subprocess.run(
+        [FILTERCAST, "serve"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "FILTERCAST_PORT": "abc"},
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "FILTERCAST_PORT" in result.stderr and "'abc' is not a valid integer" in result.stderr
+    wrong = cli("serve", "--max-batch", "many")
+    assert wrong.returncode == 2 and "Invalid value for '--max-batch'" in wrong.stderr
+
+
+def test_help_imports_no_tensorflow_and_prints_no_noise() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['tensorflow'] = sys.modules['keras'] = None\n"
+        "from filtercast_client.cli import main\n"
+        "for command in ('serve', 'render', 'visualize'):\n"
+        "    try:\n"
+        "        main([command, '--help'])\n"
+        "    except SystemExit as done:\n"
+        "        assert done.code == 0, command\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert "FILTERCAST_MAX_BATCH" in result.stdout and "--weights" in result.stdout
+
+
+def test_the_servers_start_up_log_carries_no_tensorflow_noise(server) -> None:
+    log = server.log_path.read_text()
+    assert "listening on" in log
+    assert "oneDNN" not in log and "absl::InitializeLog" not in log and "cuda" not in log

@@ -2,6 +2,7 @@
 the server killed before or after its first response (a stand-in server, no TensorFlow)."""
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import grpc
 import pytest
 
 from filtercast_client.client import Accepted, AsyncClient, Client, Summary
+from filtercast_client.errors import ProtocolError
 from filtercast_client.local_server import free_port
 
 FAKE = Path(__file__).with_name("fake_server.py")
@@ -143,3 +145,39 @@ def test_the_retry_hint_is_read_from_sync_and_async_errors() -> None:
         grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details="gone"
     )
     assert retry_after(plain) is None
+
+
+@pytest.mark.parametrize(
+    ("mode", "words"),
+    [
+        ("stray", "filter 1000000, which the request did not ask for"),
+        ("negative", "filter -7, which the request did not ask for"),
+        ("duplicate", "filter 0 twice"),
+        ("malformed", "an undecodable PNG image"),
+        ("blank", "an event this client does not know"),
+        ("short", "the Summary came after 1 of 2 filters"),
+    ],
+)
+def test_a_lying_server_is_a_protocol_error_never_a_wrong_manifest(
+    mode: str, words: str, tmp_path: Path
+) -> None:
+    server = FakeServer(mode)
+    try:
+        with Client(server.address) as client, pytest.raises(ProtocolError, match=words):
+            list(client.visualize(filters="0:2"))
+        out = tmp_path / "out"
+        cli = Path(sys.executable).with_name("filtercast")
+        result = subprocess.run(
+            [str(cli), "visualize", "--server", server.address, "--filters", "0:2", "--out", out],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "broke the protocol" in result.stderr and words in result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] is False
+    assert all(0 <= f["index"] <= 1 for f in manifest["filters"])
+    assert len({f["index"] for f in manifest["filters"]}) == len(manifest["filters"])

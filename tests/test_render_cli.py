@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tests.test_output_folder import MANIFEST_KEYS
+
 FILTERCAST = str(Path(sys.executable).parent / "filtercast")
 SMALL = ["--weights", "random", "--size", "32", "--steps", "2", "--precision", "float32"]
 
@@ -23,7 +25,8 @@ def test_render_writes_pngs_grid_and_manifest(tmp_path: Path) -> None:
     result = render(*SMALL, "--filters", "0:4,9", "--seed", "3", "--out", str(out))
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["complete"] is True
+    assert manifest["complete"] is True and set(manifest) == MANIFEST_KEYS
+    assert manifest["weights"]["source"] == "random" and manifest["device"]
     assert (manifest["model"], manifest["layer"], manifest["preset"]) == (
         "vgg16",
         "block5_conv1",

@@ -23,7 +23,7 @@ from rich.text import Text
 
 from filtercast import contract, manifest
 from filtercast_client.client import TLS, Client
-from filtercast_client.errors import FiltercastError
+from filtercast_client.errors import FiltercastError, ProtocolError
 from filtercast_client.events import Accepted, FilterImage, GridImage, Summary
 
 WEIGHTS_HELP = "imagenet (Keras download), random, or a .weights.h5 path [env FILTERCAST_WEIGHTS]"
@@ -52,6 +52,8 @@ class RateColumn(ProgressColumn):
 
 def rpc_failure(error: FiltercastError) -> click.ClickException:
     """A service error as one readable line: status code, message, the field at fault."""
+    if isinstance(error, ProtocolError):
+        return click.ClickException(f"the server broke the protocol: {error.message}")
     where = f" [field: {error.field}]" if error.field else ""
     return click.ClickException(f"{error.status.name}: {error.message}{where}")
 

@@ -9,7 +9,7 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from filtercast_server.tf import tf
+from filtercast_server.tf import native_logs_captured, tf
 from filtercast_server.work import Precision
 
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -78,7 +78,8 @@ def select_device(requested: str = "auto") -> Device:
     """
     if requested not in ("auto", "cpu", "gpu"):
         raise ValueError(f"device must be auto, cpu or gpu, got {requested!r}")
-    gpus = tf.config.list_physical_devices("GPU")
+    with native_logs_captured():  # the first look for a GPU logs cuInit failures
+        gpus = tf.config.list_physical_devices("GPU")
     if requested == "gpu" and not gpus:
         raise RuntimeError("device=gpu was requested but TensorFlow sees no GPU")
     if gpus and requested != "cpu":

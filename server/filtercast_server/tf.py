@@ -1,46 +1,54 @@
 """TensorFlow and Keras, imported once and quietly.
 
-TensorFlow 2.21 logs through absl straight to the process's stderr while it
-loads (oneDNN notices, "could not find cuda drivers"), before any logging is
-configured and regardless of TF_CPP_MIN_LOG_LEVEL. Every server module takes
-`tf` and `keras` from here: the import runs with file descriptor 2 pointed at
-a temporary file, and what it wrote is re-logged at DEBUG on the
-``filtercast_server.tensorflow`` logger. FILTERCAST_TF_LOG=1 leaves stderr alone.
+TensorFlow 2.21 logs through absl straight to the process's stderr (oneDNN
+notices while it loads, "failed call to cuInit" when it first looks for a
+GPU), before any logging is configured and regardless of TF_CPP_MIN_LOG_LEVEL.
+Every server module takes `tf` and `keras` from here, and those two moments
+run inside `native_logs_captured()`: file descriptor 2 points at a temporary
+file, absl's lines are re-logged at DEBUG on ``filtercast_server.tensorflow``,
+and anything else written meanwhile (another thread's log record) is copied
+back to stderr unchanged. FILTERCAST_TF_LOG=1 leaves stderr alone.
 """
 
 import logging
 import os
+import re
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 log = logging.getLogger("filtercast_server.tensorflow")
+ABSL_LINE = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl)")
 
 
-def _import_quietly() -> None:
+@contextmanager
+def native_logs_captured() -> Iterator[None]:
+    """Route what native code writes to stderr in this block to the DEBUG log."""
     if os.environ.get("FILTERCAST_TF_LOG", "").lower() in ("1", "true", "yes"):
-        import keras
-        import tensorflow
-
+        yield
         return
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
         try:
-            import keras  # noqa: F401
-            import tensorflow  # noqa: F401
+            yield
         finally:
+            sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             sink.seek(0)
             captured = sink.read().decode(errors="replace")
     for line in captured.splitlines():
-        log.debug("%s", line)
+        if ABSL_LINE.match(line):
+            log.debug("%s", line)
+        else:
+            print(line, file=sys.stderr)
 
 
-_import_quietly()
+with native_logs_captured():
+    import keras
+    import tensorflow as tf
 
-import keras  # noqa: E402  (already loaded above, quietly)
-import tensorflow as tf  # noqa: E402
-
-__all__ = ["keras", "tf"]
+__all__ = ["keras", "native_logs_captured", "tf"]

@@ -1,0 +1,143 @@
+"""The neutral contract module: one filter-spec grammar, addresses, enum names, and who
+imports whom (the server never imports the client, the client never the server)."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from filtercast import contract
+from filtercast.contract import ContractError, FilterSpan, parse_filter_spec
+from filtercast.v1 import filtercast_pb2 as pb
+from filtercast_client.client import build_request
+from filtercast_client.errors import InvalidRequest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("spec", "spans"),
+    [
+        ("0:64", [FilterSpan(0, 64)]),
+        ("1,5,9", [FilterSpan(1, 2), FilterSpan(5, 6), FilterSpan(9, 10)]),
+        ("0:8,100:104", [FilterSpan(0, 8), FilterSpan(100, 104)]),
+        (":3,5", [FilterSpan(0, 3), FilterSpan(5, 6)]),
+        ("8:", [FilterSpan(8, None)]),
+        ("ALL", [FilterSpan(0, None)]),
+        (" 2 : 4 ", [FilterSpan(2, 4)]),
+    ],
+)
+def test_valid_specs(spec: str, spans: list[FilterSpan]) -> None:
+    assert parse_filter_spec(spec) == spans
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ("", "empty filter spec"),
+        ("  ", "empty filter spec"),
+        ("abc", "bad filter spec item 'abc'"),
+        ("1:3:2", "steps (A:B:STEP) are not supported"),
+        ("1,,2", "bad filter spec item ''"),
+        ("-1", "bad filter spec item '-1'"),
+        ("5:2", "empty filter range '5:2'"),
+        ("1.5", "bad filter spec item '1.5'"),
+    ],
+)
+def test_invalid_specs_say_what_is_valid(spec: str, words: str) -> None:
+    with pytest.raises(ContractError) as caught:
+        parse_filter_spec(spec)
+    assert words in str(caught.value) and caught.value.field == "filters"
+
+
+spans = st.lists(
+    st.tuples(st.integers(0, 5000), st.integers(1, 100), st.booleans()), min_size=1, max_size=6
+)
+
+
+@given(spans)
+def test_a_spec_survives_the_wire(items: list[tuple[int, int, bool]]) -> None:
+    """Text -> spans -> FilterSelection -> spans gives back the same spans."""
+    text = ",".join(f"{a}:" if open_ else f"{a}:{a + n}" for a, n, open_ in items)
+    parsed = parse_filter_spec(text)
+    assert contract.spans_of(contract.selection_message(parsed)) == parsed
+
+
+def test_a_malformed_wire_selection_is_refused() -> None:
+    empty = pb.FilterSelection(ranges=pb.FilterRanges())
+    with pytest.raises(ContractError, match=r"filters\.ranges is empty"):
+        contract.spans_of(empty)
+    backwards = pb.FilterSelection(range=pb.FilterRange(start=5, stop=2))
+    with pytest.raises(ContractError, match="start must be < stop"):
+        contract.spans_of(backwards)
+
+
+def test_client_arguments_are_checked_before_any_call() -> None:
+    assert build_request(preset="Classic", precision="BFLOAT16").preset == pb.PRESET_CLASSIC
+    request = build_request(size=48, steps=3, overrides={"crop": 2})
+    assert (request.overrides.size, request.overrides.steps, request.overrides.crop) == (48, 3, 2)
+    for kwargs, words in [
+        ({"preset": "nope"}, "unknown preset 'nope'; valid: classic, upscale, keras_io"),
+        ({"precision": "fp8"}, "unknown precision 'fp8'; valid: auto, float32, bfloat16"),
+        ({"filters": "1:3:2"}, "steps (A:B:STEP) are not supported"),
+        ({"size": 48, "overrides": {"size": 32}}, "size given twice"),
+        ({"overrides": {"colour": 1}}, "unknown override 'colour'"),
+    ]:
+        with pytest.raises(InvalidRequest) as caught:
+            build_request(**kwargs)
+        assert words in caught.value.message, kwargs
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("localhost:50051", ("localhost", 50051)),
+        ("[::1]:50051", ("::1", 50051)),
+        ("10.0.0.1:1", ("10.0.0.1", 1)),
+    ],
+)
+def test_addresses(address: str, expected: tuple[str, int]) -> None:
+    assert contract.split_host_port(address) == expected
+    assert contract.join_host_port(*expected) == address
+
+
+def imported_packages(where: Path) -> set[str]:
+    """Top-level names of every module a file or package imports (lazy imports too)."""
+    names = set()
+    for path in [where] if where.is_file() else where.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+    return names
+
+
+def test_the_dependencies_run_one_way() -> None:
+    assert "filtercast_client" not in imported_packages(ROOT / "server" / "filtercast_server")
+    for neutral in ("contract.py", "manifest.py"):
+        imports = imported_packages(ROOT / "client" / "filtercast" / neutral)
+        assert not imports & {"filtercast_client", "filtercast_server", "tensorflow", "grpc"}
+    library = ROOT / "client" / "filtercast_client"
+    # Only the CLI reaches the server package (serve, render), and only when run.
+    for path in library.glob("*.py"):
+        if path.name != "cli.py":
+            assert "filtercast_server" not in imported_packages(path), path.name
+
+
+def test_the_api_layer_imports_without_tensorflow() -> None:
+    """api, wire, planning, the scheduler and the command line are unit-testable without TF."""
+    code = (
+        "import sys\n"
+        "sys.modules['tensorflow'] = sys.modules['keras'] = None\n"
+        "import filtercast_server.api, filtercast_server.wire, filtercast_server.planning\n"
+        "import filtercast_server.scheduler, filtercast_server.command, filtercast_server.work\n"
+        "import filtercast_client.cli\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
