@@ -24,7 +24,7 @@ COPY native/ native/
 COPY server/ server/
 COPY client/ client/
 COPY proto/ proto/
-# The same wheel build CI runs (make wheel).
+# The wheel `make wheel` builds (and .ci/wheel_check.sh builds in CI).
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM ${TF_IMAGE} AS runtime

@@ -15,7 +15,7 @@ WEIGHTS ?= $(or $(FILTERCAST_WEIGHTS),$(if $(wildcard $(SHARED_WEIGHTS)),$(SHARE
 
 NATIVE_SOURCES := $(wildcard native/src/*.cpp native/src/*.hpp) CMakeLists.txt pyproject.toml
 
-.PHONY: all install demo test lint proto proto-lint bench clean
+.PHONY: all install demo test lint typecheck proto proto-lint bench wheel clean
 
 all: install
 
@@ -34,9 +34,14 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/filtercast demo --weights $(WEIGHTS) --out demo-output
 
-lint: install proto-lint
+lint: install proto-lint typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# mypy: strict on the client library and the contract, basic on the server (pyproject.toml).
+typecheck: install
+	$(BIN)/mypy client/filtercast_client client/filtercast/contract.py \
+		client/filtercast/manifest.py server/filtercast_server
 
 # The stubs are committed; this regenerates them (tests/test_proto.py fails
 # when they drift from the .proto).
@@ -55,6 +60,12 @@ test: lint
 
 bench: install
 	$(PY) bench/native_bench.py
+
+# The wheel and sdist in dist/: `pip install dist/filtercast-*.whl` is the client
+# (no TensorFlow), `pip install "dist/filtercast-<version>-<tag>.whl[server]"` the server.
+wheel: install
+	rm -rf dist
+	$(PY) -m build --outdir dist .
 
 clean:
 	rm -rf build dist $(VENV) .pytest_cache .ruff_cache .hypothesis demo-output

@@ -10,8 +10,22 @@ work=build/wheel-check
 rm -rf "$work" && mkdir -p "$work"
 
 "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$work/wheels" .
-"$PYTHON" -m venv "$work/venv"
 wheel=$(ls "$work"/wheels/filtercast-*.whl)
+
+# The client alone: no TensorFlow, and `serve` says which extra it needs.
+"$PYTHON" -m venv "$work/client-venv"
+"$work/client-venv/bin/python" -m pip install --quiet "$wheel"
+( cd "$work" && client-venv/bin/python -c "
+import sys, filtercast_client
+from filtercast_client import Client
+assert 'tensorflow' not in sys.modules
+print('client-only install: filtercast_client', filtercast_client.__version__)" )
+if "$work/client-venv/bin/filtercast" serve 2>"$work/serve.err"; then
+  echo "wheel check: serve ran without the server extra" >&2; exit 1
+fi
+grep -q "needs the server extra" "$work/serve.err"
+
+"$PYTHON" -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install --quiet "${wheel}[server]"
 
 cd "$work"   # away from the source tree: only the installed wheel is importable

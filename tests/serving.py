@@ -1,7 +1,9 @@
 """A real filtercast server in a subprocess on 127.0.0.1, for integration tests."""
 
 import os
+import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -9,6 +11,18 @@ from prometheus_client.parser import text_string_to_metric_families
 from filtercast_client.local_server import LocalServer
 
 SERVICE = "filtercast.v1.FilterVisualizerService"
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 120) -> None:
+    """Poll `condition` until it is true; fail naming `what` after `timeout` seconds.
+
+    Tests wait for the state they need, never for a fixed time: a busy machine
+    only makes them slower.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)
 
 
 class ServerProcess(LocalServer):

@@ -78,20 +78,35 @@ def test_non_finite_pixels_are_rejected_naming_the_image(bad: float) -> None:
         native.deprocess(images)
 
 
-def test_the_gil_is_released_while_computing() -> None:
-    images = np.random.default_rng(0).random((64, 300, 300, 3), dtype=np.float32)
-    start = time.perf_counter()
-    native.deprocess(images, threads=1)
-    call_seconds = time.perf_counter() - start
-
+def longest_pause_during_a_call(images: np.ndarray) -> tuple[float, float]:
+    """(longest time this thread could not run, the call's own duration) for one call
+    made on another thread, both measured during that same call."""
     done = threading.Event()
-    worker = threading.Thread(target=lambda: (native.deprocess(images, threads=1), done.set()))
-    gaps, last = [], time.perf_counter()
+    seconds = []
+
+    def call() -> None:
+        start = time.perf_counter()
+        native.deprocess(images, threads=1)
+        seconds.append(time.perf_counter() - start)
+        done.set()
+
+    worker = threading.Thread(target=call)
+    longest, last = 0.0, time.perf_counter()
     worker.start()
     while not done.is_set():
         now = time.perf_counter()
-        gaps.append(now - last)
-        last = now
+        longest, last = max(longest, now - last), now
+    longest = max(longest, time.perf_counter() - last)  # a pause the loop never saw end
     worker.join()
-    # Holding the GIL would freeze this loop for the whole call.
-    assert max(gaps) < call_seconds / 2, (max(gaps), call_seconds)
+    return longest, seconds[0]
+
+
+def test_the_gil_is_released_while_computing() -> None:
+    """A call holding the GIL would stop this thread for the whole call, every time.
+
+    Released, this thread runs on, pausing only when the OS schedules it out: a
+    busy machine can stretch one pause, not every one of several tries.
+    """
+    images = np.random.default_rng(0).random((64, 300, 300, 3), dtype=np.float32)
+    tries = [longest_pause_during_a_call(images) for _ in range(5)]
+    assert any(pause < call / 2 for pause, call in tries), tries

@@ -17,8 +17,9 @@ A step (``"0:8:2"``) is not part of the grammar and is refused by name.
 """
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 from filtercast.v1 import filtercast_pb2 as pb
 
@@ -66,7 +67,10 @@ class ContractError(ValueError):
         self.field = field
 
 
-def lookup(field: str, table: dict[str, int], name: str) -> int:
+Value = TypeVar("Value", bound=int)
+
+
+def lookup(field: str, table: Mapping[str, Value], name: str) -> Value:
     """The wire value of `name` in the enum table of request field `field`, case-insensitively."""
     value = table.get(name.strip().lower()) if isinstance(name, str) else None
     if value is None:
@@ -74,7 +78,7 @@ def lookup(field: str, table: dict[str, int], name: str) -> int:
     return value
 
 
-def name_of(table: dict[str, int], value: int, default: str) -> str | None:
+def name_of(table: Mapping[str, int], value: int, default: str) -> str | None:
     """The name of a wire enum value (UNSPECIFIED: `default`; unknown: None)."""
     if value == 0:
         return default

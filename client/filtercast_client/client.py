@@ -97,7 +97,7 @@ def backoff(attempt: int) -> float:
     initial = float(RETRY_POLICY["initialBackoff"].rstrip("s"))
     ceiling = float(RETRY_POLICY["maxBackoff"].rstrip("s"))
     delay = min(ceiling, initial * RETRY_POLICY["backoffMultiplier"] ** attempt)
-    return random.uniform(0.5, 1.0) * delay  # jitter: replicas are not hit in lockstep
+    return float(random.uniform(0.5, 1.0) * delay)  # jitter: replicas are not hit in lockstep
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def target_of(addresses: str | Sequence[str]) -> Target:
 
 def channel_options(
     attempts: int = 5, tls: TLS | None = None, authority: str | None = None
-) -> list:
+) -> list[tuple[str, Any]]:
     """Channel options: message limits, keepalive, retries, balancing, TLS name."""
     options: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -229,13 +229,9 @@ def build_request(
         request = pb.VisualizeFiltersRequest(
             model=model,
             layer=layer,
-            preset=contract.lookup("preset", contract.PRESETS, preset),  # type: ignore[arg-type]
-            precision=contract.lookup(  # type: ignore[arg-type]
-                "precision", contract.PRECISIONS, precision
-            ),
-            image_format=contract.lookup(  # type: ignore[arg-type]
-                "image_format", contract.IMAGE_FORMATS, image_format
-            ),
+            preset=contract.lookup("preset", contract.PRESETS, preset),
+            precision=contract.lookup("precision", contract.PRECISIONS, precision),
+            image_format=contract.lookup("image_format", contract.IMAGE_FORMATS, image_format),
             keep_dead_filters=keep_dead_filters,
         )
         if isinstance(filters, str):
@@ -415,7 +411,8 @@ class _ClientBase(Generic[StreamT]):
             self.channel = self._grpc.insecure_channel(target.target, options)
         else:
             self.channel = self._grpc.secure_channel(target.target, tls.credentials(), options)
-        self.stub = pb_grpc.FilterVisualizerServiceStub(self.channel)
+        # The generated stub module has no type information.
+        self.stub = pb_grpc.FilterVisualizerServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.attempts = attempts
         self.metadata = (("authorization", f"Bearer {token}"),) if token else None
 

@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 def check(channel: grpc.Channel, service: str = "", timeout: float = 5.0) -> int:
     """The health status of `service` ("" = the whole server)."""
     stub = health_pb2_grpc.HealthStub(channel)
-    return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout).status
+    return int(stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout).status)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -152,7 +152,7 @@ class FilterVisualizerServicer:
 
     async def _refuse(
         self,
-        context: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
         code: grpc.StatusCode,
         reason: str,
         message: str,
@@ -258,7 +258,9 @@ class FilterVisualizerServicer:
 
     # --- VisualizeFilters, step by step ---------------------------------------------------
 
-    async def _plan(self, request: Any, context: Any, request_id: str) -> tuple[Plan, str, int]:
+    async def _plan(
+        self, request: Any, context: Any, request_id: str
+    ) -> tuple[Plan, str, pb.ImageFormat]:
         """The validated plan, preset name and image format, or an INVALID_ARGUMENT."""
         try:
             preset = preset_name(request)
@@ -315,7 +317,7 @@ class FilterVisualizerServicer:
         slot: Slot,
         request: pb.VisualizeFiltersRequest,
         preset: str,
-        fmt: int,
+        fmt: pb.ImageFormat,
         context: Any,
         logger: logging.LoggerAdapter,
     ) -> None:
@@ -402,7 +404,7 @@ class FilterVisualizerServicer:
     async def _send_filters(
         self,
         handle: RequestHandle,
-        fmt: int,
+        fmt: pb.ImageFormat,
         context: Any,
         labels: tuple[str, str, str],
         tally: "_Tally",
@@ -439,7 +441,7 @@ class FilterVisualizerServicer:
                 grid.add(result)
 
     async def _send_grid_and_summary(
-        self, fmt: int, context: Any, tally: "_Tally", grid: GridCollector | None
+        self, fmt: pb.ImageFormat, context: Any, tally: "_Tally", grid: GridCollector | None
     ) -> None:
         """The stitched grid (when asked for and any filter lived), then the Summary."""
         loop = asyncio.get_running_loop()

@@ -243,9 +243,11 @@ class AscentEngine:
                     batch = tf.concat([batch, new_images], axis=0)
             rows = [rows[p] for p in keep] + fresh
             if finished and refill is None:  # lockstep: every surviving row finished now
+                assert finished_images is not None
                 yield ended
                 return finished, finished_images
             if finished:
+                assert finished_images is not None
                 ended.extend(self._finish(params, finished, finished_images))
             yield ended
         return [], images[:0]

@@ -83,7 +83,7 @@ class GridCollector:
         n, order = grid_layout(kept, self.params)
         if n == 0:
             return None
-        by_index = {o.index: o.image for o in kept}
+        by_index = {o.index: o.image for o in kept if o.image is not None}
         tiles = np.stack([by_index[i] for i in order])
         image = native.stitch(tiles, n=n, margin=self.params.grid_margin)
         return GridImage(image=image, n=n, margin=self.params.grid_margin, order=order)

@@ -92,7 +92,7 @@ class ServerPolicy(grpc.aio.ServerInterceptor):
         self.authenticator = authenticator
         self.throttle = throttle or ThrottledLog(log)
 
-    async def intercept_service(
+    async def intercept_service(  # type: ignore[override]  # grpc takes None (UNIMPLEMENTED)
         self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
         """The method's handler, wrapped (None: grpc answers UNIMPLEMENTED)."""
@@ -140,6 +140,7 @@ class ServerPolicy(grpc.aio.ServerInterceptor):
 
     def _authenticate(self, context: Any, method: str) -> str:
         """The caller's name from its token, or AuthError."""
+        assert self.authenticator is not None  # only called when tokens are configured
         identity = self.authenticator.identify(context.invocation_metadata())
         if not identity.may_call(method):
             raise AuthError(

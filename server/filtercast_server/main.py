@@ -203,7 +203,7 @@ async def serve(settings: Settings) -> int:
         policy = ServerPolicy(metrics, authenticator)
         options = server_options(settings, max_connections)
         server = grpc.aio.server(interceptors=[policy], options=options)
-        health_servicer = health.aio.HealthServicer()
+        health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         server.add_generic_rpc_handlers((servicer.rpc_handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         enable_reflection(server, (SERVICE, health.SERVICE_NAME))

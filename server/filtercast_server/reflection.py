@@ -19,7 +19,7 @@ V1ALPHA = reflection.SERVICE_NAME
 def enable_reflection(server: grpc.aio.Server, services: Iterable[str]) -> None:
     """Serve reflection for `services` (and itself, under both names) on `server`."""
     names = (*services, V1, V1ALPHA)
-    servicer = reflection.aio.ReflectionServicer(names)
+    servicer = reflection.aio.ReflectionServicer(names)  # type: ignore[attr-defined]
     method = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
         request_deserializer=messages.ServerReflectionRequest.FromString,

@@ -72,5 +72,7 @@ class ReloadingCredentials:
     def credentials(self) -> grpc.ServerCredentials:
         """Server credentials for add_secure_port."""
         return grpc.dynamic_ssl_server_credentials(
-            self._initial, self.fetch, require_client_authentication=self.client_ca is not None
+            self._initial,
+            self.fetch,  # type: ignore[arg-type]  # None means "unchanged" to grpc; not its stubs
+            require_client_authentication=self.client_ca is not None,
         )

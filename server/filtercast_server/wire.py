@@ -2,6 +2,7 @@
 
 import io
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,7 @@ def field_path(name: str | None) -> str:
     return FIELD_PATHS.get(name or "", name or "")
 
 
-def _enum(field: str, table: dict[str, int], value: int, default: str) -> str:
+def _enum(field: str, table: Mapping[str, int], value: int, default: str) -> str:
     name = contract.name_of(table, value, default)
     if name is None:
         valid = ", ".join(name.upper() for name in table)
@@ -58,7 +59,7 @@ def precision_name(request: pb.VisualizeFiltersRequest) -> str:
     return _enum("precision", PRECISIONS, request.precision, contract.PRECISION_DEFAULT)
 
 
-def image_format(request: pb.VisualizeFiltersRequest) -> int:
+def image_format(request: pb.VisualizeFiltersRequest) -> pb.ImageFormat:
     """The wire value of the request's image format (PNG unless RAW is asked for)."""
     name = _enum("image_format", IMAGE_FORMATS, request.image_format, contract.IMAGE_FORMAT_DEFAULT)
     return IMAGE_FORMATS[name]
@@ -121,13 +122,15 @@ def check_grid_fits(plan: Plan, grid_disabled: bool, max_message_bytes: int) -> 
         )
 
 
-def resolved_params(plan: Plan, preset: str, fmt: int, grid_disabled: bool) -> pb.ResolvedParams:
+def resolved_params(
+    plan: Plan, preset: str, fmt: pb.ImageFormat, grid_disabled: bool
+) -> pb.ResolvedParams:
     """Every value the request resolved to, for Accepted."""
     message = params_message(plan.params, preset)
     message.precision = PRECISIONS[plan.precision.value]
     message.seed = plan.seed
     message.grid_disabled = grid_disabled
-    message.image_format = fmt  # type: ignore[assignment]
+    message.image_format = fmt
     return message
 
 
@@ -158,7 +161,7 @@ def params_message(p: AscentParams, preset: str) -> pb.ResolvedParams:
     return message
 
 
-def encode_image(image: np.ndarray, fmt: int) -> pb.Image:
+def encode_image(image: np.ndarray, fmt: pb.ImageFormat) -> pb.Image:
     """A uint8 (H, W, 3) picture as a wire Image, PNG or raw."""
     height, width = image.shape[:2]
     if fmt == pb.IMAGE_FORMAT_RAW:
@@ -183,7 +186,7 @@ def preset_infos() -> list[pb.PresetInfo]:
     ]
 
 
-def limits_message(limits: Limits, **serving: int | float) -> pb.ServerLimits:
+def limits_message(limits: Limits, **serving: Any) -> pb.ServerLimits:
     """A server's request limits, plus its serving limits (queues, streams), for ListModels."""
     return pb.ServerLimits(
         min_size=limits.min_size,
