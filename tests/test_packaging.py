@@ -41,3 +41,18 @@ def test_type_stubs_cover_exactly_the_native_functions() -> None:
     stubbed = {node.name for node in stub.body if isinstance(node, ast.FunctionDef)}
     exported = {name for name in dir(core) if not name.startswith("_")}
     assert stubbed == exported
+
+
+def test_one_version_everywhere() -> None:
+    """pyproject.toml is the only version source: every package reports it."""
+    import tomllib
+    from pathlib import Path
+
+    import filtercast_client
+    import filtercast_native
+    import filtercast_server
+
+    declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    version = declared["project"]["version"]
+    assert filtercast_client.__version__ == filtercast_server.__version__ == version
+    assert filtercast_native.__version__ == version

@@ -239,6 +239,11 @@ py::array_t<std::uint8_t> stitch(const py::array& images, std::optional<std::vec
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "filtercast image kernels: deprocess, process (its inverse) and stitch";
+#ifdef FILTERCAST_VERSION
+  m.attr("__version__") = FILTERCAST_VERSION;
+#else
+  m.attr("__version__") = "0+unknown";
+#endif
 
   m.def("deprocess", &deprocess, py::arg("images"), py::kw_only(), py::arg("std") = 0.1,
         py::arg("crop") = 0, py::arg("eps") = 1e-7, py::arg("threads") = py::none(),

@@ -8,6 +8,7 @@ threads; :mod:`filtercast_native.reference` holds plain-numpy equivalents.
 """
 
 from filtercast_native._core import (
+    __version__,
     deprocess,
     get_num_threads,
     process,
@@ -15,4 +16,4 @@ from filtercast_native._core import (
     stitch,
 )
 
-__all__ = ["deprocess", "get_num_threads", "process", "set_num_threads", "stitch"]
+__all__ = ["__version__", "deprocess", "get_num_threads", "process", "set_num_threads", "stitch"]

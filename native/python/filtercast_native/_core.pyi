@@ -5,6 +5,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+__version__: str
+
 def deprocess(
     images: npt.ArrayLike,
     *,
