@@ -56,7 +56,7 @@ def test_same_seed_same_pictures_other_seed_other_pictures(vgg) -> None:
 
 
 def test_start_noise_depends_only_on_seed_and_filter() -> None:
-    params = PRESETS["classic"]
+    params = PRESETS["classic"].params
     a = initial_image(params, 5, 17)
     assert a.shape == (128, 128, 3) and a.dtype == np.float32
     assert np.array_equal(a, initial_image(params, 5, 17))
@@ -67,7 +67,7 @@ def test_start_noise_depends_only_on_seed_and_filter() -> None:
 def test_dead_filters_stop_at_once_and_are_reported(vgg) -> None:
     outcomes = run(vgg, plan_for(vgg, dead_threshold=1e9))
     assert all(o.dead and o.image is None and o.steps == 1 for o in outcomes.values())
-    assert build_grid(list(outcomes.values()), PRESETS["classic"]) is None
+    assert build_grid(list(outcomes.values()), PRESETS["classic"].grid) is None
 
 
 def test_refill_keeps_every_filter_when_the_batch_is_small(vgg) -> None:
@@ -104,7 +104,7 @@ def test_upscale_preset_runs_rounds_and_ends_at_full_size(vgg) -> None:
     assert plan.params.round_sizes() == [33, 40]
     outcomes = run(vgg, plan, max_batch=3)
     assert all(o.image.shape == (48, 48, 3) and o.steps == 4 for o in outcomes.values())
-    grid = build_grid(list(outcomes.values()), plan.params)
+    grid = build_grid(list(outcomes.values()), plan.grid)
     assert grid.n == 2 and grid.image.shape == (101, 101, 3)
 
 
@@ -113,7 +113,7 @@ def test_keras_io_preset_on_resnet50v2() -> None:
     plan = make_plan(models, "keras_io", {"size": 96, "steps": 2, "crop": 5}, "0:4", "float32", 1)
     outcomes = run(models, plan)
     assert all(o.image.shape == (86, 86, 3) and not o.dead for o in outcomes.values())
-    n, order = grid_layout(list(outcomes.values()), plan.params)
+    n, order = grid_layout(list(outcomes.values()), plan.grid)
     assert (n, order) == (2, [0, 1, 2, 3])  # keras_io lays out in filter order
 
 
@@ -132,8 +132,9 @@ def test_grid_ranks_by_loss_and_shrinks_to_the_live_count() -> None:
             [(1, False), (5, False), (0, True), (3, False), (4, False), (2, False)]
         )
     ]
-    assert grid_layout(outcomes, PRESETS["classic"]) == (2, [1, 4, 3, 5])
-    assert grid_layout(outcomes, dataclasses.replace(PRESETS["classic"], grid_n=1)) == (1, [1])
+    grid = PRESETS["classic"].grid
+    assert grid_layout(outcomes, grid) == (2, [1, 4, 3, 5])
+    assert grid_layout(outcomes, dataclasses.replace(grid, n=1)) == (1, [1])
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,11 @@
 """The streaming grid collector keeps only what the grid can use, and builds the same grid."""
 
-import dataclasses
-
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
 from filtercast_server.grid import GridCollector, grid_layout
-from filtercast_server.presets import PRESETS
+from filtercast_server.presets import GridParams
 from filtercast_server.work import FilterOutcome
 
 
@@ -30,7 +28,7 @@ def outcomes(draw: st.DrawFn) -> list[FilterOutcome]:
     st.none() | st.integers(1, 8),
 )
 def test_the_collector_builds_the_grid_of_all_outcomes(items, order, n) -> None:
-    params = dataclasses.replace(PRESETS["classic"], grid_order=order, grid_n=n, grid_margin=1)
+    params = GridParams(n=n, margin=1, order=order)
     collector = GridCollector(params, len(items))
     for outcome in items:
         collector.add(outcome)
@@ -46,8 +44,7 @@ def test_the_collector_builds_the_grid_of_all_outcomes(items, order, n) -> None:
 
 
 def test_memory_is_bounded_by_the_grid_not_the_filter_count() -> None:
-    params = dataclasses.replace(PRESETS["classic"], grid_n=2)
-    collector = GridCollector(params, 500)
+    collector = GridCollector(GridParams(n=2, margin=5, order="loss"), 500)
     for index in range(500):
         collector.add(
             FilterOutcome(index, float(index), False, np.zeros((4, 4, 3), np.uint8), 1, 0)

@@ -7,7 +7,7 @@ from filtercast_server.presets import PRESETS, Limits, resolve, select_filters
 
 
 def test_classic_preset_is_the_classic_seed() -> None:
-    p = PRESETS["classic"]
+    p, grid = PRESETS["classic"].params, PRESETS["classic"].grid
     assert (p.model, p.layer, p.size, p.steps, p.step_size) == (
         "vgg16",
         "block5_conv1",
@@ -17,19 +17,21 @@ def test_classic_preset_is_the_classic_seed() -> None:
     )
     assert (p.init_scale, p.init_offset, p.gradient_norm) == (20.0, 128.0, "rms")
     assert (p.dead_threshold, p.deprocess_std, p.deprocess_eps) == (0.0, 0.1, 1e-7)
-    assert (p.grid_n, p.grid_margin, p.grid_order) == (8, 5, "loss")
+    assert (grid.n, grid.margin, grid.order) == (8, 5, "loss")
+    assert PRESETS["classic"].default_filters == 200
     assert p.round_sizes() == [128] and p.resize_targets() == [None]
 
 
 def test_upscale_preset_grows_from_79_to_412_in_nine_rounds() -> None:
-    p = PRESETS["upscale"]
+    p = PRESETS["upscale"].params
     assert p.round_sizes() == [79, 95, 114, 137, 165, 198, 238, 286, 343]
     assert p.resize_targets() == [95, 114, 137, 165, 198, 238, 286, 343, 412]
-    assert (p.steps, p.dead_threshold, p.deprocess_std, p.grid_n) == (15, 1e-7, 0.25, None)
+    assert (p.steps, p.dead_threshold, p.deprocess_std) == (15, 1e-7, 0.25)
+    assert PRESETS["upscale"].grid.n is None and PRESETS["upscale"].default_filters is None
 
 
 def test_keras_io_preset_is_the_keras_io_example() -> None:
-    p = PRESETS["keras_io"]
+    p = PRESETS["keras_io"].params
     assert (p.model, p.layer, p.size, p.steps, p.step_size) == (
         "resnet50v2",
         "conv3_block4_out",
@@ -39,12 +41,16 @@ def test_keras_io_preset_is_the_keras_io_example() -> None:
     )
     assert (p.init_scale, p.init_offset, p.gradient_norm, p.border) == (0.25, 0.0, "l2", 2)
     assert (p.deprocess_std, p.deprocess_eps, p.crop, p.output_size) == (0.15, 1e-5, 25, 130)
-    assert p.dead_threshold is None and p.grid_order == "index"
+    assert p.dead_threshold is None and PRESETS["keras_io"].grid.order == "index"
 
 
 def test_overrides_apply_and_keep_the_rest() -> None:
-    p = resolve("classic", {"size": 64, "steps": 3}, Limits())
+    recipe = resolve("classic", {"size": 64, "steps": 3, "grid_n": 4}, Limits())
+    p = recipe.params
     assert (p.size, p.steps, p.layer) == (64, 3, "block5_conv1")
+    assert (recipe.grid.n, recipe.grid.margin, recipe.default_filters) == (4, 5, 200)
+    # The grid is not part of the ascent: requests that differ only there share batches.
+    assert p == resolve("classic", {"size": 64, "steps": 3}, Limits()).params
 
 
 @pytest.mark.parametrize(

@@ -53,9 +53,9 @@ class StandInEngine:
 
 def plan(layer: str, filters: range, steps: int = 1, step_ms: float = 0.0) -> Plan:
     params = dataclasses.replace(
-        PRESETS["classic"], layer=layer, steps=steps, step_size=step_ms or 1e-6
+        PRESETS["classic"].params, layer=layer, steps=steps, step_size=step_ms or 1e-6
     )
-    return Plan(params, Precision.FLOAT32, tuple(filters), seed=0)
+    return Plan(params, PRESETS["classic"].grid, Precision.FLOAT32, tuple(filters), seed=0)
 
 
 async def drain(scheduler: Scheduler, handle) -> list:

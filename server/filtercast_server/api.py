@@ -339,7 +339,7 @@ class FilterVisualizerServicer:
                     device=model.device.description,
                 )
                 await self._send(context, pb.VisualizeFiltersResponse(accepted=accepted))
-                grid = None if request.grid.disabled else GridCollector(plan.params, tally.total)
+                grid = None if request.grid.disabled else GridCollector(plan.grid, tally.total)
                 try:
                     await self._send_filters(handle, fmt, context, labels, tally, grid)
                 except _EngineFailedError as failure:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import filtercast_native as native
-from filtercast_server.presets import AscentParams
+from filtercast_server.presets import GridParams
 from filtercast_server.work import FilterOutcome
 
 
@@ -22,14 +22,14 @@ class GridImage:
     order: list[int]  # filter indices, row-major
 
 
-def _rank(outcome: FilterOutcome, params: AscentParams) -> tuple:
+def _rank(outcome: FilterOutcome, grid: GridParams) -> tuple:
     """Sort key: best first (highest loss, or lowest index)."""
-    if params.grid_order == "loss":
+    if grid.order == "loss":
         return (-outcome.loss, outcome.index)
     return (outcome.index,)
 
 
-def grid_layout(outcomes: Sequence[FilterOutcome], params: AscentParams) -> tuple[int, list[int]]:
+def grid_layout(outcomes: Sequence[FilterOutcome], grid: GridParams) -> tuple[int, list[int]]:
     """Side n and the filter indices to place, best first (or in index order).
 
     n is the preset's n, reduced to floor(sqrt(live filters)) when fewer are
@@ -37,10 +37,10 @@ def grid_layout(outcomes: Sequence[FilterOutcome], params: AscentParams) -> tupl
     """
     live = sorted(
         (o for o in outcomes if not o.dead and o.image is not None),
-        key=lambda o: _rank(o, params),
+        key=lambda o: _rank(o, grid),
     )
     fit = math.isqrt(len(live))
-    n = fit if params.grid_n is None else min(params.grid_n, fit)
+    n = fit if grid.n is None else min(grid.n, fit)
     return n, [o.index for o in live[: n * n]]
 
 
@@ -53,9 +53,9 @@ class GridCollector:
     a request's memory stays bounded by its grid, not by its filter count.
     """
 
-    def __init__(self, params: AscentParams, filters: int) -> None:
-        self.params = params
-        n = math.isqrt(filters) if params.grid_n is None else params.grid_n
+    def __init__(self, grid: GridParams, filters: int) -> None:
+        self.grid = grid
+        n = math.isqrt(filters) if grid.n is None else grid.n
         self.tiles = min(n * n, filters)
         self._best: list[tuple[tuple, FilterOutcome]] = []  # a heap, worst of the best on top
 
@@ -69,7 +69,7 @@ class GridCollector:
         if outcome.dead or outcome.image is None:
             return
         # heapq is a min-heap: negate the rank so the worst kept picture is on top.
-        entry = (tuple(-x for x in _rank(outcome, self.params)), outcome)
+        entry = (tuple(-x for x in _rank(outcome, self.grid)), outcome)
         if len(self._best) < self.tiles:
             heapq.heappush(self._best, entry)
         elif entry[0] > self._best[0][0]:
@@ -80,19 +80,19 @@ class GridCollector:
         # The best min(tiles, live) pictures: grid_layout picks n and the order as it
         # would from every outcome.
         kept = [outcome for _, outcome in self._best]
-        n, order = grid_layout(kept, self.params)
+        n, order = grid_layout(kept, self.grid)
         if n == 0:
             return None
         by_index = {o.index: o.image for o in kept if o.image is not None}
         tiles = np.stack([by_index[i] for i in order])
-        image = native.stitch(tiles, n=n, margin=self.params.grid_margin)
-        return GridImage(image=image, n=n, margin=self.params.grid_margin, order=order)
+        image = native.stitch(tiles, n=n, margin=self.grid.margin)
+        return GridImage(image=image, n=n, margin=self.grid.margin, order=order)
 
 
-def build_grid(outcomes: Iterable[FilterOutcome], params: AscentParams) -> GridImage | None:
+def build_grid(outcomes: Iterable[FilterOutcome], grid: GridParams) -> GridImage | None:
     """Stitch the grid of the best live filters; None when no filter is alive."""
     outcomes = list(outcomes)
-    collector = GridCollector(params, len(outcomes))
+    collector = GridCollector(grid, len(outcomes))
     for outcome in outcomes:
         collector.add(outcome)
     return collector.build()

@@ -36,7 +36,8 @@ def make_plan(
         raise InvalidRequestError(
             f"unknown preset {quoted(preset)}; valid: {', '.join(PRESETS)}", "preset"
         )
-    params = resolve(preset, dict(overrides or {}), limits)
+    recipe = resolve(preset, dict(overrides or {}), limits)
+    params = recipe.params
     if params.model not in models:
         raise UnknownModelError(
             f"model {quoted(params.model)} is not served here; served models: "
@@ -45,7 +46,7 @@ def make_plan(
         )
     model = models[params.model]
     channels = model.layer(params.layer).channels
-    indices = select_filters(filters, channels, params.default_filters, limits.max_filters)
+    indices = select_filters(filters, channels, recipe.default_filters, limits.max_filters)
     if not indices:
         raise InvalidRequestError("no filters requested", "filters")
     smallest = params.round_sizes()[0]
@@ -87,4 +88,6 @@ def make_plan(
         seed = secrets.randbits(31)
     elif not 0 <= seed < 2**63:
         raise InvalidRequestError(f"seed must be in 0..2^63-1, got {seed}", "seed")
-    return Plan(params=params, precision=resolved, filters=tuple(indices), seed=seed)
+    return Plan(
+        params=params, grid=recipe.grid, precision=resolved, filters=tuple(indices), seed=seed
+    )

@@ -19,7 +19,7 @@ GridOrder = Literal["loss", "index"]
 
 @dataclass(frozen=True)
 class AscentParams:
-    """Everything that decides one filter's picture, and how the grid is built."""
+    """Everything that decides one filter's picture (plans with equal params share batches)."""
 
     model: str
     layer: str
@@ -36,10 +36,6 @@ class AscentParams:
     deprocess_std: float
     deprocess_eps: float
     crop: int  # pixels removed from each side of the final picture
-    grid_n: int | None  # None: floor(sqrt(kept))
-    grid_margin: int
-    grid_order: GridOrder  # loss: best first; index: filter order
-    default_filters: int | None  # the seed's own filter count (None: all)
 
     def round_sizes(self) -> list[int]:
         """Image side during each ascent round."""
@@ -64,15 +60,31 @@ class AscentParams:
         """Side of the delivered picture (after the crop)."""
         return self.size - 2 * self.crop
 
-    def compute_key(self) -> "AscentParams":
-        """These params without the grid fields: plans with equal keys share batches."""
-        return dataclasses.replace(
-            self, grid_n=None, grid_margin=0, grid_order="loss", default_filters=None
-        )
-
     def to_dict(self) -> dict[str, Any]:
         """The resolved values, for manifests and the wire."""
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class GridParams:
+    """How a request's best pictures are stitched into one grid."""
+
+    n: int | None  # pictures per side; None: floor(sqrt(kept))
+    margin: int  # pixels between pictures
+    order: GridOrder  # loss: best first; index: filter order
+
+    def to_dict(self) -> dict[str, Any]:
+        """The grid's values under their request names (grid_n, grid_margin, grid_order)."""
+        return {f"grid_{name}": value for name, value in dataclasses.asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One published version of the algorithm: its ascent, its grid, its own filter count."""
+
+    params: AscentParams
+    grid: GridParams
+    default_filters: int | None  # the seed's own filter count (None: all)
 
 
 # Keras' classic conv_filter_visualization.py.
@@ -92,46 +104,44 @@ CLASSIC = AscentParams(
     deprocess_std=0.1,
     deprocess_eps=1e-7,
     crop=0,
-    grid_n=8,
-    grid_margin=5,
-    grid_order="loss",
-    default_filters=200,
 )
 
-PRESETS: dict[str, AscentParams] = {
-    "classic": CLASSIC,
+PRESETS: dict[str, Preset] = {
+    "classic": Preset(CLASSIC, GridParams(8, 5, "loss"), default_filters=200),
     # Its later version: 9 rounds of 15 steps, upscaling by 1.2 to 412 px.
-    "upscale": dataclasses.replace(
-        CLASSIC,
-        size=412,
-        steps=15,
-        dead_threshold=1e-7,
-        upscale_rounds=9,
-        upscale_factor=1.2,
-        deprocess_std=0.25,
-        grid_n=None,
+    "upscale": Preset(
+        dataclasses.replace(
+            CLASSIC,
+            size=412,
+            steps=15,
+            dead_threshold=1e-7,
+            upscale_rounds=9,
+            upscale_factor=1.2,
+            deprocess_std=0.25,
+        ),
+        GridParams(None, 5, "loss"),
         default_filters=None,
     ),
     # keras.io "Visualizing what convnets learn".
-    "keras_io": AscentParams(
-        model="resnet50v2",
-        layer="conv3_block4_out",
-        size=180,
-        steps=30,
-        step_size=10.0,
-        init_scale=0.25,
-        init_offset=0.0,
-        gradient_norm="l2",
-        border=2,
-        dead_threshold=None,
-        upscale_rounds=0,
-        upscale_factor=1.0,
-        deprocess_std=0.15,
-        deprocess_eps=1e-5,
-        crop=25,
-        grid_n=8,
-        grid_margin=5,
-        grid_order="index",
+    "keras_io": Preset(
+        AscentParams(
+            model="resnet50v2",
+            layer="conv3_block4_out",
+            size=180,
+            steps=30,
+            step_size=10.0,
+            init_scale=0.25,
+            init_offset=0.0,
+            gradient_norm="l2",
+            border=2,
+            dead_threshold=None,
+            upscale_rounds=0,
+            upscale_factor=1.0,
+            deprocess_std=0.15,
+            deprocess_eps=1e-5,
+            crop=25,
+        ),
+        GridParams(8, 5, "index"),
         default_filters=64,
     ),
 }
@@ -154,9 +164,8 @@ class Limits:
     max_cost: int = 3_000_000_000
 
 
-OVERRIDABLE = {
-    field.name for field in dataclasses.fields(AscentParams) if field.name != "default_filters"
-}
+GRID_OVERRIDES = {f"grid_{field.name}" for field in dataclasses.fields(GridParams)}
+OVERRIDABLE = {field.name for field in dataclasses.fields(AscentParams)} | GRID_OVERRIDES
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
@@ -164,8 +173,10 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
         raise InvalidRequestError(f"{name}={value} is out of range; valid: {low}..{high}", name)
 
 
-def resolve(preset: str, overrides: dict[str, Any], limits: Limits) -> AscentParams:
+def resolve(preset: str, overrides: dict[str, Any], limits: Limits) -> Preset:
     """The preset with `overrides` applied, each validated against `limits`.
+
+    Overrides name AscentParams fields and grid_n, grid_margin, grid_order.
 
     Model and layer names are checked later against the loaded model; here
     only values that need no model are validated.
@@ -181,7 +192,16 @@ def resolve(preset: str, overrides: dict[str, Any], limits: Limits) -> AscentPar
             + ", ".join(sorted(OVERRIDABLE)),
             sorted(unknown)[0],
         )
-    params = dataclasses.replace(PRESETS[preset], **overrides)
+    chosen = PRESETS[preset]
+    grid = dataclasses.replace(
+        chosen.grid,
+        **{
+            name.removeprefix("grid_"): v for name, v in overrides.items() if name in GRID_OVERRIDES
+        },
+    )
+    params = dataclasses.replace(
+        chosen.params, **{name: v for name, v in overrides.items() if name not in GRID_OVERRIDES}
+    )
     _check_range("size", params.size, limits.min_size, limits.max_size)
     _check_range("steps", params.steps, 1, limits.max_steps)
     _check_range("step_size", params.step_size, 1e-6, limits.max_step_size)
@@ -202,18 +222,18 @@ def resolve(preset: str, overrides: dict[str, Any], limits: Limits) -> AscentPar
     _check_range("deprocess_std", params.deprocess_std, 1e-3, 10.0)
     _check_range("deprocess_eps", params.deprocess_eps, 1e-12, 1.0)
     _check_range("crop", params.crop, 0, (params.size - 1) // 2)
-    _check_range("grid_margin", params.grid_margin, 0, limits.max_margin)
-    if params.grid_n is not None:
-        _check_range("grid_n", params.grid_n, 1, limits.max_grid_n)
+    _check_range("grid_margin", grid.margin, 0, limits.max_margin)
+    if grid.n is not None:
+        _check_range("grid_n", grid.n, 1, limits.max_grid_n)
     if params.gradient_norm not in ("rms", "l2"):
         raise InvalidRequestError(
             f"gradient_norm must be rms or l2, got {params.gradient_norm!r}", "gradient_norm"
         )
-    if params.grid_order not in ("loss", "index"):
+    if grid.order not in ("loss", "index"):
         raise InvalidRequestError(
-            f"grid_order must be loss or index, got {params.grid_order!r}", "grid_order"
+            f"grid_order must be loss or index, got {grid.order!r}", "grid_order"
         )
-    return params
+    return Preset(params, grid, chosen.default_filters)
 
 
 # What a request may name: a spec string ("0:8,12"), spans, a list of

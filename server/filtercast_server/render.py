@@ -29,7 +29,7 @@ def manifest_fields(plan: Plan, preset: str, device: Device, model: LoadedModel)
         preset=preset,
         precision=plan.precision.value,
         seed=plan.seed,
-        params=plan.params.to_dict(),
+        params={**plan.params.to_dict(), **plan.grid.to_dict()},
         weights_source=model.weights_source,
         weights_sha256=model.weights_sha256,
         device=device.description,
@@ -59,7 +59,7 @@ def render(
     if layer:
         overrides["layer"] = layer
     # Check what needs no model before the slow load; make_plan checks the rest.
-    model_name = resolve(preset, overrides, Limits()).model
+    model_name = resolve(preset, overrides, Limits()).params.model
     chosen_device = select_device(device)
     loaded = LoadedModel(model_name, weights, chosen_device)
     models = {model_name: loaded}
@@ -82,7 +82,7 @@ def render(
             )
             if progress:
                 progress(outcome, len(outcomes), len(plan.filters))
-        grid = build_grid(outcomes, plan.params)
+        grid = build_grid(outcomes, plan.grid)
         if grid is not None:
             folder.set_grid(grid.image, grid.n, grid.margin, grid.order)
         complete = True

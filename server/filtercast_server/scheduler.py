@@ -92,7 +92,7 @@ class RequestHandle:
     @functools.cached_property
     def key(self) -> tuple:
         """Plans with equal keys share batches."""
-        return (self.plan.params.compute_key(), self.plan.precision)
+        return (self.plan.params, self.plan.precision)
 
     def post(self, event: Any) -> None:
         """Hand an event to the request's event loop (thread-safe)."""

@@ -13,7 +13,7 @@ from filtercast.contract import IMAGE_FORMATS, PRECISIONS, PRESETS, ContractErro
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.errors import InvalidRequestError
 from filtercast_server.presets import PRESETS as PRESET_PARAMS
-from filtercast_server.presets import AscentParams, FilterSelection, Limits
+from filtercast_server.presets import AscentParams, FilterSelection, GridParams, Limits
 from filtercast_server.work import Plan
 
 OVERRIDE_FIELDS = (
@@ -104,12 +104,12 @@ def check_grid_fits(plan: Plan, grid_disabled: bool, max_message_bytes: int) -> 
     if grid_disabled:
         return
     params = plan.params
-    n = params.grid_n if params.grid_n is not None else math.isqrt(len(plan.filters))
+    n = plan.grid.n if plan.grid.n is not None else math.isqrt(len(plan.filters))
     n = min(n, math.isqrt(len(plan.filters)))
     side = params.output_size
 
     def raw_bytes(k: int) -> int:
-        return (k * side + (k - 1) * params.grid_margin) ** 2 * 3
+        return (k * side + (k - 1) * plan.grid.margin) ** 2 * 3
 
     budget = max_message_bytes - 64 * 1024  # room for the message's other fields
     if n and raw_bytes(n) > budget:
@@ -126,7 +126,7 @@ def resolved_params(
     plan: Plan, preset: str, fmt: pb.ImageFormat, grid_disabled: bool
 ) -> pb.ResolvedParams:
     """Every value the request resolved to, for Accepted."""
-    message = params_message(plan.params, preset)
+    message = params_message(plan.params, plan.grid, preset)
     message.precision = PRECISIONS[plan.precision.value]
     message.seed = plan.seed
     message.grid_disabled = grid_disabled
@@ -134,7 +134,7 @@ def resolved_params(
     return message
 
 
-def params_message(p: AscentParams, preset: str) -> pb.ResolvedParams:
+def params_message(p: AscentParams, grid: GridParams, preset: str) -> pb.ResolvedParams:
     """A preset's parameters as the wire's ResolvedParams (no seed, precision or format)."""
     message = pb.ResolvedParams(
         model=p.model,
@@ -152,9 +152,9 @@ def params_message(p: AscentParams, preset: str) -> pb.ResolvedParams:
         deprocess_std=p.deprocess_std,
         deprocess_eps=p.deprocess_eps,
         crop=p.crop,
-        grid_n=p.grid_n or 0,
-        grid_margin=p.grid_margin,
-        grid_order=p.grid_order,
+        grid_n=grid.n or 0,
+        grid_margin=grid.margin,
+        grid_order=grid.order,
     )
     if p.dead_threshold is not None:
         message.dead_threshold = p.dead_threshold
@@ -179,10 +179,10 @@ def preset_infos() -> list[pb.PresetInfo]:
         pb.PresetInfo(
             preset=PRESETS[name],
             name=name,
-            defaults=params_message(params, name),
-            default_filters=params.default_filters or 0,
+            defaults=params_message(recipe.params, recipe.grid, name),
+            default_filters=recipe.default_filters or 0,
         )
-        for name, params in PRESET_PARAMS.items()
+        for name, recipe in PRESET_PARAMS.items()
     ]
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from filtercast_server.presets import AscentParams
+from filtercast_server.presets import AscentParams, GridParams
 
 
 class Precision(StrEnum):
@@ -24,9 +24,10 @@ class Precision(StrEnum):
 
 @dataclass(frozen=True)
 class Plan:
-    """One request's work: resolved parameters, precision, filters and seed."""
+    """One request's work: resolved parameters, grid, precision, filters and seed."""
 
     params: AscentParams
+    grid: GridParams
     precision: Precision  # resolved: FLOAT32 or BFLOAT16
     filters: tuple[int, ...]
     seed: int
