@@ -8,6 +8,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from filtercast.contract import join_host_port
 from filtercast_client.local_server import LocalServer
 
 SERVICE = "filtercast.v1.FilterVisualizerService"
@@ -28,16 +29,16 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = 120)
 class ServerProcess(LocalServer):
     """LocalServer with random weights on the CPU, plus metrics readers."""
 
-    def __init__(self, *args: str, log_dir: Path) -> None:
+    def __init__(self, *args: str, log_dir: Path, host: str = "127.0.0.1") -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
         if "--weights" not in args:
             args = ("--weights", "random", *args)
         log_path = log_dir / f"server-{os.getpid()}-{id(self)}.log"
-        super().__init__(*args, log_path=log_path)
+        super().__init__(*args, log_path=log_path, host=host)
 
     def metrics(self) -> dict[tuple[str, tuple], float]:
         """Every sample as {(name, sorted labels): value}."""
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        url = f"http://{join_host_port(self.host, self.metrics_port)}/metrics"
         text = urllib.request.urlopen(url, timeout=5).read().decode()
         return {
             (sample.name, tuple(sorted(sample.labels.items()))): sample.value

@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from filtercast_client.client import AsyncClient, Client, FilterImage, Summary
 from tests.serving import ServerProcess, wait_until
+from tests.test_api_inprocess import has_ipv6_loopback
 from tests.test_output_folder import MANIFEST_KEYS
 from tests.test_packaging import BLOCK_TENSORFLOW
 
@@ -232,3 +234,32 @@ def test_the_servers_start_up_log_carries_no_tensorflow_noise(server) -> None:
     log = server.log_path.read_text()
     assert "listening on" in log
     assert "oneDNN" not in log and "absl::InitializeLog" not in log and "cuda" not in log
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="this machine has no IPv6 loopback")
+def test_an_ipv6_server_serves_grpc_and_metrics(tmp_path: Path) -> None:
+    server = ServerProcess("--max-batch", "8", log_dir=tmp_path, host="::1").wait_serving()
+    try:
+        out = tmp_path / "out"
+        result = cli(
+            "visualize",
+            "--server",
+            server.address,
+            "--filters",
+            "0:2",
+            "--size",
+            "32",
+            "--steps",
+            "1",
+            "--out",
+            str(out),
+        )
+        assert result.returncode == 0, result.stderr
+        assert (
+            server.metric("filtercast_filters_total", outcome="ok")
+            + server.metric("filtercast_filters_total", outcome="dead")
+            == 2
+        )
+        assert '"client": "::1"' in server.log_path.read_text()
+    finally:
+        assert server.stop() == 0

@@ -53,6 +53,7 @@ def test_the_final_code_is_what_the_client_saw(context, error, expected) -> None
     [
         ("ipv4:10.1.2.3:50000", "10.1.2.3"),
         ("ipv6:[::1]:41234", "::1"),
+        ("ipv6:%5B::1%5D:41234", "::1"),
         ("unix:/tmp/socket", "unix:/tmp/socket"),
     ],
 )

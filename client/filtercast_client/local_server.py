@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2
 
+from filtercast.contract import join_host_port
 from filtercast_client.health import check
 
 
@@ -26,7 +27,10 @@ def free_port() -> int:
 
 
 class LocalServer:
-    """`python -m filtercast_server` on free loopback ports; stop() sends SIGTERM."""
+    """`python -m filtercast_server` on free loopback ports; stop() sends SIGTERM.
+
+    `host` is the loopback address to listen on: 127.0.0.1, or ::1 for IPv6.
+    """
 
     def __init__(
         self,
@@ -34,17 +38,19 @@ class LocalServer:
         log_path: Path,
         metrics: bool = True,
         env: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.port = free_port()
         self.metrics_port = free_port() if metrics else 0
-        self.address = f"127.0.0.1:{self.port}"
+        self.host = host
+        self.address = join_host_port(host, self.port)
         self.log_path = log_path
         command = [
             sys.executable,
             "-m",
             "filtercast_server",
             "--host",
-            "127.0.0.1",
+            host,
             "--port",
             str(self.port),
             "--metrics-port",

@@ -20,6 +20,7 @@ import contextvars
 import inspect
 import logging
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -41,10 +42,13 @@ def current_caller() -> str:
 
 
 def peer_host(peer: str) -> str:
-    """A gRPC peer string without its port: ipv4:10.0.0.1:5000 -> 10.0.0.1, ipv6:[::1]:1 -> ::1."""
+    """A gRPC peer string without its port: ipv4:10.0.0.1:5000 -> 10.0.0.1, ipv6:[::1]:1 -> ::1.
+
+    grpc.aio percent-encodes the brackets of an IPv6 peer (ipv6:%5B::1%5D:1).
+    """
     scheme, _, address = peer.partition(":")
     if scheme in ("ipv4", "ipv6"):
-        return address.rsplit(":", 1)[0].strip("[]")
+        return urllib.parse.unquote(address).rsplit(":", 1)[0].strip("[]")
     return peer
 
 
