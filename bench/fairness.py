@@ -21,10 +21,11 @@ flags both versions know are passed.
 import argparse
 import json
 import statistics
-import subprocess
 import threading
 import time
 from pathlib import Path
+
+from baseline import baseline_env, baseline_tree
 
 from filtercast_client.client import Client, FilterImage
 from filtercast_client.local_server import LocalServer
@@ -82,49 +83,6 @@ def run_server(label: str, env: dict[str, str] | None) -> dict:
         return measure(server.address)
     finally:
         server.stop()
-
-
-# Imports filtercast_server / filtercast_client (and their submodules) from the
-# baseline tree, ahead of the editable install's own finder.
-BASELINE_FINDER = """
-import importlib.machinery, os, sys
-
-_ROOTS = {
-    "filtercast_server": os.path.join(os.environ["FILTERCAST_BASELINE_TREE"], "server"),
-    "filtercast_client": os.path.join(os.environ["FILTERCAST_BASELINE_TREE"], "client"),
-}
-
-
-class BaselineFinder:
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        top = name.partition(".")[0]
-        if top not in _ROOTS:
-            return None
-        return importlib.machinery.PathFinder.find_spec(name, path or [_ROOTS[top]])
-
-
-sys.meta_path.insert(0, BaselineFinder)
-"""
-
-
-def baseline_env(tree: Path) -> dict[str, str]:
-    """Environment that runs the baseline tree's packages."""
-    boot = ROOT / "build/bench-ref-boot"
-    boot.mkdir(parents=True, exist_ok=True)
-    (boot / "sitecustomize.py").write_text(BASELINE_FINDER)
-    return {"PYTHONPATH": str(boot), "FILTERCAST_BASELINE_TREE": str(tree)}
-
-
-def baseline_tree(ref: str) -> Path:
-    tree = ROOT / "build/bench-ref"
-    if tree.exists():
-        subprocess.run(["git", "-C", str(tree), "checkout", "--detach", ref], check=True)
-    else:
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), ref], check=True
-        )
-    return tree
 
 
 def main() -> None:

@@ -3,8 +3,6 @@
 from filtercast_client import Client
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from filtercast_client.client import TLS, AsyncClient, Client
 from filtercast_client.errors import (
     Cancelled,
@@ -28,11 +26,6 @@ from filtercast_client.events import (
     ServerInfo,
     Summary,
 )
-
-try:
-    __version__ = version("filtercast")
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0+unknown"
 
 __all__ = [
     "TLS",
@@ -58,3 +51,18 @@ __all__ = [
     "Unavailable",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> str:
+    """`__version__`, read from the installed metadata when first asked for.
+
+    importlib.metadata costs ~40 ms to import: `--help` should not pay for it.
+    """
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("filtercast")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"

@@ -6,12 +6,21 @@ unless FILTERCAST_TF_LOG=1 or TF_CPP_MIN_LOG_LEVEL is already set.
 """
 
 import os
-from importlib.metadata import PackageNotFoundError, version
 
 if os.environ.get("FILTERCAST_TF_LOG", "").lower() not in ("1", "true", "yes"):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # warnings and info off, errors on
 
-try:
-    __version__ = version("filtercast")
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0+unknown"
+
+def __getattr__(name: str) -> str:
+    """`__version__`, read from the installed metadata when first asked for.
+
+    importlib.metadata costs ~40 ms to import: `--help` should not pay for it.
+    """
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("filtercast")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
