@@ -240,8 +240,9 @@ def role_hostile(address: str, metrics_port: int, until: float) -> dict:
                     image_format="raw",
                     grid=False,
                 )
+                events = iter(stream)  # held: dropping the iterator would cancel the stream
                 try:
-                    next(iter(stream))  # Accepted; then never read again
+                    next(events)  # Accepted; then never read again
                     count("never-read stream", "opened")
                     time.sleep(max(0.0, until - time.monotonic()))
                 except grpc.RpcError as error:
