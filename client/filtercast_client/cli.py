@@ -146,25 +146,12 @@ class Commands(click.Group):
         return sorted([*super().list_commands(ctx), "serve"])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        """The command called `name`; serve says which extra it needs when it is missing."""
+        """The command called `name` (serve: the server package's, which imports no TF)."""
         if name != "serve":
             return super().get_command(ctx, name)
-        try:
-            from filtercast_server.command import serve
-        except ImportError as error:
-            return missing_extra("serve", error)
+        from filtercast_server.command import serve
+
         return serve
-
-
-def missing_extra(name: str, error: ImportError) -> click.Command:
-    """A stand-in command that explains the server extra is not installed."""
-
-    def explain() -> None:
-        raise click.ClickException(
-            f"{name} needs the server extra ({error}); pip install 'filtercast[server]'"
-        )
-
-    return click.Command(name, callback=explain, help="Needs the server extra (not installed).")
 
 
 @click.group(cls=Commands)

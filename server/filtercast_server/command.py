@@ -19,6 +19,10 @@ def serve(**values: Any) -> None:
     Every flag has a FILTERCAST_<NAME> environment twin (the flag wins).
     TensorFlow's own start-up logging is silenced; FILTERCAST_TF_LOG=1 shows it.
     """
-    from filtercast_server.main import run  # imports TensorFlow
-
+    try:
+        from filtercast_server.main import run  # imports TensorFlow
+    except ImportError as error:  # a client-only install: the package is there, its extra not
+        raise click.ClickException(
+            f"serve needs the server extra ({error}); pip install 'filtercast[server]'"
+        ) from error
     raise SystemExit(run(settings_from(values)))
