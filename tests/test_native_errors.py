@@ -20,6 +20,7 @@ GOOD_U8 = np.zeros((4, 8, 8, 3), dtype=np.uint8)
         (lambda: native.deprocess(np.zeros((8, 8), np.float32)), ValueError, "rank 2"),
         (lambda: native.deprocess(np.zeros((1, 2, 8, 8, 3), np.float32)), ValueError, "rank 5"),
         (lambda: native.deprocess(np.zeros((2, 8, 8, 4), np.float32)), ValueError, "3 channels"),
+        (lambda: native.stitch(np.zeros((4, 8, 8, 2), np.uint8), n=2), ValueError, "1 (grayscale)"),
         (lambda: native.deprocess(np.zeros((0, 8, 8, 3), np.float32)), ValueError, "empty batch"),
         (lambda: native.deprocess(np.zeros((1, 0, 8, 3), np.float32)), ValueError, "empty image"),
         (lambda: native.deprocess(GOOD, crop=4), ValueError, "crop must be <= 3"),
@@ -60,7 +61,7 @@ GOOD_U8 = np.zeros((4, 8, 8, 3), dtype=np.uint8)
             ValueError,
             "valid image indices are 0..3",
         ),
-        (lambda: native.stitch(GOOD_U8[0], n=1), ValueError, "shape (N, H, W, 3)"),
+        (lambda: native.stitch(GOOD_U8[0], n=1), ValueError, "shape (N, H, W, C)"),
         (lambda: native.stitch(GOOD, n=1), TypeError, "uint8"),
     ],
 )

@@ -13,16 +13,18 @@ MAX_VALUES = 1_500_000  # per generated batch, to keep the suite fast
 
 @st.composite
 def float_batches(draw: st.DrawFn) -> np.ndarray:
-    """(N, H, W, 3) float32 batches: 1-300 px, 1-64 images, values from 1e-6 to 1e6."""
+    """(N, H, W, C) float32 batches: 1-300 px, 1-64 images, C = 3 (RGB) or 1 (grayscale),
+    values from 1e-6 to 1e6."""
     height = draw(st.integers(1, 300))
     width = draw(st.integers(1, 300))
-    max_n = max(1, min(64, MAX_VALUES // (height * width * 3)))
+    channels = draw(st.sampled_from([3, 1]))
+    max_n = max(1, min(64, MAX_VALUES // (height * width * channels)))
     n = draw(st.integers(1, max_n))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     scale = 10.0 ** draw(st.floats(-6, 6))
     offset = draw(st.sampled_from([0.0, 0.5, -1.0, 128.0])) * scale
     kind = draw(st.sampled_from(["uniform", "normal", "constant", "mixed"]))
-    shape = (n, height, width, 3)
+    shape = (n, height, width, channels)
     if kind == "uniform":
         x = offset + scale * rng.random(shape)
     elif kind == "normal":
@@ -133,12 +135,14 @@ def test_stitch_matches_reference(data: st.DataObject) -> None:
     count = data.draw(st.integers(n * n, n * n + 5))
     height, width = data.draw(st.integers(1, 40)), data.draw(st.integers(1, 40))
     margin = data.draw(st.integers(0, 12))
+    channels = data.draw(st.sampled_from([3, 1]))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    images = rng.integers(0, 256, (count, height, width, 3), dtype=np.uint8)
+    images = rng.integers(0, 256, (count, height, width, channels), dtype=np.uint8)
     order = data.draw(st.lists(st.integers(0, count - 1), min_size=n * n, max_size=n * n + 3))
     got = native.stitch(images, order, n=n, margin=margin)
     np.testing.assert_array_equal(got, reference.stitch(images, order, n=n, margin=margin))
-    assert got.shape == (n * height + (n - 1) * margin, n * width + (n - 1) * margin, 3)
+    side = (n * height + (n - 1) * margin, n * width + (n - 1) * margin)
+    assert got.shape == (*side, channels)
 
 
 def test_stitch_default_order_is_row_major_with_black_margins() -> None:

@@ -79,8 +79,8 @@ void normalise_row(const float* x, std::size_t count, double mean, double scale,
 }  // namespace
 
 bool deprocess_image(const float* image, std::size_t height, std::size_t width,
-                     const DeprocessParams& params, std::uint8_t* out) {
-  const std::size_t count = height * width * 3;
+                     std::size_t channels, const DeprocessParams& params, std::uint8_t* out) {
+  const std::size_t count = height * width * channels;
   const double total = sum(image, count);
   // A finite sum of float32 values cannot overflow a double, so a non-finite
   // sum means a NaN or an infinity somewhere in the image.
@@ -92,9 +92,9 @@ bool deprocess_image(const float* image, std::size_t height, std::size_t width,
 
   const std::size_t crop = params.crop;
   const std::size_t out_width = width - 2 * crop;
-  const std::size_t row_values = out_width * 3;
+  const std::size_t row_values = out_width * channels;
   for (std::size_t y = crop; y < height - crop; ++y) {
-    const float* row = image + (y * width + crop) * 3;
+    const float* row = image + (y * width + crop) * channels;
     normalise_row(row, row_values, mean, scale, out + (y - crop) * row_values);
   }
   return true;
@@ -112,14 +112,14 @@ void process_image(const std::uint8_t* image, std::size_t count, double mean,
 }
 
 void place_tile(const std::uint8_t* tile, std::size_t height, std::size_t width,
-                std::size_t position, std::size_t n, std::size_t margin,
+                std::size_t channels, std::size_t position, std::size_t n, std::size_t margin,
                 std::uint8_t* grid) {
   const std::size_t grid_width = n * width + (n - 1) * margin;
   const std::size_t top = (position / n) * (height + margin);
   const std::size_t left = (position % n) * (width + margin);
-  const std::size_t row_bytes = width * 3;
+  const std::size_t row_bytes = width * channels;
   for (std::size_t y = 0; y < height; ++y) {
-    std::memcpy(grid + ((top + y) * grid_width + left) * 3, tile + y * row_bytes,
+    std::memcpy(grid + ((top + y) * grid_width + left) * channels, tile + y * row_bytes,
                 row_bytes);
   }
 }

@@ -17,12 +17,12 @@ struct DeprocessParams {
   std::size_t crop;   // pixels removed from each side after normalisation
 };
 
-// Deprocesses one float32 (height, width, 3) image into uint8
-// (height - 2*crop, width - 2*crop, 3). Statistics are taken over the full
-// image in double precision. Returns false (and writes nothing) when the image
-// holds a NaN or an infinity.
+// Deprocesses one float32 (height, width, channels) image into uint8
+// (height - 2*crop, width - 2*crop, channels). Statistics are taken over the
+// full image (every channel) in double precision. Returns false (and writes
+// nothing) when the image holds a NaN or an infinity.
 bool deprocess_image(const float* image, std::size_t height, std::size_t width,
-                     const DeprocessParams& params, std::uint8_t* out);
+                     std::size_t channels, const DeprocessParams& params, std::uint8_t* out);
 
 // Inverse of deprocess used between upscaling rounds:
 // (x / 255 - 0.5) / target_std * std + mean, for `count` values.
@@ -32,7 +32,7 @@ void process_image(const std::uint8_t* image, std::size_t count, double mean,
 // Copies tile `tile` of an n x n grid: row-major position `position`,
 // `margin` black pixels between tiles. `grid` is pre-zeroed.
 void place_tile(const std::uint8_t* tile, std::size_t height, std::size_t width,
-                std::size_t position, std::size_t n, std::size_t margin,
+                std::size_t channels, std::size_t position, std::size_t n, std::size_t margin,
                 std::uint8_t* grid);
 
 // Runs fn(i) for i in [0, count) on up to `threads` threads (the caller's

@@ -43,25 +43,28 @@ std::string shape_of(const py::array& a) {
 
 std::string dtype_of(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
-// A batch of (H, W, 3) images viewed as (N, H, W, 3); `single` remembers that
-// the caller passed one image so the result drops the batch axis again.
+// A batch of (H, W, C) images viewed as (N, H, W, C), C = 3 (RGB) or 1
+// (grayscale); `single` remembers that the caller passed one image so the
+// result drops the batch axis again.
 template <typename T>
 struct Batch {
   py::array_t<T, py::array::c_style | py::array::forcecast> data;
-  std::size_t n, height, width;
+  std::size_t n, height, width, channels;
   bool single;
+
+  std::size_t image_values() const { return height * width * channels; }
 };
 
 template <typename T>
 Batch<T> as_batch(const py::array& images, const char* what) {
   const py::ssize_t rank = images.ndim();
   if (rank != 3 && rank != 4) {
-    throw py::value_error(std::string(what) + " must have shape (N, H, W, 3) or (H, W, 3), got rank " +
+    throw py::value_error(std::string(what) + " must have shape (N, H, W, C) or (H, W, C), got rank " +
                           std::to_string(rank) + " array of shape " + shape_of(images));
   }
   const py::ssize_t channels = images.shape(rank - 1);
-  if (channels != 3) {
-    throw py::value_error(std::string(what) + " must have 3 channels (RGB) in the last axis, got " +
+  if (channels != 3 && channels != 1) {
+    throw py::value_error(std::string(what) + " must have 3 channels (RGB) or 1 (grayscale) in the last axis, got " +
                           std::to_string(channels) + " (shape " + shape_of(images) + ")");
   }
   const bool single = rank == 3;
@@ -74,7 +77,7 @@ Batch<T> as_batch(const py::array& images, const char* what) {
   }
   auto data = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(images);
   if (!data) throw py::type_error(std::string("could not convert ") + what + " to a C-ordered array");
-  return {std::move(data), n, height, width, single};
+  return {std::move(data), n, height, width, static_cast<std::size_t>(channels), single};
 }
 
 void require_kind(const py::array& a, char kind, const char* what, const char* expected) {
@@ -107,20 +110,21 @@ py::array_t<std::uint8_t> deprocess(const py::array& images, double std, py::ssi
                           std::to_string((std::min(batch.height, batch.width) - 1) / 2));
   }
   const std::size_t out_h = batch.height - 2 * crop, out_w = batch.width - 2 * crop;
-  std::vector<py::ssize_t> shape = {static_cast<py::ssize_t>(out_h), static_cast<py::ssize_t>(out_w), 3};
+  std::vector<py::ssize_t> shape = {static_cast<py::ssize_t>(out_h), static_cast<py::ssize_t>(out_w),
+                                    static_cast<py::ssize_t>(batch.channels)};
   if (!batch.single) shape.insert(shape.begin(), static_cast<py::ssize_t>(batch.n));
   py::array_t<std::uint8_t> out(shape);
 
   const float* in_ptr = batch.data.data();
   std::uint8_t* out_ptr = out.mutable_data();
-  const std::size_t in_stride = batch.height * batch.width * 3, out_stride = out_h * out_w * 3;
+  const std::size_t in_stride = batch.image_values(), out_stride = out_h * out_w * batch.channels;
   const DeprocessParams params{std, eps, crop};
   std::vector<char> finite(batch.n, 1);
   {
     py::gil_scoped_release release;
     filtercast::parallel_for(batch.n, workers, [&](std::size_t i) {
       finite[i] = filtercast::deprocess_image(in_ptr + i * in_stride, batch.height, batch.width,
-                                              params, out_ptr + i * out_stride);
+                                              batch.channels, params, out_ptr + i * out_stride);
     });
   }
   for (std::size_t i = 0; i < batch.n; ++i) {
@@ -168,7 +172,7 @@ py::array_t<float> process(const py::array& images, const py::array_t<double, py
   py::array_t<float> out(images.request().shape);
   const std::uint8_t* in_ptr = batch.data.data();
   float* out_ptr = out.mutable_data();
-  const std::size_t stride = batch.height * batch.width * 3;
+  const std::size_t stride = batch.image_values();
   {
     py::gil_scoped_release release;
     filtercast::parallel_for(batch.n, workers, [&](std::size_t i) {
@@ -186,7 +190,7 @@ py::array_t<std::uint8_t> stitch(const py::array& images, std::optional<std::vec
     throw py::type_error("images must be a uint8 array, got dtype " + dtype_of(images));
   }
   if (images.ndim() != 4) {
-    throw py::value_error("images must have shape (N, H, W, 3), got shape " + shape_of(images));
+    throw py::value_error("images must have shape (N, H, W, C), got shape " + shape_of(images));
   }
   if (n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(n));
   if (margin < 0) throw py::value_error("margin must be >= 0, got " + std::to_string(margin));
@@ -219,17 +223,17 @@ py::array_t<std::uint8_t> stitch(const py::array& images, std::optional<std::vec
   const std::size_t grid_h = side * batch.height + (side - 1) * m;
   const std::size_t grid_w = side * batch.width + (side - 1) * m;
   py::array_t<std::uint8_t> grid({static_cast<py::ssize_t>(grid_h), static_cast<py::ssize_t>(grid_w),
-                                  static_cast<py::ssize_t>(3)});
+                                  static_cast<py::ssize_t>(batch.channels)});
   const std::uint8_t* in_ptr = batch.data.data();
   std::uint8_t* grid_ptr = grid.mutable_data();
-  const std::size_t stride = batch.height * batch.width * 3;
+  const std::size_t stride = batch.image_values();
   {
     py::gil_scoped_release release;
     // Zero only the margins' share is not worth the bookkeeping: one memset.
-    std::memset(grid_ptr, 0, grid_h * grid_w * 3);
+    std::memset(grid_ptr, 0, grid_h * grid_w * batch.channels);
     filtercast::parallel_for(tiles, workers, [&](std::size_t i) {
-      filtercast::place_tile(in_ptr + positions[i] * stride, batch.height, batch.width, i, side, m,
-                             grid_ptr);
+      filtercast::place_tile(in_ptr + positions[i] * stride, batch.height, batch.width, batch.channels, i,
+                             side, m, grid_ptr);
     });
   }
   return grid;

@@ -16,7 +16,7 @@ SEED_EPS = 1e-7
 def deprocess(
     images: np.ndarray, std: float = 0.1, crop: int = 0, eps: float = SEED_EPS
 ) -> np.ndarray:
-    """The seeds' deprocessing of one (H, W, 3) image or an (N, H, W, 3) batch."""
+    """The seeds' deprocessing of one (H, W, C) image or an (N, H, W, C) batch (C = 3 or 1)."""
     x = np.asarray(images, dtype=np.float64)
     axes = (-3, -2, -1)
     x = x - x.mean(axis=axes, keepdims=True)
@@ -60,10 +60,10 @@ def stitch(
     images: np.ndarray, order: Sequence[int] | None = None, n: int = 8, margin: int = 5
 ) -> np.ndarray:
     """Row-major n x n grid of images[order[i]] with black margins."""
-    count, height, width, _ = images.shape
+    count, height, width, channels = images.shape
     order = list(range(count)) if order is None else list(order)
     grid = np.zeros(
-        (n * height + (n - 1) * margin, n * width + (n - 1) * margin, 3), dtype=np.uint8
+        (n * height + (n - 1) * margin, n * width + (n - 1) * margin, channels), dtype=np.uint8
     )
     for position, index in enumerate(order[: n * n]):
         top = (position // n) * (height + margin)
