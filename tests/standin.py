@@ -25,6 +25,7 @@ from filtercast_server.interceptor import ServerPolicy
 from filtercast_server.metrics import Metrics
 from filtercast_server.presets import AscentParams, Limits
 from filtercast_server.reflection import enable_reflection
+from filtercast_server.registry import ModelConfig
 from filtercast_server.scheduler import Scheduler
 from filtercast_server.wire import limits_message
 from filtercast_server.work import FilterOutcome, JobSource, Precision
@@ -38,6 +39,7 @@ class Layer:
     type: str
     channels: int
     stride: int
+    dtype: str
 
 
 class Device:
@@ -49,11 +51,6 @@ class Device:
         return Precision.FLOAT32 if chosen is Precision.AUTO else chosen
 
 
-@dataclass
-class Spec:
-    default_layer: str = "block5_conv1"
-
-
 class Model:
     """What planning and the API ask of a loaded model."""
 
@@ -62,8 +59,17 @@ class Model:
         self.weights_source = "random"
         self.weights_sha256 = ""
         self.device = Device()
-        self.spec = Spec()
-        self.layers = [Layer("block5_conv1", "Conv2D", CHANNELS, 16)]
+        self.config = ModelConfig(name)
+        self.preprocessing = self.config.preprocessing
+        self.default_layer = "block5_conv1"
+        self.default_preset = "classic"
+        self.input_size = None
+        self.channels = 3
+        self.precisions = (Precision.FLOAT32, Precision.BFLOAT16)
+        self.layers = [Layer("block5_conv1", "Conv2D", CHANNELS, 16, "float32")]
+
+    def resolve_precision(self, precision: Precision | str) -> Precision:
+        return self.device.resolve(precision)
 
     def layer(self, name: str) -> Layer:
         from filtercast_server.errors import InvalidRequestError

@@ -81,8 +81,9 @@ def _write_atomically(path: Path, write: Any) -> None:
 
 
 def save_png(path: Path, image: np.ndarray) -> None:
-    """Write a uint8 (H, W, 3) or (H, W) image as PNG, atomically."""
-    _write_atomically(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
+    """Write a uint8 (H, W, 3) or (H, W, 1) image as an RGB or grayscale PNG, atomically."""
+    flat = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+    _write_atomically(path, lambda tmp: Image.fromarray(flat).save(tmp, format="PNG"))
 
 
 class OutputFolder:

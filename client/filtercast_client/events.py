@@ -40,16 +40,20 @@ def _params_dict(message: pb.ResolvedParams) -> dict[str, Any]:
 
 
 def decode_image(image: pb.Image) -> np.ndarray:
-    """A wire Image as uint8 (H, W, 3); ProtocolError when it is not what it says."""
+    """A wire Image as uint8 (H, W, C), C = 3 or 1; ProtocolError when it is not what it says."""
     if not 0 < image.width <= 1 << 16 or not 0 < image.height <= 1 << 16:
         raise ProtocolError(f"an image of {image.width}x{image.height} pixels")
+    channels = image.channels or 3
+    if channels not in (1, 3):
+        raise ProtocolError(f"an image of {channels} channels")
     if image.format == pb.IMAGE_FORMAT_RAW:
-        expected = image.width * image.height * 3
+        expected = image.width * image.height * channels
         if len(image.data) != expected:
             raise ProtocolError(f"a raw image of {len(image.data)} bytes, expected {expected}")
-        return np.frombuffer(image.data, np.uint8).reshape(image.height, image.width, 3)
+        return np.frombuffer(image.data, np.uint8).reshape(image.height, image.width, channels)
     try:
-        decoded = np.asarray(Image.open(io.BytesIO(image.data)).convert("RGB"))
+        opened = Image.open(io.BytesIO(image.data)).convert("L" if channels == 1 else "RGB")
+        decoded = np.asarray(opened).reshape(opened.height, opened.width, channels)
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise ProtocolError(f"an undecodable PNG image: {error}") from error
     if decoded.shape[:2] != (image.height, image.width):
@@ -92,8 +96,10 @@ class FilterImage:
 
     @property
     def pil(self) -> Image.Image | None:
-        """The picture as a PIL image."""
-        return None if self.image is None else Image.fromarray(self.image)
+        """The picture as a PIL image (mode RGB, or L for a grayscale model)."""
+        if self.image is None:
+            return None
+        return Image.fromarray(self.image[..., 0] if self.image.shape[-1] == 1 else self.image)
 
 
 @dataclass(frozen=True)
@@ -218,12 +224,13 @@ class EventChecker:
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """A layer ascent can run on."""
+    """A layer ascent can run on ("outer/inner" inside a nested model)."""
 
     name: str
     type: str
     channels: int
     output_stride: int
+    dtype: str
 
 
 @dataclass(frozen=True)
@@ -237,6 +244,13 @@ class ModelInfo:
     auto_precision: str
     default_layer: str
     layers: list[LayerInfo]
+    input_size: int | None  # None: any size within the server's limits
+    input_channels: int
+    preprocessing: str
+    default_preset: str
+    display_name: str
+    description: str
+    kind: str  # "builtin" or "file"
 
     @classmethod
     def from_message(cls, message: pb.ModelInfo) -> "ModelInfo":
@@ -248,7 +262,17 @@ class ModelInfo:
             message.device,
             contract.name_of(contract.PRECISIONS, message.auto_precision, "auto") or "unknown",
             message.default_layer,
-            [LayerInfo(i.name, i.type, i.channels, i.output_stride) for i in message.layers],
+            [
+                LayerInfo(i.name, i.type, i.channels, i.output_stride, i.dtype)
+                for i in message.layers
+            ],
+            message.input_size or None,
+            message.input_channels or 3,
+            message.preprocessing,
+            contract.name_of(contract.PRESETS, message.default_preset, "classic") or "unknown",
+            message.display_name,
+            message.description,
+            message.kind,
         )
 
 

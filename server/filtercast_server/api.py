@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from filtercast.contract import PRECISIONS, SERVICE
+from filtercast.contract import PRECISIONS, PRESETS, SERVICE
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.admission import Slot, StreamAdmission
 from filtercast_server.errors import (
@@ -165,18 +165,32 @@ class FilterVisualizerServicer:
         await context.abort(code, message, status_trailers(code, message, facts))
 
     def _model_info(self, model: "LoadedModel") -> pb.ModelInfo:
-        auto = model.device.resolve("auto").value
+        auto = model.resolve_precision("auto").value
+        config = model.config
         return pb.ModelInfo(
             name=model.name,
             weights_source=model.weights_source,
             weights_sha256=model.weights_sha256,
             device=model.device.description,
             auto_precision=PRECISIONS[auto],
-            default_layer=model.spec.default_layer,
+            default_layer=model.default_layer,
             layers=[
-                pb.LayerInfo(name=i.name, type=i.type, channels=i.channels, output_stride=i.stride)
+                pb.LayerInfo(
+                    name=i.name,
+                    type=i.type,
+                    channels=i.channels,
+                    output_stride=i.stride,
+                    dtype=i.dtype,
+                )
                 for i in model.layers
             ],
+            input_size=model.input_size or 0,
+            input_channels=model.channels,
+            preprocessing=model.preprocessing.describe(),
+            default_preset=PRESETS[model.default_preset],
+            display_name=config.display_name,
+            description=config.description,
+            kind="builtin" if config.builtin else "file",
         )
 
     # --- methods --------------------------------------------------------------------
@@ -264,9 +278,9 @@ class FilterVisualizerServicer:
         """The validated plan, preset name and image format, or an INVALID_ARGUMENT."""
         try:
             preset = preset_name(request)
+            if request.preset == pb.PRESET_UNSPECIFIED and request.model in self.models:
+                preset = self.models[request.model].default_preset
             precision = precision_name(request)
-            if precision == "auto":
-                precision = self.default_precision
             fmt = image_format(request)
             plan = await asyncio.get_running_loop().run_in_executor(
                 self._planner,
@@ -279,6 +293,7 @@ class FilterVisualizerServicer:
                     precision,
                     request.seed if request.HasField("seed") else None,
                     self.limits,
+                    self.default_precision,
                 ),
             )
             check_grid_fits(plan, request.grid.disabled, self.max_message_bytes)

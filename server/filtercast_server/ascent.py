@@ -53,24 +53,24 @@ class _Row:
         return time.perf_counter() - self.started
 
 
-def initial_image(params: AscentParams, seed: int, index: int) -> np.ndarray:
-    """A filter's starting noise; depends only on (seed, filter index)."""
+def initial_image(params: AscentParams, seed: int, index: int, channels: int = 3) -> np.ndarray:
+    """A filter's starting noise; depends only on (seed, filter index) and the input's channels."""
     size = params.round_sizes()[0]
-    uniform = np.random.default_rng([seed, index]).random((size, size, 3))
+    uniform = np.random.default_rng([seed, index]).random((size, size, channels))
     return ((uniform - 0.5) * params.init_scale + params.init_offset).astype(np.float32)
 
 
 def build_step(extractor: tf.keras.Model, border: int, gradient_norm: str) -> StepFn:
     """One compiled ascent step for a whole batch.
 
-    Takes (images float32 (B,H,W,3), filters int32 (B,), step_size) and returns
+    Takes (images float32 (B,H,W,C), filters int32 (B,), step_size) and returns
     the updated images and each row's loss before the update. The input
     signature has free batch and spatial sizes: one trace serves every batch.
     """
 
     @tf.function(
         input_signature=[
-            tf.TensorSpec([None, None, None, 3], tf.float32),
+            tf.TensorSpec([None, None, None, None], tf.float32),
             tf.TensorSpec([None], tf.int32),
             tf.TensorSpec([], tf.float32),
         ]
@@ -107,7 +107,11 @@ def rescale(images: np.ndarray, params: AscentParams, target: int) -> np.ndarray
     pictures = native.deprocess(images, std=params.deprocess_std, eps=params.deprocess_eps)
     resized = np.stack(
         [
-            np.asarray(Image.fromarray(p).resize((target, target), Image.Resampling.BICUBIC))
+            np.asarray(
+                Image.fromarray(p.squeeze(-1) if p.shape[-1] == 1 else p).resize(
+                    (target, target), Image.Resampling.BICUBIC
+                )
+            ).reshape(target, target, p.shape[-1])
             for p in pictures
         ]
     )
@@ -181,9 +185,9 @@ class AscentEngine:
             if rows:
                 yield self._finish(params, rows, images)
 
-    @staticmethod
-    def _initial_batch(params: AscentParams, jobs: Sequence[Job]) -> np.ndarray:
-        return np.stack([initial_image(params, job.seed, job.index) for job in jobs])
+    def _initial_batch(self, params: AscentParams, jobs: Sequence[Job]) -> np.ndarray:
+        channels = self.models[params.model].channels
+        return np.stack([initial_image(params, job.seed, job.index, channels) for job in jobs])
 
     def _ascend_round(
         self,

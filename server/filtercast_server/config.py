@@ -12,6 +12,7 @@ import click
 
 from filtercast.contract import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
 from filtercast_server.presets import Limits
+from filtercast_server.registry import ModelConfig, model_configs
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -35,7 +36,10 @@ class Settings:
     port: int = 50051
     metrics_port: int = 9464
     health_port: int = 0
-    models: str = "vgg16"
+    model: tuple[str, ...] = ("vgg16",)
+    models_file: str = ""
+    allow_unsafe: tuple[str, ...] = ()
+    custom_objects: tuple[str, ...] = ()
     weights: str = "imagenet"
     device: str = "auto"
     precision: str = "auto"
@@ -66,10 +70,10 @@ class Settings:
     log_level: str = "INFO"
     seed: int = 0  # of random weights
 
-    @property
-    def model_names(self) -> list[str]:
-        """The models to load, from the comma list."""
-        return [name.strip() for name in self.models.split(",") if name.strip()]
+    def model_configs(self) -> list[ModelConfig]:
+        """The models to serve (RegistryError, a SettingsError, when the settings are wrong)."""
+        flags = () if self.models_file and self.model == ("vgg16",) else self.model
+        return model_configs(flags, self.models_file, self.allow_unsafe, self.custom_objects)
 
     def limits(self) -> Limits:
         """Request limits derived from the settings."""
@@ -125,7 +129,14 @@ HELP = {
     "metrics_port": "Prometheus /metrics port (0: off)",
     "health_port": "plaintext port serving only grpc.health.v1, for probes when --port uses TLS "
     "(0: off)",
-    "models": "comma list of models to load: vgg16, vgg19, resnet50v2",
+    "model": "a model to serve, repeatable (comma lists too): a built-in (vgg16, vgg19, "
+    "resnet50v2) or NAME=PATH of a Keras .keras / full-model .h5 file",
+    "models_file": "TOML file of [models.NAME] tables: path, preprocessing, default_layer, ... "
+    "(see filtercast_server/registry.py); replaces the default --model vgg16",
+    "allow_unsafe": "a model that may load with Keras safe_mode off, repeatable: loading it "
+    "runs code stored in the file (Lambda layers)",
+    "custom_objects": "module:attribute holding a custom layer/function (or a dict of them) "
+    "that model files may use, repeatable",
     "weights": "imagenet (Keras download), random, or a .weights.h5 path (single model)",
     "device": "auto, cpu or gpu",
     "precision": "default precision of requests that ask for AUTO: auto, float32, bfloat16",
@@ -168,13 +179,17 @@ def settings_options(function: Callable[..., Any]) -> Callable[..., Any]:
     either is a one-line usage error naming the flag and the variable.
     """
     for field in reversed(fields(Settings)):
-        kind = type(field.default)
+        repeated = isinstance(field.default, tuple)
+        names = [f"--{field.name.replace('_', '-')}"] + (
+            ["--models"] if field.name == "model" else []
+        )
         function = click.option(
-            f"--{field.name.replace('_', '-')}",
+            *names,
             field.name,
-            type=kind,
+            type=str if repeated else type(field.default),
+            multiple=repeated,
             default=field.default,
-            envvar=f"FILTERCAST_{field.name.upper()}",
+            envvar=ENV_NAMES.get(field.name, f"FILTERCAST_{field.name.upper()}"),
             show_envvar=True,
             show_default=True,
             help=HELP[field.name],
@@ -182,6 +197,16 @@ def settings_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
+# Repeatable settings read several values from one variable, separated by spaces.
+ENV_NAMES = {"model": "FILTERCAST_MODELS"}
+
+
 def settings_from(values: dict[str, Any]) -> Settings:
     """Settings from the parsed options."""
-    return Settings(**{field.name: values[field.name] for field in fields(Settings)})
+    chosen: dict[str, Any] = {
+        field.name: tuple(values[field.name])
+        if isinstance(field.default, tuple)
+        else values[field.name]
+        for field in fields(Settings)
+    }
+    return Settings(**chosen)

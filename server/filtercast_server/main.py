@@ -32,13 +32,14 @@ from filtercast_server.ascent import AscentEngine
 from filtercast_server.auth import AuthConfigError, TokenAuthenticator
 from filtercast_server.config import Settings, SettingsError
 from filtercast_server.devices import select_device
-from filtercast_server.errors import ModelLoadError
+from filtercast_server.errors import InvalidRequestError, ModelLoadError
 from filtercast_server.interceptor import ServerPolicy
 from filtercast_server.metrics import Metrics
 from filtercast_server.metrics_http import serve_metrics
 from filtercast_server.models import LoadedModel
 from filtercast_server.planning import make_plan
 from filtercast_server.reflection import enable_reflection
+from filtercast_server.registry import ModelConfig, RegistryError
 from filtercast_server.scheduler import Scheduler
 from filtercast_server.tls import ReloadingCredentials, TLSConfigError
 from filtercast_server.wire import limits_message
@@ -97,8 +98,13 @@ def server_options(settings: Settings, max_connections: int) -> list[tuple[str, 
     ]
 
 
-def load_models(settings: Settings, engine: AscentEngine) -> dict[str, LoadedModel]:
-    """Load every configured model and trace its default layer's step once."""
+def load_models(
+    settings: Settings, configs: list[ModelConfig], engine: AscentEngine, metrics: Metrics
+) -> dict[str, LoadedModel]:
+    """Load every configured model, check they fit, trace each default layer's step once.
+
+    Any failure raises: the server never serves some of its models.
+    """
     device = select_device(settings.device)
     rows, pixels = device.batch_limits()
     engine.max_batch = settings.max_batch or rows
@@ -106,25 +112,74 @@ def load_models(settings: Settings, engine: AscentEngine) -> dict[str, LoadedMod
     log.info(
         "batches of at most %d filters and %d pixels", engine.max_batch, engine.max_batch_pixels
     )
-    names = settings.model_names
-    if len(names) > 1 and settings.weights not in ("imagenet", "random"):
-        raise ModelLoadError("a weights file fits one model; pass one --models or imagenet")
+    builtins = [c.name for c in configs if c.builtin]
+    if len(builtins) > 1 and settings.weights not in ("imagenet", "random"):
+        raise ModelLoadError("a weights file fits one built-in model; serve one, or imagenet")
     models = {}
-    for name in names:
-        log.info("loading %s (%s) on %s", name, settings.weights, device.description)
-        models[name] = LoadedModel(name, settings.weights, device, seed=settings.seed)
+    for config in configs:
+        source = config.path.name if config.path else settings.weights
+        log.info("loading %s (%s) on %s", config.name, source, device.description)
+        model = LoadedModel(config.name, settings.weights, device, settings.seed, config)
+        models[config.name] = model
+        metrics.model_memory.labels(config.name).set(model.parameter_bytes())
+    check_memory(models, engine.max_batch_pixels, device.kind)
     engine.models.update(models)
     for name, model in models.items():
+        size = model.input_size or max(32, model.smallest_input(model.default_layer))
         warm = make_plan(
             models,
             "classic",
-            {"model": name, "layer": model.spec.default_layer, "size": 32, "steps": 1},
+            {"model": name, "layer": model.default_layer, "size": size, "steps": 1},
             "0:1",
             settings.precision,
             seed=0,
         )
         list(engine.run(warm))
+        log.info(
+            "%s ready: %d layers, input %s x %d channels, %s preprocessing, sha256 %s",
+            name,
+            len(model.layers),
+            model.input_size or "any size",
+            model.channels,
+            model.preprocessing.describe(),
+            model.weights_sha256[:16] or "-",
+        )
     return models
+
+
+def available_memory(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """Bytes the kernel says can be allocated without swapping (None when unknown)."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(models: dict[str, LoadedModel], batch_pixels: int, device: str) -> None:
+    """Refuse to start when the models' estimated need exceeds the memory left on a CPU host.
+
+    The estimate: every model's weights (resident), plus one batch of the
+    largest model's activations (models take turns on the device). GPU memory
+    is not checked here: TensorFlow reports no free figure before it allocates.
+    """
+    weights = sum(model.parameter_bytes() for model in models.values())
+    activations = max(model.activation_bytes(batch_pixels) for model in models.values())
+    log.info(
+        "memory estimate: %.0f MB of weights, %.0f MB of activations per batch",
+        weights / 1e6,
+        activations / 1e6,
+    )
+    free = available_memory() if device == "cpu" else None
+    if free is not None and activations > free:
+        raise ModelLoadError(
+            f"the models need about {(weights + activations) / 1e9:.1f} GB ({weights / 1e9:.1f} "
+            f"GB of weights, loaded, plus {activations / 1e9:.1f} GB of activations for a batch "
+            f"of {batch_pixels} pixels) and {free / 1e9:.1f} GB is left: serve fewer models or "
+            "lower --max-batch-pixels"
+        )
 
 
 def add_port(server: grpc.aio.Server, address: str, settings: Settings) -> int:
@@ -162,6 +217,7 @@ async def serve(settings: Settings) -> int:
                     getattr(capped, field),
                 )
         settings = capped
+        configs = settings.model_configs()
         authenticator = (
             TokenAuthenticator.from_file(Path(settings.auth_tokens_file))
             if settings.auth_tokens_file
@@ -214,7 +270,7 @@ async def serve(settings: Settings) -> int:
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, probes)
             probes.add_insecure_port(join_host_port(settings.host, settings.health_port))
             servers.append(probes)
-    except (SettingsError, AuthConfigError, TLSConfigError) as error:
+    except (SettingsError, RegistryError, AuthConfigError, TLSConfigError) as error:
         log.error("cannot start: %s", error)
         return 2
     metrics_runner = None
@@ -237,7 +293,9 @@ async def serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loading = asyncio.ensure_future(asyncio.to_thread(load_models, settings, engine))
+    loading = asyncio.ensure_future(
+        asyncio.to_thread(load_models, settings, configs, engine, metrics)
+    )
     await asyncio.wait(
         [loading, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED
     )
@@ -249,9 +307,13 @@ async def serve(settings: Settings) -> int:
             servicer.ready = True
             for service in ("", SERVICE):
                 await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-            log.info("serving %s", ", ".join(settings.model_names))
+            log.info("serving %s", ", ".join(engine.models))
             for model in engine.models.values():
                 metrics.sample_device_memory(model.device.name)
+        except (ModelLoadError, InvalidRequestError) as error:  # the model's fault: its reason
+            log.error("cannot start: %s", error)
+            code = 1
+            stop.set()
         except Exception:
             log.exception("could not load the models")
             code = 1

@@ -131,6 +131,12 @@ class Metrics(EngineObserver):
             ["reason"],
             registry=r,
         )
+        self.model_memory = Gauge(
+            "filtercast_model_memory_bytes",
+            "Bytes of a resident model's weights (every precision variant built)",
+            ["model"],
+            registry=r,
+        )
         self.device_memory = Gauge(
             "filtercast_device_memory_bytes",
             "Accelerator memory in use, where the device reports it",

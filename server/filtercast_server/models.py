@@ -1,16 +1,20 @@
 """The networks the service visualizes: loading, introspection, feature extractors.
 
-A model is loaded once (``imagenet`` through Keras' own download and cache, a
-weights file, or seeded ``random`` weights), stays resident on its device, and
-builds a feature extractor truncated at a layer on first use, cached per
-(layer, precision).
+A model is a built-in architecture (``imagenet`` weights through Keras' own
+download and cache, a weights file, or seeded ``random`` weights) or an
+operator's own .keras/.h5 file (see registry.py). It is loaded once, stays
+resident on its device, and builds a feature extractor truncated at a layer
+(nested ones included), with the model's preprocessing in front, on first
+use, cached per (layer, precision).
 """
 
 import hashlib
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from filtercast_server.devices import Device
 from filtercast_server.errors import (
@@ -19,6 +23,7 @@ from filtercast_server.errors import (
     UnknownModelError,
     quoted,
 )
+from filtercast_server.registry import ModelConfig, Preprocessing
 from filtercast_server.tf import keras, tf
 from filtercast_server.work import Precision
 
@@ -40,16 +45,18 @@ MODEL_SPECS: dict[str, ModelSpec] = {
 MAX_PROBE_SIZE = 1 << 14  # no layer of an image model needs a larger input to be computed
 POLICIES = {Precision.FLOAT32: "float32", Precision.BFLOAT16: "mixed_bfloat16"}
 _policy_lock = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class LayerInfo:
     """A layer whose output is (H, W, C): where ascent can be run."""
 
-    name: str
+    name: str  # "block3_conv2", or "backbone/block3_conv2" inside a nested model
     type: str
     channels: int
     stride: int  # input pixels per output pixel
+    dtype: str = "float32"  # of its output
 
 
 def sha256_of(path: Path) -> str:
@@ -72,28 +79,213 @@ def _construct(spec: ModelSpec, weights: str | None, precision: Precision) -> ke
             keras.config.set_dtype_policy("float32")
 
 
-class LoadedModel:
-    """One resident network and the feature extractors built from it."""
+@keras.saving.register_keras_serializable(package="filtercast")
+class InputPreprocessing(keras.layers.Layer):
+    """(x, channels reversed when bgr) - mean) / std: a model's own input convention.
 
-    def __init__(self, name: str, weights: str, device: Device, seed: int = 0) -> None:
-        if name not in MODEL_SPECS:
-            raise UnknownModelError(
-                f"unknown model {quoted(name)}; valid models: {', '.join(sorted(MODEL_SPECS))}",
-                name,
-            )
-        self.name = name
-        self.spec = MODEL_SPECS[name]
+    Runs in float32 ahead of the network (whose first layer casts to its own
+    compute dtype), so bfloat16 never touches 0..255 pixel values.
+    """
+
+    def __init__(self, preprocessing: Preprocessing, **kwargs: Any) -> None:
+        super().__init__(dtype="float32", **kwargs)
+        self.bgr = preprocessing.bgr
+        self.mean = [float(v) for v in preprocessing.mean]
+        self.std = [float(v) for v in preprocessing.std]
+
+    def call(self, images: Any) -> Any:
+        """The preprocessed batch."""
+        if self.bgr:
+            images = keras.ops.flip(images, axis=-1)
+        return (images - keras.ops.array(self.mean)) / keras.ops.array(self.std)
+
+
+def _feature_layers(model: keras.Model) -> list[tuple[str, Any, Any]]:
+    """(path, layer, output tensor in `model`'s graph) for every (H, W, C) layer, nested too.
+
+    A layer inside a nested Functional/Sequential model is named "outer/inner";
+    its tensor is made in `model`'s graph by calling a sub-model of the nested
+    one (cut at its layers) on the tensor that feeds it (its first call site).
+    """
+    found: list[tuple[str, Any, Any]] = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if isinstance(layer, keras.Model):
+            inner = _feature_layers(layer)
+            if not inner:
+                continue
+            cut = keras.Model(layer.inputs[0], [tensor for _, _, tensor in inner])
+            feed = layer._inbound_nodes[0].input_tensors[0]  # where `model` calls it
+            outputs = cut(feed)
+            outputs = outputs if isinstance(outputs, list | tuple) else [outputs]
+            found += [
+                (f"{layer.name}/{path}", leaf, tensor)
+                for (path, leaf, _), tensor in zip(inner, outputs, strict=True)
+            ]
+        elif len(layer.output.shape) == 4:
+            found.append((layer.name, layer, layer.output))
+    return found
+
+
+def _check_input(name: str, model: Any) -> tuple[int | None, int]:
+    """(fixed square side or None, channels) of a model's one image input, or ModelLoadError."""
+    inputs = getattr(model, "inputs", None)
+    if not isinstance(model, keras.Model) or not inputs:
+        raise ModelLoadError(
+            f"model {name}: not a Functional or Sequential Keras model (a subclassed model's "
+            "layers cannot be cut at a layer); save it as a Functional model"
+        )
+    if len(inputs) != 1:
+        raise ModelLoadError(
+            f"model {name} takes {len(inputs)} inputs; only models with one image input can "
+            "be visualized"
+        )
+    shape = tuple(inputs[0].shape)
+    if len(shape) != 4:
+        raise ModelLoadError(
+            f"model {name}: its input has shape {shape}; an image model takes (batch, H, W, C)"
+        )
+    height, width, channels = shape[1:]
+    if channels not in (1, 3):
+        raise ModelLoadError(
+            f"model {name}: its input has {channels} channels; 1 (grayscale) or 3 (RGB) work"
+        )
+    if height != width:
+        raise ModelLoadError(
+            f"model {name}: its input is fixed at {height}x{width}; square or free inputs work"
+        )
+    return height, int(channels)
+
+
+def _load_file(config: ModelConfig) -> keras.Model:
+    """A .keras or full-model .h5 file, in Keras safe mode unless the operator allowed otherwise."""
+    assert config.path is not None
+    if not config.safe_mode:
+        log.warning(
+            "loading %s from %s with safe_mode off: code stored in the file runs",
+            config.name,
+            config.path.name,
+        )
+    try:
+        return keras.saving.load_model(
+            config.path,
+            custom_objects=config.custom_objects or None,
+            compile=False,
+            safe_mode=config.safe_mode,
+        )
+    except Exception as error:
+        if config.safe_mode and "safe_mode" in str(error):
+            raise ModelLoadError(
+                f"model {config.name}: {config.path.name} holds code (a Lambda layer) that runs "
+                "when it loads, and Keras safe mode refused it. If you trust the file, allow it "
+                f"with --allow-unsafe {config.name} (or safe_mode = false in the models file)"
+            ) from error
+        raise ModelLoadError(
+            f"model {config.name}: could not load {config.path.name}: {error}. It must be a "
+            "Keras 3 .keras file or a full-model .h5 (custom layers: --custom-objects)"
+        ) from error
+
+
+class LoadedModel:
+    """One resident network and the feature extractors built from it.
+
+    A built-in (keras.applications, weights from `weights`) or, with a
+    `config` that has a path, an operator's own model file. Identified by name
+    and the sha256 of its file (the weights file for built-ins).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        weights: str,
+        device: Device,
+        seed: int = 0,
+        config: ModelConfig | None = None,
+    ) -> None:
+        self.config = config or ModelConfig(name)
+        self.name = self.config.name
         self.device = device
+        self.preprocessing = self.config.preprocessing
         self.weights_source, self.weights_sha256 = weights, ""
         self._variants: dict[Precision, keras.Model] = {}
         self._extractors: dict[tuple[str, Precision], keras.Model] = {}
         self._smallest: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
-        with tf.device(device.name):
-            self._variants[Precision.FLOAT32] = self._load(weights, seed)
-        self.layers = self._introspect(self._variants[Precision.FLOAT32])
+        if self.config.builtin:
+            if self.name not in MODEL_SPECS:
+                raise UnknownModelError(
+                    f"unknown model {quoted(self.name)}; valid models: "
+                    + ", ".join(sorted(MODEL_SPECS)),
+                    self.name,
+                )
+            self.spec: ModelSpec | None = MODEL_SPECS[self.name]
+            with tf.device(device.name):
+                self._variants[Precision.FLOAT32] = self._load(weights, seed)
+        else:
+            assert self.config.path is not None
+            self.spec = None
+            with tf.device(device.name):
+                self._variants[Precision.FLOAT32] = _load_file(self.config)
+            self.weights_source = self.config.path.name
+            self.weights_sha256 = sha256_of(self.config.path)
+        model = self._variants[Precision.FLOAT32]
+        self.input_size, self.channels = _check_input(self.name, model)
+        if not self.preprocessing.fits(self.channels):
+            raise ModelLoadError(
+                f"model {self.name}: preprocessing {self.preprocessing.describe()} does not fit "
+                f"its {self.channels}-channel input"
+            )
+        features = _feature_layers(model)
+        if not features:
+            raise ModelLoadError(f"model {self.name} has no layer with an (H, W, C) output")
+        self._tensors = {path: tensor for path, _, tensor in features}
+        self.layers = self._introspect(model, features)
+        default = self.config.default_layer or (self.spec.default_layer if self.spec else None)
+        self.default_layer = default or features[-1][0]
+        self.layer(self.default_layer)  # a default layer that does not exist stops the start
+        self.default_preset = self.config.default_preset
+
+    @property
+    def precisions(self) -> tuple[Precision, ...]:
+        """The compute precisions it runs: built-ins both, files the dtypes they were saved in."""
+        if self.spec is None:
+            return (Precision.FLOAT32,)
+        return (Precision.FLOAT32, Precision.BFLOAT16)
+
+    def resolve_precision(self, precision: Precision | str) -> Precision:
+        """AUTO as this model runs best here; a precision it cannot run is an error."""
+        chosen = self.device.resolve(precision)
+        if chosen not in self.precisions:
+            if Precision(precision) is Precision.AUTO:
+                return Precision.FLOAT32
+            raise InvalidRequestError(
+                f"model {self.name} runs in float32 only (a registered model keeps the dtypes "
+                "it was saved with); ask for precision float32 or auto",
+                "precision",
+            )
+        return chosen
+
+    def parameter_bytes(self) -> int:
+        """Bytes its weights take, over every precision variant built so far."""
+        return sum(
+            int(weight.numpy().nbytes)
+            for model in self._variants.values()
+            for weight in model.weights
+        )
+
+    def activation_bytes(self, batch_pixels: int) -> int:
+        """Estimated bytes of one batch of `batch_pixels` input pixels through every layer.
+
+        Each (H, W, C) layer holds C / stride² float32 values per input pixel;
+        the gradient pass needs as much again and the step's workspace about
+        as much once more, hence x 3. An upper bound: a batch stops at its layer.
+        """
+        per_pixel = sum(layer.channels / layer.stride**2 for layer in self.layers)
+        return int(batch_pixels * per_pixel * 4 * 3)
 
     def _load(self, weights: str, seed: int) -> keras.Model:
+        assert self.spec is not None
         if weights == "random":
             keras.utils.set_random_seed(seed)
             return _construct(self.spec, None, Precision.FLOAT32)
@@ -123,26 +315,24 @@ class LoadedModel:
         self.weights_source, self.weights_sha256 = path.name, sha256_of(path)
         return model
 
-    @staticmethod
-    def _introspect(model: keras.Model) -> list[LayerInfo]:
-        layers = [
-            layer
-            for layer in model.layers
-            if not isinstance(layer, keras.layers.InputLayer) and len(layer.output.shape) == 4
-        ]
-        # One symbolic pass at 224 px gives every layer's output size, hence its stride.
-        probe = 224
-        shapes = keras.Model(model.input, [layer.output for layer in layers]).compute_output_shape(
-            (1, probe, probe, 3)
+    def _introspect(
+        self, model: keras.Model, features: list[tuple[str, Any, Any]]
+    ) -> list[LayerInfo]:
+        # One symbolic pass gives every layer's output size, hence its stride.
+        probe = self.input_size or 224
+        shapes = keras.Model(model.inputs[0], [t for _, _, t in features]).compute_output_shape(
+            (1, probe, probe, self.channels)
         )
+        shapes = shapes if isinstance(shapes, list) else [shapes]
         return [
             LayerInfo(
-                layer.name,
+                path,
                 type(layer).__name__,
-                int(layer.output.shape[-1]),
-                max(1, round(probe / shape[1])),
+                int(tensor.shape[-1]),
+                max(1, round(probe / shape[1])) if shape[1] else 1,
+                str(tensor.dtype),
             )
-            for layer, shape in zip(layers, shapes, strict=True)
+            for (path, layer, tensor), shape in zip(features, shapes, strict=True)
         ]
 
     def layer(self, name: str) -> LayerInfo:
@@ -158,6 +348,7 @@ class LoadedModel:
 
     def _variant(self, precision: Precision) -> keras.Model:
         if precision not in self._variants:
+            assert self.spec is not None  # files run in float32 only (resolve_precision)
             # Same weights, other compute dtype: build and copy, no reload.
             with tf.device(self.device.name):
                 model = _construct(self.spec, None, precision)
@@ -166,13 +357,25 @@ class LoadedModel:
         return self._variants[precision]
 
     def extractor(self, layer: str, precision: Precision) -> keras.Model:
-        """The network truncated at `layer`, in `precision` (built once, then cached)."""
+        """The network truncated at `layer`, in `precision`, its preprocessing in front.
+
+        Built once per (layer, precision), then cached.
+        """
         self.layer(layer)
         key = (layer, precision)
         with self._lock:
             if key not in self._extractors:
                 model = self._variant(precision)
-                self._extractors[key] = keras.Model(model.input, model.get_layer(layer).output)
+                output = (
+                    self._tensors[layer]
+                    if precision is Precision.FLOAT32
+                    else model.get_layer(layer).output
+                )
+                cut = keras.Model(model.inputs[0], output)
+                if not self.preprocessing.identity:
+                    images = keras.Input((self.input_size, self.input_size, self.channels))
+                    cut = keras.Model(images, cut(InputPreprocessing(self.preprocessing)(images)))
+                self._extractors[key] = cut
             return self._extractors[key]
 
     def output_size(self, layer: str, input_size: int) -> tuple[int, int]:
@@ -182,7 +385,7 @@ class LoadedModel:
         """
         try:
             shape = self.extractor(layer, Precision.FLOAT32).compute_output_shape(
-                (1, input_size, input_size, 3)
+                (1, input_size, input_size, self.channels)
             )
         except ValueError:  # Keras: "Computed output size would be zero or negative"
             return 0, 0
@@ -191,6 +394,14 @@ class LoadedModel:
     def smallest_input(self, layer: str, border: int = 0) -> int:
         """The smallest square input whose `layer` output keeps a pixel inside `border`."""
         key = (layer, border)
+        if key not in self._smallest and self.input_size is not None:
+            if min(self.output_size(layer, self.input_size)) < 1 + 2 * border:
+                raise InvalidRequestError(
+                    f"{layer} with border {border} has no pixel left at this model's fixed "
+                    f"{self.input_size} px input; use a smaller border",
+                    "border",
+                )
+            self._smallest[key] = self.input_size
         if key not in self._smallest:
 
             def fits(size: int) -> bool:

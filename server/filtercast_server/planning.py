@@ -1,5 +1,6 @@
 """Turning a request into a validated :class:`Plan` before any work starts."""
 
+import dataclasses
 import secrets
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +24,13 @@ def make_plan(
     precision: Precision | str = Precision.AUTO,
     seed: int | None = None,
     limits: Limits | None = None,
+    default_precision: Precision | str = Precision.AUTO,
 ) -> Plan:
     """Resolve preset + overrides, check model, layer, filters, sizes and cost.
+
+    A request naming a model other than its preset's and no layer gets that
+    model's default layer. AUTO precision becomes `default_precision` (the
+    server's choice) on models that run it, else what runs best there.
 
     Raises InvalidRequestError (UnknownModelError, OverBudgetError) with a
     message that says what is valid. Nothing proportional to the request's
@@ -45,10 +51,18 @@ def make_plan(
             params.model,
         )
     model = models[params.model]
+    if "layer" not in (overrides or {}) and params.model != PRESETS[preset].params.model:
+        params = dataclasses.replace(params, layer=model.default_layer)
     channels = model.layer(params.layer).channels
     indices = select_filters(filters, channels, recipe.default_filters, limits.max_filters)
     if not indices:
         raise InvalidRequestError("no filters requested", "filters")
+    if model.input_size is not None and set(params.round_sizes()) != {model.input_size}:
+        raise InvalidRequestError(
+            f"model {params.model} was built for {model.input_size} px inputs only; use size="
+            f"{model.input_size}" + (" and no upscaling rounds" if params.upscale_rounds else ""),
+            "size",
+        )
     smallest = params.round_sizes()[0]
     needed = model.smallest_input(params.layer, params.border)
     if needed > limits.max_size:
@@ -77,8 +91,14 @@ def make_plan(
             "filters",
         )
     try:
-        resolved = model.device.resolve(precision)
+        if Precision(precision) is Precision.AUTO and (
+            Precision(default_precision) in model.precisions
+        ):
+            precision = default_precision
+        resolved = model.resolve_precision(precision)
     except ValueError as error:
+        if isinstance(error, InvalidRequestError):
+            raise
         raise InvalidRequestError(
             f"unknown precision {quoted(str(precision))}; valid: "
             + ", ".join(p.value for p in Precision),

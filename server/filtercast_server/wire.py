@@ -162,15 +162,17 @@ def params_message(p: AscentParams, grid: GridParams, preset: str) -> pb.Resolve
 
 
 def encode_image(image: np.ndarray, fmt: pb.ImageFormat) -> pb.Image:
-    """A uint8 (H, W, 3) picture as a wire Image, PNG or raw."""
-    height, width = image.shape[:2]
+    """A uint8 (H, W, 3) or (H, W, 1) picture as a wire Image, PNG (RGB or grayscale) or raw."""
+    height, width, channels = image.shape
     if fmt == pb.IMAGE_FORMAT_RAW:
         data = np.ascontiguousarray(image).tobytes()
     else:
         buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+        Image.fromarray(image[..., 0] if channels == 1 else image).save(
+            buffer, format="PNG", compress_level=1
+        )
         data = buffer.getvalue()
-    return pb.Image(format=fmt, data=data, width=width, height=height)
+    return pb.Image(format=fmt, data=data, width=width, height=height, channels=channels)
 
 
 def preset_infos() -> list[pb.PresetInfo]:

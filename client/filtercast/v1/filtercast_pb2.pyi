@@ -111,7 +111,7 @@ class DescribeModelResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "weights_source", "weights_sha256", "device", "auto_precision", "layers", "default_layer")
+    __slots__ = ("name", "weights_source", "weights_sha256", "device", "auto_precision", "layers", "default_layer", "input_size", "input_channels", "preprocessing", "default_preset", "display_name", "description", "kind")
     NAME_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_SOURCE_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +119,13 @@ class ModelInfo(_message.Message):
     AUTO_PRECISION_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_LAYER_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_PRESET_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     name: str
     weights_source: str
     weights_sha256: str
@@ -126,19 +133,28 @@ class ModelInfo(_message.Message):
     auto_precision: Precision
     layers: _containers.RepeatedCompositeFieldContainer[LayerInfo]
     default_layer: str
-    def __init__(self, name: _Optional[str] = ..., weights_source: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., device: _Optional[str] = ..., auto_precision: _Optional[_Union[Precision, str]] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., default_layer: _Optional[str] = ...) -> None: ...
+    input_size: int
+    input_channels: int
+    preprocessing: str
+    default_preset: Preset
+    display_name: str
+    description: str
+    kind: str
+    def __init__(self, name: _Optional[str] = ..., weights_source: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., device: _Optional[str] = ..., auto_precision: _Optional[_Union[Precision, str]] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., default_layer: _Optional[str] = ..., input_size: _Optional[int] = ..., input_channels: _Optional[int] = ..., preprocessing: _Optional[str] = ..., default_preset: _Optional[_Union[Preset, str]] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class LayerInfo(_message.Message):
-    __slots__ = ("name", "type", "channels", "output_stride")
+    __slots__ = ("name", "type", "channels", "output_stride", "dtype")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_STRIDE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: str
     channels: int
     output_stride: int
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., channels: _Optional[int] = ..., output_stride: _Optional[int] = ...) -> None: ...
+    dtype: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., channels: _Optional[int] = ..., output_stride: _Optional[int] = ..., dtype: _Optional[str] = ...) -> None: ...
 
 class FilterSelection(_message.Message):
     __slots__ = ("range", "list", "ranges")
@@ -305,16 +321,18 @@ class Accepted(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., params: _Optional[_Union[ResolvedParams, _Mapping]] = ..., filter_count: _Optional[int] = ..., filters: _Optional[_Iterable[int]] = ..., weights_source: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
 
 class Image(_message.Message):
-    __slots__ = ("format", "data", "width", "height")
+    __slots__ = ("format", "data", "width", "height", "channels")
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
     format: ImageFormat
     data: bytes
     width: int
     height: int
-    def __init__(self, format: _Optional[_Union[ImageFormat, str]] = ..., data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+    channels: int
+    def __init__(self, format: _Optional[_Union[ImageFormat, str]] = ..., data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., channels: _Optional[int] = ...) -> None: ...
 
 class FilterResult(_message.Message):
     __slots__ = ("index", "loss", "dead", "image", "steps", "seconds", "done", "total")
