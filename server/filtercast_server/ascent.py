@@ -60,7 +60,9 @@ def initial_image(params: AscentParams, seed: int, index: int, channels: int = 3
     return ((uniform - 0.5) * params.init_scale + params.init_offset).astype(np.float32)
 
 
-def build_step(extractor: tf.keras.Model, border: int, gradient_norm: str) -> StepFn:
+def build_step(
+    extractor: tf.keras.Model, border: int, gradient_norm: str, channels: int = 3
+) -> StepFn:
     """One compiled ascent step for a whole batch.
 
     Takes (images float32 (B,H,W,C), filters int32 (B,), step_size) and returns
@@ -70,7 +72,7 @@ def build_step(extractor: tf.keras.Model, border: int, gradient_norm: str) -> St
 
     @tf.function(
         input_signature=[
-            tf.TensorSpec([None, None, None, None], tf.float32),
+            tf.TensorSpec([None, None, None, channels], tf.float32),
             tf.TensorSpec([None], tf.int32),
             tf.TensorSpec([], tf.float32),
         ]
@@ -143,8 +145,11 @@ class AscentEngine:
         """The compiled step for this model, layer, precision and loss (cached)."""
         key = (params.model, params.layer, precision, params.border, params.gradient_norm)
         if key not in self._steps:
-            extractor = self.models[params.model].extractor(params.layer, precision)
-            self._steps[key] = build_step(extractor, params.border, params.gradient_norm)
+            model = self.models[params.model]
+            extractor = model.extractor(params.layer, precision)
+            self._steps[key] = build_step(
+                extractor, params.border, params.gradient_norm, model.channels
+            )
         return self._steps[key]
 
     def run(self, plan: Plan) -> Iterator[FilterOutcome]:
