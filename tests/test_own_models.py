@@ -165,6 +165,9 @@ def test_models_are_listed_with_their_identity_and_shape(own, model_files) -> No
     assert models["small"].auto_precision == "float32"
     log = server.log_path.read_text()
     assert "safe_mode off: code stored in the file runs" in log
+    assert "memory estimate:" in log
+    for name in models:  # every resident model's weights are on the gauge
+        assert server.metric("filtercast_model_memory_bytes", model=name) > 0
 
 
 @pytest.mark.parametrize(
