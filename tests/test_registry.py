@@ -78,6 +78,7 @@ def test_a_models_file(tmp_path: Path) -> None:
         ('[models.a]\npath = "net.keras"\ncolour = 1\n', "unknown key(s) colour"),
         ('[models.a]\npath = "net.keras"\npreprocessing = "magic"\n', "unknown preprocessing"),
         ('[models.a]\npath = "net.keras"\nstd = [0]\n', "std above 0"),
+        ('[models.a]\npath = "net.keras"\ndefault_preset = "x"\n', "unknown default_preset 'x'"),
         ("[models.a]\n", "give a path, or name a built-in"),
         ("title = 1\n", "no [models.NAME] tables"),
         ("[models\n", "cannot read the models file"),

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from filtercast.contract import PRESETS
+
 BUILTIN_MODELS = {
     "vgg16": "block5_conv1",
     "vgg19": "block5_conv1",
@@ -192,6 +194,11 @@ def parse_models_file(path: Path) -> list[ModelConfig]:
                 + ", ".join(sorted(KNOWN_KEYS))
             )
         check_name(name)
+        preset = spec.get("default_preset", "classic")
+        if preset not in PRESETS:
+            raise RegistryError(
+                f"{where}: unknown default_preset {preset!r}; valid: {', '.join(PRESETS)}"
+            )
         if "path" in spec:
             model_path: Path | None = file_path(str(Path(path.parent, spec["path"])), where)
         elif name in BUILTIN_MODELS:
@@ -204,7 +211,7 @@ def parse_models_file(path: Path) -> list[ModelConfig]:
                 model_path,
                 preprocessing_of(spec, where),
                 spec.get("default_layer"),
-                spec.get("default_preset", "classic"),
+                preset,
                 spec.get("display_name", ""),
                 spec.get("description", ""),
                 bool(spec.get("safe_mode", True)),
