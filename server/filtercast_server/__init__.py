@@ -12,15 +12,9 @@ if os.environ.get("FILTERCAST_TF_LOG", "").lower() not in ("1", "true", "yes"):
 
 
 def __getattr__(name: str) -> str:
-    """`__version__`, read from the installed metadata when first asked for.
-
-    importlib.metadata costs ~40 ms to import: `--help` should not pay for it.
-    """
+    """`__version__`, read from the installed metadata when first asked for."""
     if name != "__version__":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib.metadata import PackageNotFoundError, version
+    from filtercast import installed_version
 
-    try:
-        return version("filtercast")
-    except PackageNotFoundError:  # a source tree that was never installed
-        return "0+unknown"
+    return installed_version()
