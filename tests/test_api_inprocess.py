@@ -245,3 +245,5 @@ def test_a_malformed_address_is_a_clear_error() -> None:
     for address in ("localhost", "::1:50051", "host:99999"):
         with pytest.raises(ValueError, match="address"):
             Client(address)
+    with pytest.raises(ValueError, match="IPv4 and IPv6 addresses cannot be balanced"):
+        Client(["[::1]:50051", "127.0.0.1:50052"])

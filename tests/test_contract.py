@@ -46,6 +46,7 @@ def test_valid_specs(spec: str, spans: list[FilterSpan]) -> None:
         ("-1", "bad filter spec item '-1'"),
         ("5:2", "empty filter range '5:2'"),
         ("1.5", "bad filter spec item '1.5'"),
+        ("3000000000", "indices go up to 2147483647"),
     ],
 )
 def test_invalid_specs_say_what_is_valid(spec: str, words: str) -> None:
@@ -86,6 +87,9 @@ def test_client_arguments_are_checked_before_any_call() -> None:
         ({"filters": "1:3:2"}, "steps (A:B:STEP) are not supported"),
         ({"size": 48, "overrides": {"size": 32}}, "size given twice"),
         ({"overrides": {"colour": 1}}, "unknown override 'colour'"),
+        ({"seed": -1}, "seed:"),
+        ({"filters": [2**31]}, "filters:"),
+        ({"size": "64"}, "overrides.size:"),
     ]:
         with pytest.raises(InvalidRequest) as caught:
             build_request(**kwargs)
@@ -141,3 +145,20 @@ def test_the_api_layer_imports_without_tensorflow() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_a_picture_is_checked_before_it_is_decoded() -> None:
+    import io
+
+    from PIL import Image
+
+    from filtercast_client.errors import ProtocolError
+    from filtercast_client.events import decode_image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buffer, format="PNG")
+    mislabelled = pb.Image(format=pb.IMAGE_FORMAT_PNG, data=buffer.getvalue(), width=8, height=8)
+    with pytest.raises(ProtocolError, match="a PNG of 64x64 pixels labelled 8x8"):
+        decode_image(mislabelled)
+    gray = pb.Image(format=pb.IMAGE_FORMAT_RAW, data=bytes(16), width=4, height=4, channels=1)
+    assert decode_image(gray).shape == (4, 4, 1)

@@ -80,6 +80,12 @@ def test_a_models_file(tmp_path: Path) -> None:
         ('[models.a]\npath = "net.keras"\nstd = [0]\n', "std above 0"),
         ('[models.a]\npath = "net.keras"\ndefault_preset = "x"\n', "unknown default_preset 'x'"),
         ("[models.a]\n", "give a path, or name a built-in"),
+        (
+            '[models.a]\npath = "net.keras"\nsafe_mode = "false"\n',
+            "safe_mode must be true or false",
+        ),
+        ('[models.a]\npath = "net.keras"\nmean = "128"\n', "mean must be a list of numbers"),
+        ('[models.a]\npath = "net.keras"\ndisplay_name = 2024\n', "display_name must be a string"),
         ("title = 1\n", "no [models.NAME] tables"),
         ("[models\n", "cannot read the models file"),
     ],

@@ -95,6 +95,7 @@ class FilterSpan:
 
 _INDEX = r"\s*(\d+)\s*"
 _ITEM = re.compile(rf"^(?:{_INDEX}|\s*(\d*)\s*:\s*(\d*)\s*|\s*(all)\s*)$", re.IGNORECASE)
+MAX_INDEX: Final = 2**31 - 1  # int32 on the wire
 SPEC_HELP: Final = (
     'ranges A:B (half-open, either bound optional), indices and "all", comma-separated'
 )
@@ -118,6 +119,11 @@ def parse_filter_spec(spec: str) -> list[FilterSpan]:
             )
             raise ContractError(f"bad filter spec item {part.strip()!r}: {hint}", "filters")
         index, start, stop, everything = match.groups()
+        numbers = [int(n) for n in (index, start, stop) if n]
+        if any(n > MAX_INDEX for n in numbers):
+            raise ContractError(
+                f"filter spec item {part.strip()!r}: indices go up to {MAX_INDEX}", "filters"
+            )
         if everything:
             spans.append(FilterSpan(0, None))
         elif index is not None:

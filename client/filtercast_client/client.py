@@ -17,6 +17,7 @@ iterator) cancels it on the server.
 """
 
 import asyncio
+import functools
 import ipaddress
 import json
 import random
@@ -180,7 +181,12 @@ def target_of(addresses: str | Sequence[str]) -> Target:
             version = 6 if family_code == socket.AF_INET6 else 4
             resolved.append((version, contract.join_host_port(str(sockaddr[0]), port)))
     families = {version for version, _ in resolved}
-    # gRPC lists hold one family; with both, IPv4 (reachable from more networks) is used.
+    if authority is None and len(families) > 1:  # only literals, of both families
+        raise ContractError(
+            "IPv4 and IPv6 addresses cannot be balanced in one channel (gRPC lists hold one "
+            "family); give addresses of one family, or a dns:/// name"
+        )
+    # gRPC lists hold one family; a hostname with both uses IPv4 (reachable from more networks).
     version = 4 if 4 in families else 6
     chosen = list(dict.fromkeys(address for v, address in resolved if v == version))
     return Target(f"ipv{version}:{','.join(chosen)}", authority)
@@ -244,6 +250,10 @@ def build_request(
         raise InvalidRequest(
             grpc.StatusCode.INVALID_ARGUMENT, str(error), field=error.field
         ) from error
+    except (ValueError, TypeError) as error:  # protobuf: an index beyond int32, not a number
+        raise InvalidRequest(
+            grpc.StatusCode.INVALID_ARGUMENT, f"filters: {error}", field="filters"
+        ) from error
     named = {"size": size, "steps": steps, "step_size": step_size}
     given = {name: value for name, value in named.items() if value is not None}
     for name, value in {**dict(overrides or {}), **given}.items():
@@ -260,15 +270,25 @@ def build_request(
                 f"unknown override {name!r}; valid: {valid}",
                 field="overrides",
             )
-        setattr(request.overrides, name, value)
+        _set(f"overrides.{name}", functools.partial(setattr, request.overrides, name, value))
     if seed is not None:
-        request.seed = seed
+        _set("seed", functools.partial(setattr, request, "seed", seed))
     request.grid.disabled = not grid
     if grid_n is not None:
-        request.grid.n = grid_n
+        _set("grid.n", functools.partial(setattr, request.grid, "n", grid_n))
     if grid_margin is not None:
-        request.grid.margin = grid_margin
+        _set("grid.margin", functools.partial(setattr, request.grid, "margin", grid_margin))
     return request
+
+
+def _set(field: str, assign: Callable[[], None]) -> None:
+    """Run one field assignment; a value protobuf rejects is InvalidRequest naming the field."""
+    try:
+        assign()
+    except (ValueError, TypeError) as error:  # out of int32/uint64 range, or not a number
+        raise InvalidRequest(
+            grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {error}", field=field
+        ) from error
 
 
 class _Stream:
@@ -286,7 +306,7 @@ class _Stream:
 
     def _begin(self) -> Any:
         self._call = self._start(self._remaining())
-        if self._cancelled:
+        if self._cancelled:  # cancelled while it started: stop it at once
             self._call.cancel()
         return self._call
 
@@ -339,6 +359,9 @@ class Visualization(_Stream):
                             raise
                         raise error from raw
                     time.sleep(delay)
+                    if self._cancelled:  # cancelled during the wait: no new call
+                        finished = True
+                        return
         finally:
             if not finished:
                 self._stop()
@@ -375,6 +398,9 @@ class AsyncVisualization(_Stream):
                             raise
                         raise error from raw
                     await asyncio.sleep(delay)
+                    if self._cancelled:
+                        finished = True
+                        return
         finally:
             if not finished:
                 self._stop()

@@ -52,16 +52,16 @@ def decode_image(image: pb.Image) -> np.ndarray:
             raise ProtocolError(f"a raw image of {len(image.data)} bytes, expected {expected}")
         return np.frombuffer(image.data, np.uint8).reshape(image.height, image.width, channels)
     try:
-        opened = Image.open(io.BytesIO(image.data)).convert("L" if channels == 1 else "RGB")
-        decoded = np.asarray(opened).reshape(opened.height, opened.width, channels)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+        opened = Image.open(io.BytesIO(image.data))
+        if opened.size != (image.width, image.height):  # checked before any pixel is decoded
+            raise ProtocolError(
+                f"a PNG of {opened.width}x{opened.height} pixels labelled "
+                f"{image.width}x{image.height}"
+            )
+        converted = opened.convert("L" if channels == 1 else "RGB")
+        return np.asarray(converted).reshape(image.height, image.width, channels)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as error:
         raise ProtocolError(f"an undecodable PNG image: {error}") from error
-    if decoded.shape[:2] != (image.height, image.width):
-        raise ProtocolError(
-            f"a PNG of {decoded.shape[1]}x{decoded.shape[0]} pixels labelled "
-            f"{image.width}x{image.height}"
-        )
-    return decoded
 
 
 @dataclass(frozen=True)

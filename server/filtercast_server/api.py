@@ -35,7 +35,7 @@ from filtercast_server.errors import (
 )
 from filtercast_server.grid import GridCollector
 from filtercast_server.interceptor import current_caller
-from filtercast_server.planning import OverBudgetError, make_plan
+from filtercast_server.planning import OverBudgetError, make_plan, resolve_precision
 from filtercast_server.presets import Limits
 from filtercast_server.scheduler import Done, Failed, RequestHandle, Result, Scheduler
 from filtercast_server.status import ErrorFacts, status_trailers
@@ -165,7 +165,7 @@ class FilterVisualizerServicer:
         await context.abort(code, message, status_trailers(code, message, facts))
 
     def _model_info(self, model: "LoadedModel") -> pb.ModelInfo:
-        auto = model.resolve_precision("auto").value
+        auto = resolve_precision(model, "auto", self.default_precision).value
         config = model.config
         return pb.ModelInfo(
             name=model.name,

@@ -131,8 +131,10 @@ def load_models(
             "classic",
             {"model": name, "layer": model.default_layer, "size": size, "steps": 1},
             "0:1",
-            settings.precision,
+            "auto",
             seed=0,
+            limits=settings.limits(),
+            default_precision=settings.precision,
         )
         list(engine.run(warm))
         log.info(

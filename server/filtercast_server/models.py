@@ -42,6 +42,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     "resnet50v2": ModelSpec(keras.applications.ResNet50V2, "conv3_block4_out"),
 }
 
+MAX_LISTED = 40  # layers named in an error: its trailers stay well under gRPC's 8 KiB
 MAX_PROBE_SIZE = 1 << 14  # no layer of an image model needs a larger input to be computed
 POLICIES = {Precision.FLOAT32: "float32", Precision.BFLOAT16: "mixed_bfloat16"}
 _policy_lock = threading.Lock()
@@ -236,11 +237,16 @@ class LoadedModel:
                 f"model {self.name}: preprocessing {self.preprocessing.describe()} does not fit "
                 f"its {self.channels}-channel input"
             )
-        features = _feature_layers(model)
+        try:
+            features = _feature_layers(model)
+            self.layers = self._introspect(model, features) if features else []
+        except (AttributeError, TypeError, ValueError) as error:  # layers of several outputs...
+            raise ModelLoadError(
+                f"model {self.name}: its layers cannot be listed and cut ({error})"
+            ) from error
         if not features:
             raise ModelLoadError(f"model {self.name} has no layer with an (H, W, C) output")
         self._tensors = {path: tensor for path, _, tensor in features}
-        self.layers = self._introspect(model, features)
         default = self.config.default_layer or (self.spec.default_layer if self.spec else None)
         self.default_layer = default or features[-1][0]
         self.layer(self.default_layer)  # a default layer that does not exist stops the start
@@ -340,10 +346,14 @@ class LoadedModel:
         for info in self.layers:
             if info.name == name:
                 return info
+        names = [info.name for info in self.layers]
+        shown = ", ".join(names[:MAX_LISTED]) + (
+            f", ... ({len(names)} in all: DescribeModel lists them)"
+            if len(names) > MAX_LISTED
+            else ""
+        )
         raise InvalidRequestError(
-            f"layer {quoted(name)} not found in {self.name}; valid layers: "
-            + ", ".join(info.name for info in self.layers),
-            "layer",
+            f"layer {quoted(name)} not found in {self.name}; valid layers: {shown}", "layer"
         )
 
     def _variant(self, precision: Precision) -> keras.Model:

@@ -16,6 +16,18 @@ class OverBudgetError(InvalidRequestError):
     """The request would cost more than the per-request compute budget."""
 
 
+def resolve_precision(
+    model: "LoadedModel", precision: Precision | str, default: Precision | str
+) -> Precision:
+    """The precision a request runs in (ValueError for an unknown name).
+
+    AUTO is the server's `default` where the model runs it, else what runs best there.
+    """
+    if Precision(precision) is Precision.AUTO and Precision(default) in model.precisions:
+        precision = default
+    return model.resolve_precision(precision)
+
+
 def make_plan(
     models: "dict[str, LoadedModel]",
     preset: str = "classic",
@@ -28,9 +40,9 @@ def make_plan(
 ) -> Plan:
     """Resolve preset + overrides, check model, layer, filters, sizes and cost.
 
-    A request naming a model other than its preset's and no layer gets that
-    model's default layer. AUTO precision becomes `default_precision` (the
-    server's choice) on models that run it, else what runs best there.
+    A request naming no layer gets its model's default layer. AUTO precision
+    becomes `default_precision` (the server's choice) on models that run it,
+    else what runs best there.
 
     Raises InvalidRequestError (UnknownModelError, OverBudgetError) with a
     message that says what is valid. Nothing proportional to the request's
@@ -51,7 +63,7 @@ def make_plan(
             params.model,
         )
     model = models[params.model]
-    if "layer" not in (overrides or {}) and params.model != PRESETS[preset].params.model:
+    if "layer" not in (overrides or {}):  # the built-ins' defaults are their presets' layers
         params = dataclasses.replace(params, layer=model.default_layer)
     channels = model.layer(params.layer).channels
     indices = select_filters(filters, channels, recipe.default_filters, limits.max_filters)
@@ -91,11 +103,7 @@ def make_plan(
             "filters",
         )
     try:
-        if Precision(precision) is Precision.AUTO and (
-            Precision(default_precision) in model.precisions
-        ):
-            precision = default_precision
-        resolved = model.resolve_precision(precision)
+        resolved = resolve_precision(model, precision, default_precision)
     except ValueError as error:
         if isinstance(error, InvalidRequestError):
             raise

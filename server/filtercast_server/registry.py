@@ -160,17 +160,19 @@ def file_path(text: str, where: str) -> Path:
     return path
 
 
-KNOWN_KEYS = {
-    "path",
-    "preprocessing",
-    "mean",
-    "std",
-    "default_layer",
-    "default_preset",
-    "display_name",
-    "description",
-    "safe_mode",
+# Every key a [models.NAME] table may hold, with the TOML type it must have.
+KEY_TYPES: dict[str, type] = {
+    "path": str,
+    "preprocessing": str,
+    "mean": list,
+    "std": list,
+    "default_layer": str,
+    "default_preset": str,
+    "display_name": str,
+    "description": str,
+    "safe_mode": bool,
 }
+KNOWN_KEYS = set(KEY_TYPES)
 
 
 def parse_models_file(path: Path) -> list[ModelConfig]:
@@ -194,13 +196,18 @@ def parse_models_file(path: Path) -> list[ModelConfig]:
                 + ", ".join(sorted(KNOWN_KEYS))
             )
         check_name(name)
+        for key, value in spec.items():
+            if not isinstance(value, KEY_TYPES[key]):
+                kind = {str: "a string", list: "a list of numbers", bool: "true or false"}
+                raise RegistryError(f"{where}: {key} must be {kind[KEY_TYPES[key]]}")
         preset = spec.get("default_preset", "classic")
         if preset not in PRESETS:
             raise RegistryError(
                 f"{where}: unknown default_preset {preset!r}; valid: {', '.join(PRESETS)}"
             )
         if "path" in spec:
-            model_path: Path | None = file_path(str(Path(path.parent, spec["path"])), where)
+            given = Path(spec["path"]).expanduser()
+            model_path: Path | None = file_path(str(path.parent / given), where)
         elif name in BUILTIN_MODELS:
             model_path = None
         else:

@@ -35,9 +35,7 @@ def status_trailers(code: grpc.StatusCode, message: str, facts: ErrorFacts) -> t
         status.details.add().Pack(request)
     if facts.resource is not None:
         kind, name = facts.resource
-        info = error_details_pb2.ResourceInfo(
-            resource_type=kind, resource_name=name[:MAX_NAME], description=message
-        )
+        info = error_details_pb2.ResourceInfo(resource_type=kind, resource_name=name[:MAX_NAME])
         status.details.add().Pack(info)
     if facts.quota is not None:
         failure = error_details_pb2.QuotaFailure()

@@ -34,14 +34,20 @@ def native_logs_captured() -> Iterator[None]:
         os.dup2(sink.fileno(), 2)
         try:
             yield
-        finally:
+        finally:  # replayed even when the block raised: its lines may say why
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             sink.seek(0)
-            captured = sink.read().decode(errors="replace")
+            _replay(sink.read().decode(errors="replace"))
+
+
+def _replay(captured: str) -> None:
+    """Absl lines to the log (fatal ones at ERROR, the rest at DEBUG); anything else to stderr."""
     for line in captured.splitlines():
-        if ABSL_LINE.match(line):
+        if line.startswith("F") and ABSL_LINE.match(line):
+            log.error("%s", line)
+        elif ABSL_LINE.match(line):
             log.debug("%s", line)
         else:
             print(line, file=sys.stderr)
