@@ -68,10 +68,11 @@ def test_visualize_writes_the_render_format(server, tmp_path: Path) -> None:
 def test_models_and_layers_tables(server) -> None:
     models = cli("models", "--server", server.address)
     assert models.returncode == 0 and "vgg16" in models.stdout and "random" in models.stdout
+    assert "builtin" in models.stdout and "any x 3" in models.stdout
     layers = cli("layers", "--server", server.address, "--model", "vgg16")
     assert layers.returncode == 0
     row = next(line for line in layers.stdout.splitlines() if "block5_conv1" in line)
-    assert "Conv2D" in row and "512" in row and "16" in row
+    assert "Conv2D" in row and "512" in row and "16" in row and "float32" in row
 
 
 def test_server_errors_are_one_line_and_exit_non_zero(server, tmp_path: Path) -> None:

@@ -164,13 +164,19 @@ def main() -> None:
 @connection_options
 def models(connection: Connection) -> None:
     """List the models a server has loaded."""
-    table = Table("model", "weights", "device", "auto precision", "layers")
+    table = Table(
+        "model", "kind", "weights", "sha256", "input", "device", "auto precision", "layers"
+    )
     try:
         with connection.client() as client:
             for info in client.list_models():
+                side = f"{info.input_size}px" if info.input_size else "any"
                 table.add_row(
                     info.name,
+                    info.kind,
                     info.weights_source,
+                    info.weights_sha256[:12] or "-",
+                    f"{side} x {info.input_channels}",
                     info.device,
                     info.auto_precision,
                     str(len(info.layers)),
@@ -185,11 +191,17 @@ def models(connection: Connection) -> None:
 @click.option("--model", default="vgg16", show_default=True)
 def layers(connection: Connection, model: str) -> None:
     """List a model's layers: name, type, channels, output stride."""
-    table = Table("layer", "type", "channels", "stride")
+    table = Table("layer", "type", "channels", "stride", "dtype")
     try:
         with connection.client() as client:
             for layer in client.describe(model).layers:
-                table.add_row(layer.name, layer.type, str(layer.channels), str(layer.output_stride))
+                table.add_row(
+                    layer.name,
+                    layer.type,
+                    str(layer.channels),
+                    str(layer.output_stride),
+                    layer.dtype,
+                )
     except FiltercastError as error:
         raise rpc_failure(error) from error
     Console().print(table)
