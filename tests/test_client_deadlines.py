@@ -3,6 +3,7 @@ the server killed before or after its first response (a stand-in server, no Tens
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -167,11 +168,8 @@ def test_a_lying_server_is_a_protocol_error_never_a_wrong_manifest(
             list(client.visualize(filters="0:2"))
         out = tmp_path / "out"
         cli = Path(sys.executable).with_name("filtercast")
-        result = subprocess.run(
-            [str(cli), "visualize", "--server", server.address, "--filters", "0:2", "--out", out],
-            capture_output=True,
-            text=True,
-            timeout=120,
+        result = run_or_dump(
+            [str(cli), "visualize", "--server", server.address, "--filters", "0:2", "--out", out]
         )
     finally:
         server.stop()
@@ -181,3 +179,21 @@ def test_a_lying_server_is_a_protocol_error_never_a_wrong_manifest(
     assert manifest["complete"] is False
     assert all(0 <= f["index"] <= 1 for f in manifest["filters"])
     assert len({f["index"] for f in manifest["filters"]}) == len(manifest["filters"])
+
+
+def run_or_dump(command: list) -> subprocess.CompletedProcess:
+    """Run a command; if it hangs, fail with every thread's stack (faulthandler on SIGABRT)."""
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        _, stderr = process.communicate(timeout=30)
+        pytest.fail(f"the command hung; its threads:\n{stderr[-6000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)

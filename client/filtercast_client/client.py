@@ -325,6 +325,14 @@ class _Stream:
         if self._call is not None:
             self._call.cancel()
 
+    def _release(self) -> None:
+        """Drop the ended call.
+
+        An error's traceback keeps this stream alive, and a gRPC call collected
+        only at interpreter exit can hang the process there.
+        """
+        self._call = None
+
     def cancel(self) -> None:
         """Stop the stream; the server drops the filters not yet computed.
 
@@ -365,6 +373,7 @@ class Visualization(_Stream):
         finally:
             if not finished:
                 self._stop()
+            self._release()
 
 
 class AsyncVisualization(_Stream):
@@ -404,6 +413,7 @@ class AsyncVisualization(_Stream):
         finally:
             if not finished:
                 self._stop()
+            self._release()
 
 
 StreamT = TypeVar("StreamT", bound=_Stream)
