@@ -10,11 +10,14 @@ use, cached per (layer, precision).
 
 import hashlib
 import logging
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from filtercast_server.devices import Device
 from filtercast_server.errors import (
@@ -274,8 +277,9 @@ class LoadedModel:
 
     def parameter_bytes(self) -> int:
         """Bytes its weights take, over every precision variant built so far."""
+        # From shapes and dtypes: copying every weight to the host just to size it is not needed.
         return sum(
-            int(weight.numpy().nbytes)
+            math.prod(weight.shape) * np.dtype(weight.dtype).itemsize
             for model in self._variants.values()
             for weight in model.weights
         )
