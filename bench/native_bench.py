@@ -1,7 +1,8 @@
 """Native kernels vs their plain-numpy references, side by side in one run.
 
 Workloads are the seeds': deprocess of 64 images of 128x128 (classic) and of
-412x412 (upscale), and an 8x8 grid of 412-px images. Run:
+412x412 (upscale), and an 8x8 grid of 412-px images; and the robust preset's
+sigmoid_pixels of 64 images of 128x128. Run:
 
     .venv/bin/python bench/native_bench.py [--repeats 20] [--json PATH]
 """
@@ -35,6 +36,12 @@ def seed_deprocess_batch(images: np.ndarray) -> list[np.ndarray]:
     return [reference.deprocess_seed_float32(image) for image in images]
 
 
+def numpy_sigmoid_pixels(images: np.ndarray, mix: np.ndarray) -> np.ndarray:
+    """The robust preset's last step as one would write it in float32 numpy."""
+    mixed = images @ mix.T.astype(np.float32)
+    return np.rint(255.0 / (1.0 + np.exp(-mixed))).astype(np.uint8)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
@@ -46,6 +53,8 @@ def main() -> None:
     large = (rng.standard_normal((64, 412, 412, 3)) * 30 + 128).astype(np.float32)
     tiles = rng.integers(0, 256, (64, 412, 412, 3), dtype=np.uint8)
     order = rng.permutation(64).tolist()
+    spectra_images = (rng.standard_normal((64, 128, 128, 3)) * 1.5).astype(np.float32)
+    mix = np.array([[0.56, 0.19, 0.04], [0.58, 0.0, -0.11], [0.58, -0.19, 0.06]])
 
     cases = [
         (
@@ -61,6 +70,12 @@ def main() -> None:
             lambda: reference.deprocess(large, std=0.25),
         ),
         (
+            "sigmoid_pixels 64x128x128",
+            lambda: native.sigmoid_pixels(spectra_images, mix),
+            lambda: numpy_sigmoid_pixels(spectra_images, mix),
+            lambda: reference.sigmoid_pixels(spectra_images, mix),
+        ),
+        (
             "stitch 8x8 of 412px",
             lambda: native.stitch(tiles, order, n=8),
             lambda: reference.stitch(tiles, order, n=8),
@@ -70,7 +85,7 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0))
     print(f"machine: {platform.machine()}, cores available: {cores}")
     print(f"native threads: {native.get_num_threads()}")
-    header = f"{'workload':<24}{'native ms':>11}{'numpy ms':>11}{'ratio':>8}"
+    header = f"{'workload':<26}{'native ms':>11}{'numpy ms':>11}{'ratio':>8}"
     header += f"{'f64 ref ms':>12}{'ratio':>8}"
     print(header)
     results = []
@@ -79,7 +94,7 @@ def main() -> None:
         t_native = best_of(run_native, repeats)
         t_numpy = best_of(run_numpy, repeats)
         t_ref64 = best_of(run_ref64, repeats) if run_ref64 else None
-        row = f"{name:<24}{t_native * 1e3:>11.2f}{t_numpy * 1e3:>11.2f}{t_numpy / t_native:>7.1f}x"
+        row = f"{name:<26}{t_native * 1e3:>11.2f}{t_numpy * 1e3:>11.2f}{t_numpy / t_native:>7.1f}x"
         if t_ref64 is not None:
             row += f"{t_ref64 * 1e3:>12.2f}{t_ref64 / t_native:>7.1f}x"
         print(row)

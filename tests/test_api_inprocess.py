@@ -57,6 +57,27 @@ def test_events_come_in_contract_order(standin) -> None:
         ({"layer": "nope"}, "layer", "layer 'nope' not found"),
         ({"grid_n": 0}, "grid.n", "grid_n=0 is out of range"),
         ({"overrides": {"crop": 100}, "size": 32}, "overrides.crop", "crop=100"),
+        ({"overrides": {"jitter": 4}}, "overrides.jitter", "does not apply to preset classic"),
+        (
+            {"preset": "robust", "overrides": {"revive": 1}},
+            "overrides.revive",
+            "does not apply to preset robust",
+        ),
+        (
+            {"overrides": {"revive": 1}, "keep_dead_filters": True},
+            "overrides.revive",
+            "finds none dead",
+        ),
+        (
+            {"preset": "robust", "overrides": {"objective": "logits"}},
+            "overrides.objective",
+            "activation, pre_activation",
+        ),
+        (
+            {"preset": "robust", "overrides": {"scale_jitter": 2.0}},
+            "overrides.scale_jitter",
+            "valid: 0.0..0.5",
+        ),
     ],
 )
 def test_invalid_requests_name_their_field(standin, request_kwargs, field, words) -> None:
@@ -118,6 +139,9 @@ def test_discovery_gives_presets_and_limits(standin) -> None:
     assert (classic.defaults["size"], classic.defaults["steps"]) == (128, 20)
     assert classic.defaults["layer"] == "block5_conv1" and classic.default_filters == 200
     assert info.presets["upscale"].default_filters is None
+    robust = info.presets["robust"]
+    assert robust.defaults["parameterization"] == "fourier" and robust.default_filters == 64
+    assert (robust.defaults["pad"], robust.defaults["jitter"]) == (12, 8)
     assert info.limits["max_size"] == Limits.max_size
     assert info.limits["max_filters"] == Limits.max_filters
     assert info.limits["max_message_bytes"] == 64 * 1024 * 1024

@@ -40,6 +40,8 @@ def test_visualize_writes_the_render_format(server, tmp_path: Path) -> None:
         "2",
         "--seed",
         "4",
+        "--set",
+        "revive=2",
         "--out",
         str(out),
     )
@@ -55,6 +57,8 @@ def test_visualize_writes_the_render_format(server, tmp_path: Path) -> None:
         "float32",
     )
     assert manifest["params"]["size"] == 32 and manifest["requested"] == list(range(6))
+    assert manifest["params"]["revive"] == 2
+    assert all(0 <= record["revived"] <= 2 for record in manifest["filters"])
     assert sorted(f["index"] for f in manifest["filters"]) == list(range(6))
     for record in manifest["filters"]:
         if not record["dead"]:

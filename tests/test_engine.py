@@ -14,7 +14,8 @@ from filtercast_server.grid import build_grid, grid_layout
 from filtercast_server.models import LoadedModel
 from filtercast_server.planning import OverBudgetError, make_plan
 from filtercast_server.presets import PRESETS, FilterSpan
-from filtercast_server.work import FilterOutcome, Plan, Precision
+from filtercast_server.rows import Row
+from filtercast_server.work import FilterOutcome, Job, Plan, Precision
 
 CPU = Device(name="/CPU:0", kind="cpu", description="test CPU", native_bf16=False)
 SMALL = {"size": 32, "steps": 3}
@@ -86,8 +87,8 @@ def test_step_matches_a_plain_tensorflow_reference(vgg) -> None:
     g = tape.gradient(loss, x)
     g = g / (tf.sqrt(tf.reduce_mean(tf.square(g))) + 1e-7)
     expected_image = (x + 1.0 * g).numpy()
-    step = AscentEngine(vgg).step_fn(plan.params, Precision.FLOAT32)
-    new, losses = step(x, tf.constant([5]), tf.constant(1.0))
+    method = AscentEngine(vgg).method(plan.params, Precision.FLOAT32)
+    (new,), losses = method.step((x,), [Row(Job(5, plan.seed))])
     np.testing.assert_allclose(losses.numpy()[0], loss.numpy(), rtol=1e-5)
     np.testing.assert_allclose(new.numpy(), expected_image, rtol=1e-5, atol=1e-4)
 

@@ -63,6 +63,17 @@ GOOD_U8 = np.zeros((4, 8, 8, 3), dtype=np.uint8)
         ),
         (lambda: native.stitch(GOOD_U8[0], n=1), ValueError, "shape (N, H, W, C)"),
         (lambda: native.stitch(GOOD, n=1), TypeError, "uint8"),
+        (lambda: native.sigmoid_pixels(GOOD_U8, np.eye(3)), TypeError, "floating-point"),
+        (lambda: native.sigmoid_pixels(GOOD, np.eye(1)), ValueError, "mix must have shape (3, 3)"),
+        (lambda: native.sigmoid_pixels(GOOD, np.ones(3)), ValueError, "got shape (3,)"),
+        (
+            lambda: native.sigmoid_pixels(GOOD, np.full((3, 3), np.nan)),
+            ValueError,
+            "mix must be finite",
+        ),
+        (lambda: native.sigmoid_pixels(GOOD, np.eye(3), crop=4), ValueError, "crop must be <= 3"),
+        (lambda: native.sigmoid_pixels(GOOD, np.eye(3), crop=-2), ValueError, "crop must be >= 0"),
+        (lambda: native.sigmoid_pixels(GOOD, np.eye(3), threads=0), ValueError, "threads"),
     ],
 )
 def test_bad_input_raises_a_clear_error(call, error: type[Exception], message: str) -> None:
@@ -77,6 +88,8 @@ def test_non_finite_pixels_are_rejected_naming_the_image(bad: float) -> None:
     images[2, 4, 5, 1] = bad
     with pytest.raises(ValueError, match=r"non-finite values .* in image 2"):
         native.deprocess(images)
+    with pytest.raises(ValueError, match=r"non-finite values .* in image 2"):
+        native.sigmoid_pixels(images, np.eye(3))
 
 
 def longest_pause_during_a_call(images: np.ndarray) -> tuple[float, float]:

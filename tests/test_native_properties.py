@@ -155,6 +155,42 @@ def test_stitch_default_order_is_row_major_with_black_margins() -> None:
     assert np.all(grid[2, :, :] == 0) and np.all(grid[:, 3, :] == 0)
 
 
+@st.composite
+def color_mixes(draw: st.DrawFn, channels: int) -> np.ndarray:
+    """(C, C) mixing matrices with entries in -2..2."""
+    values = st.floats(-2.0, 2.0, allow_nan=False, width=32)
+    return np.array(
+        draw(st.lists(values, min_size=channels * channels, max_size=channels * channels))
+    ).reshape(channels, channels)
+
+
+@given(float_batches(), st.data())
+def test_sigmoid_pixels_matches_reference(images: np.ndarray, data: st.DataObject) -> None:
+    # Spectra's images sit near 0; keep the values where the sigmoid is not flat.
+    images = np.clip(images, -50, 50)
+    mix = data.draw(color_mixes(images.shape[-1]))
+    crop = data.draw(st.integers(0, (min(images.shape[1:3]) - 1) // 2))
+    assert_within_one_lsb(
+        native.sigmoid_pixels(images, mix, crop=crop),
+        reference.sigmoid_pixels(images, mix, crop=crop),
+    )
+
+
+def test_sigmoid_pixels_known_values() -> None:
+    # 0 -> 128 (0.5 rounded), large -> 255, very negative -> 0 (a mix with positive rows).
+    mix = np.array([[0.5, 0.2, 0.1], [0.5, 0.4, 0.1], [0.5, 0.2, 0.3]])
+    images = np.zeros((1, 2, 2, 3), np.float32)
+    images[0, 0, 0] = 100.0
+    images[0, 0, 1] = -100.0
+    out = native.sigmoid_pixels(images, mix)
+    assert out[0, 1, 1].tolist() == [128, 128, 128]
+    assert out[0, 0, 0].min() >= 250 and out[0, 0, 1].max() <= 5
+    # The identity mix is a plain per-channel sigmoid.
+    gray = np.linspace(-6, 6, 13, dtype=np.float32).reshape(1, 13, 1, 1)
+    expected = np.floor(255 / (1 + np.exp(-gray.astype(np.float64))) + 0.5)
+    assert native.sigmoid_pixels(gray, np.eye(1)).ravel().tolist() == expected.ravel().tolist()
+
+
 @given(float_batches())
 def test_thread_count_never_changes_the_bytes(images: np.ndarray) -> None:
     one = native.deprocess(images, threads=1)
@@ -165,6 +201,11 @@ def test_thread_count_never_changes_the_bytes(images: np.ndarray) -> None:
     assert (
         native.process(u8, means, stds, target_std=0.25, threads=1).tobytes()
         == native.process(u8, means, stds, target_std=0.25, threads=5).tobytes()
+    )
+    mix = np.eye(images.shape[-1]) * 0.5
+    assert (
+        native.sigmoid_pixels(images / 1e6, mix, threads=1).tobytes()
+        == native.sigmoid_pixels(images / 1e6, mix, threads=4).tobytes()
     )
     n = int(np.sqrt(len(u8)))
     assert (

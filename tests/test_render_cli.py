@@ -51,3 +51,36 @@ def test_render_rejects_a_bad_layer_listing_valid_ones(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "layer 'block9_conv1' not found in vgg16; valid layers: block1_conv1" in result.stderr
     assert not (tmp_path / "manifest.json").exists()
+
+
+def test_render_the_robust_preset_with_set_overrides(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = render(
+        *SMALL,
+        "--preset",
+        "robust",
+        "--filters",
+        "0:2",
+        "--set",
+        "pad=2",
+        "--set",
+        "scale_jitter=0.05",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    params = manifest["params"]
+    assert (params["parameterization"], params["pad"], params["scale_jitter"]) == (
+        "fourier",
+        2,
+        0.05,
+    )
+    assert [f["dead"] for f in manifest["filters"]] == [False, False]
+
+
+def test_set_refuses_a_value_given_twice_and_a_malformed_pair(tmp_path: Path) -> None:
+    twice = render(*SMALL, "--set", "steps=3", "--out", str(tmp_path))
+    assert twice.returncode == 2 and "steps given twice" in twice.stderr
+    malformed = render(*SMALL, "--set", "revive", "--out", str(tmp_path))
+    assert malformed.returncode == 2 and "'revive' is not NAME=VALUE" in malformed.stderr

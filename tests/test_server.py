@@ -90,6 +90,38 @@ def test_same_seed_same_pictures_across_requests(client) -> None:
         assert np.abs(event.image.astype(int) - again[index].image.astype(int)).max() <= 2
 
 
+def test_the_robust_preset_streams_every_filter_reproducibly(client) -> None:
+    overrides = {"size": 32, "steps": 2, "pad": 4, "jitter": 2}
+    runs = [
+        list(client.visualize(preset="robust", filters="0:3", overrides=overrides, seed=9))
+        for _ in range(2)
+    ]
+    accepted, summary = runs[0][0], runs[0][-1]
+    assert accepted.params["parameterization"] == "fourier"
+    assert accepted.params["objective"] == "pre_activation"
+    assert accepted.params["preprocessing"] == "model" and accepted.params["pad"] == 4
+    assert isinstance(summary, Summary) and (summary.kept, summary.dead) == (3, 0)
+    pictures = [
+        {e.index: e.image.tobytes() for e in events if isinstance(e, FilterImage)}
+        for events in runs
+    ]
+    assert len(pictures[0]) == 3 and pictures[0] == pictures[1]
+
+
+def test_revive_is_reported_per_filter_and_in_the_summary(client) -> None:
+    # Whichever filters die with these random weights, the counts must agree.
+    events = list(
+        client.visualize(filters="0:6", overrides={**SMALL, "revive": 2}, seed=3, grid=False)
+    )
+    accepted, results, summary = events[0], events[1:-1], events[-1]
+    assert accepted.params["revive"] == 2
+    for result in results:
+        assert 0 <= result.revived <= 2
+        assert result.steps >= result.revived + (0 if result.dead else SMALL["steps"])
+    alive_after_restart = sum(1 for r in results if r.revived and not r.dead)
+    assert summary.revived == alive_after_restart
+
+
 def test_concurrent_clients_share_batches_and_get_exactly_their_filters(server) -> None:
     before_sum = server.metric("filtercast_batch_size_sum", layer="block5_conv1", model="vgg16")
     before_count = server.metric("filtercast_batch_size_count", layer="block5_conv1", model="vgg16")

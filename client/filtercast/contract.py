@@ -42,6 +42,7 @@ PRESETS: Final = {
     "classic": pb.PRESET_CLASSIC,
     "upscale": pb.PRESET_UPSCALE,
     "keras_io": pb.PRESET_KERAS_IO,
+    "robust": pb.PRESET_ROBUST,
 }
 PRECISIONS: Final = {
     "auto": pb.PRECISION_AUTO,

@@ -6,7 +6,7 @@ One PNG per live filter, ``grid.png`` and ``manifest.json``::
      "weights": {"source", "sha256"}, "device", "requested": [...],
      "request_id" (null for render), "servers" ([] for render),
      "complete": bool, "seconds",
-     "filters": [{"index", "loss", "dead", "steps", "seconds", "file"}],
+     "filters": [{"index", "loss", "dead", "steps", "seconds", "revived", "file"}],
      "grid": {"file", "n", "margin", "order"} | null}
 
 A run writes only its own files: the files of this format an earlier run
@@ -107,14 +107,19 @@ class OutputFolder:
         steps: int,
         seconds: float,
         image: np.ndarray | None,
+        revived: int = 0,
     ) -> None:
-        """Record one filter (and save its picture when it has one)."""
+        """Record one filter (and save its picture when it has one).
+
+        `revived`: restarts from fresh noise before it came alive (revive).
+        """
         record: dict[str, Any] = {
             "index": index,
             "loss": loss,
             "dead": dead,
             "steps": steps,
             "seconds": round(seconds, 4),
+            "revived": revived,
             "file": None,
         }
         if image is not None:

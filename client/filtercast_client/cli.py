@@ -242,7 +242,13 @@ def visualize_into(
                 elif isinstance(event, FilterImage):
                     assert folder is not None  # EventChecker: Accepted comes first
                     folder.add_filter(
-                        event.index, event.loss, event.dead, event.steps, event.seconds, event.image
+                        event.index,
+                        event.loss,
+                        event.dead,
+                        event.steps,
+                        event.seconds,
+                        event.image,
+                        event.revived,
                     )
                     progress.advance(task)
                 elif isinstance(event, GridImage):
@@ -325,11 +331,40 @@ def request_options(function: Any) -> Any:
         click.option("--seed", type=int, help="Default: drawn by the server and recorded."),
         click.option("--size", type=int, help="Override the preset's image size."),
         click.option("--steps", type=int, help="Override the preset's steps per round."),
+        click.option(
+            "--set",
+            "settings",
+            multiple=True,
+            callback=parse_settings,
+            metavar="NAME=VALUE",
+            help="Override any preset parameter, e.g. --set revive=2 --set jitter=4 "
+            "(`filtercast models` lists them with each preset's defaults).",
+        ),
         click.option("--timeout", type=float, help="Deadline of the whole stream, seconds."),
     ]
     for option in reversed(options):
         function = option(function)
     return function
+
+
+def parse_settings(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, Any]:
+    """--set NAME=VALUE pairs as overrides; numbers become int or float, the rest stay text."""
+    settings: dict[str, Any] = {}
+    for item in values:
+        name, equals, text = item.partition("=")
+        if not equals or not name.strip():
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE")
+        value: Any = text
+        for kind in (int, float):
+            try:
+                value = kind(text)
+                break
+            except ValueError:
+                continue
+        settings[name.strip()] = value
+    return settings
 
 
 def check_filter_spec(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
@@ -351,9 +386,11 @@ def request_of(
     seed: int | None,
     size: int | None,
     steps: int | None,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments of Client.visualize from the CLI options."""
     return {
+        "overrides": settings or {},
         "preset": preset.lower(),
         "model": model,
         "layer": layer,
@@ -440,13 +477,15 @@ def render(
             f"render needs the server extra ({error}); pip install 'filtercast[server]'"
         ) from error
     request = request_of(**options)
-    overrides = {
-        name: value
-        for name, value in (("size", request["size"]), ("steps", request["steps"]))
-        if value is not None
-    }
-    if step_size is not None:
-        overrides["step_size"] = step_size
+    overrides = dict(request["overrides"])
+    named = {"size": request["size"], "steps": request["steps"], "step_size": step_size}
+    for name, value in named.items():
+        if value is not None:
+            if name in overrides:
+                raise click.UsageError(
+                    f"{name} given twice (as --{name.replace('_', '-')} and --set)"
+                )
+            overrides[name] = value
 
     def progress(outcome: Any, done: int, total: int) -> None:
         state = "dead" if outcome.dead else f"loss {outcome.loss:10.2f}"

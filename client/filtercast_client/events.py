@@ -93,6 +93,7 @@ class FilterImage:
     seconds: float
     done: int
     total: int
+    revived: int = 0  # restarts from fresh noise before it came alive (revive)
 
     @property
     def pil(self) -> Image.Image | None:
@@ -120,6 +121,7 @@ class Summary:
     dead: int
     total_seconds: float
     mean_filter_seconds: float
+    revived: int = 0  # filters alive after a restart
 
 
 Event = Accepted | FilterImage | GridImage | Summary
@@ -194,6 +196,7 @@ class EventChecker:
             message.seconds,
             len(self.seen),
             len(self.accepted.filters),
+            message.revived,
         )
 
     def _grid(self, message: pb.Grid) -> GridImage:
@@ -218,7 +221,11 @@ class EventChecker:
             )
         self.finished = True
         return Summary(
-            message.kept, message.dead, message.total_seconds, message.mean_filter_seconds
+            message.kept,
+            message.dead,
+            message.total_seconds,
+            message.mean_filter_seconds,
+            message.revived,
         )
 
 

@@ -100,6 +100,65 @@ bool deprocess_image(const float* image, std::size_t height, std::size_t width,
   return true;
 }
 
+namespace {
+
+// round(255 * sigmoid(m)) as a float in [0, 255.5). Beyond |m| = 8 the byte is
+// 0 or 255 either way, so m is clamped there and e^-m = (e^(-m/16))^16 with a
+// degree-7 Taylor polynomial on |m/16| <= 0.5: relative error ~3e-6, far
+// below a byte's 1/255, and only arithmetic, so the loop vectorises (libm's
+// exp does not without -ffast-math).
+inline float sigmoid_byte(float m) {
+  m = m < -8.0f ? -8.0f : (m > 8.0f ? 8.0f : m);
+  const float x = m * (-1.0f / 16.0f);
+  float e = 1.0f + x * (1.0f + x * (1.0f / 2 + x * (1.0f / 6 + x * (1.0f / 24 + x * (1.0f / 120 +
+                   x * (1.0f / 720 + x * (1.0f / 5040)))))));
+  e *= e;
+  e *= e;
+  e *= e;
+  e *= e;
+  return 255.0f / (1.0f + e) + 0.5f;
+}
+
+FILTERCAST_SIMD_CLONES
+void sigmoid_row3(const float* x, std::size_t pixels, const float* mix, std::uint8_t* out) {
+  for (std::size_t p = 0; p < pixels; ++p) {
+    const float r = x[3 * p], g = x[3 * p + 1], b = x[3 * p + 2];
+    for (std::size_t i = 0; i < 3; ++i) {
+      const float m = mix[3 * i] * r + mix[3 * i + 1] * g + mix[3 * i + 2] * b;
+      out[3 * p + i] = static_cast<std::uint8_t>(sigmoid_byte(m));
+    }
+  }
+}
+
+FILTERCAST_SIMD_CLONES
+void sigmoid_row1(const float* x, std::size_t pixels, float mix, std::uint8_t* out) {
+  for (std::size_t p = 0; p < pixels; ++p) {
+    out[p] = static_cast<std::uint8_t>(sigmoid_byte(mix * x[p]));
+  }
+}
+
+}  // namespace
+
+bool sigmoid_pixels_image(const float* image, std::size_t height, std::size_t width,
+                          std::size_t channels, const double* mix, std::size_t crop,
+                          std::uint8_t* out) {
+  if (channels != 1 && channels != 3) return false;
+  if (!std::isfinite(sum(image, height * width * channels))) return false;
+  float mix_f[9];
+  for (std::size_t i = 0; i < channels * channels; ++i) mix_f[i] = static_cast<float>(mix[i]);
+  const std::size_t out_width = width - 2 * crop;
+  for (std::size_t y = crop; y < height - crop; ++y) {
+    const float* row = image + (y * width + crop) * channels;
+    std::uint8_t* target = out + (y - crop) * out_width * channels;
+    if (channels == 3) {
+      sigmoid_row3(row, out_width, mix_f, target);
+    } else {
+      sigmoid_row1(row, out_width, mix_f[0], target);
+    }
+  }
+  return true;
+}
+
 FILTERCAST_SIMD_CLONES
 void process_image(const std::uint8_t* image, std::size_t count, double mean,
                    double std, double target_std, float* out) {

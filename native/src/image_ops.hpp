@@ -24,6 +24,16 @@ struct DeprocessParams {
 bool deprocess_image(const float* image, std::size_t height, std::size_t width,
                      std::size_t channels, const DeprocessParams& params, std::uint8_t* out);
 
+// The robust preset's last step for one float32 (height, width, channels)
+// image: each pixel's channels mixed by the row-major (channels x channels)
+// matrix `mix`, a sigmoid, x 255 rounded to uint8, `crop` pixels removed from
+// each side. In float32 with a polynomial exponential accurate to far below a
+// byte (within 1 LSB of the float64 reference). Returns false (and writes
+// nothing) when the image holds a NaN or an infinity.
+bool sigmoid_pixels_image(const float* image, std::size_t height, std::size_t width,
+                          std::size_t channels, const double* mix, std::size_t crop,
+                          std::uint8_t* out);
+
 // Inverse of deprocess used between upscaling rounds:
 // (x / 255 - 0.5) / target_std * std + mean, for `count` values.
 void process_image(const std::uint8_t* image, std::size_t count, double mean,

@@ -136,6 +136,52 @@ py::array_t<std::uint8_t> deprocess(const py::array& images, double std, py::ssi
   return out;
 }
 
+py::array_t<std::uint8_t> sigmoid_pixels(const py::array& images,
+                                         const py::array_t<double, py::array::c_style | py::array::forcecast>& mix,
+                                         py::ssize_t crop_arg, std::optional<int> threads) {
+  require_kind(images, 'f', "images", "a floating-point array (float32 preferred)");
+  const int workers = resolve_threads(threads);
+  if (crop_arg < 0) throw py::value_error("crop must be >= 0, got " + std::to_string(crop_arg));
+  const std::size_t crop = static_cast<std::size_t>(crop_arg);
+  Batch<float> batch = as_batch<float>(images, "images");
+  const py::ssize_t c = static_cast<py::ssize_t>(batch.channels);
+  if (mix.ndim() != 2 || mix.shape(0) != c || mix.shape(1) != c) {
+    throw py::value_error("mix must have shape (" + std::to_string(c) + ", " + std::to_string(c) +
+                          ") for " + std::to_string(c) + "-channel images, got shape " + shape_of(mix));
+  }
+  for (py::ssize_t i = 0; i < mix.size(); ++i) {
+    if (!std::isfinite(mix.data()[i])) throw py::value_error("mix must be finite");
+  }
+  if (2 * crop >= batch.height || 2 * crop >= batch.width) {
+    throw py::value_error("crop=" + std::to_string(crop) + " removes the whole " +
+                          std::to_string(batch.height) + "x" + std::to_string(batch.width) +
+                          " image; crop must be <= " +
+                          std::to_string((std::min(batch.height, batch.width) - 1) / 2));
+  }
+  const std::size_t out_h = batch.height - 2 * crop, out_w = batch.width - 2 * crop;
+  std::vector<py::ssize_t> shape = {static_cast<py::ssize_t>(out_h), static_cast<py::ssize_t>(out_w), c};
+  if (!batch.single) shape.insert(shape.begin(), static_cast<py::ssize_t>(batch.n));
+  py::array_t<std::uint8_t> out(shape);
+  const float* in_ptr = batch.data.data();
+  const double* mix_ptr = mix.data();
+  std::uint8_t* out_ptr = out.mutable_data();
+  const std::size_t in_stride = batch.image_values(), out_stride = out_h * out_w * batch.channels;
+  std::vector<char> finite(batch.n, 1);
+  {
+    py::gil_scoped_release release;
+    filtercast::parallel_for(batch.n, workers, [&](std::size_t i) {
+      finite[i] = filtercast::sigmoid_pixels_image(in_ptr + i * in_stride, batch.height, batch.width,
+                                                   batch.channels, mix_ptr, crop, out_ptr + i * out_stride);
+    });
+  }
+  for (std::size_t i = 0; i < batch.n; ++i) {
+    if (!finite[i]) {
+      throw py::value_error("images contain non-finite values (NaN or inf) in image " + std::to_string(i));
+    }
+  }
+  return out;
+}
+
 // mean/std: a scalar for every image, or one value per image.
 std::vector<double> per_image(const py::array_t<double, py::array::forcecast>& values,
                               std::size_t n, const char* name) {
@@ -242,7 +288,7 @@ py::array_t<std::uint8_t> stitch(const py::array& images, std::optional<std::vec
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "filtercast image kernels: deprocess, process (its inverse) and stitch";
+  m.doc() = "filtercast image kernels: deprocess, process (its inverse), sigmoid_pixels and stitch";
 #ifdef FILTERCAST_VERSION
   m.attr("__version__") = FILTERCAST_VERSION;
 #else
@@ -253,6 +299,10 @@ PYBIND11_MODULE(_core, m) {
         py::arg("crop") = 0, py::arg("eps") = 1e-7, py::arg("threads") = py::none(),
         "Standardise each image, scale to `std`, shift to 0.5, clip to [0, 1] and\n"
         "convert to uint8 (truncating), then remove `crop` pixels from each side.");
+  m.def("sigmoid_pixels", &sigmoid_pixels, py::arg("images"), py::arg("mix"), py::kw_only(),
+        py::arg("crop") = 0, py::arg("threads") = py::none(),
+        "Mix each pixel's channels by `mix` (C x C), apply a sigmoid, scale to 0..255 and\n"
+        "round to uint8, then remove `crop` pixels from each side.");
   m.def("process", &process, py::arg("images"), py::arg("mean"), py::arg("std"), py::kw_only(),
         py::arg("target_std"), py::arg("threads") = py::none(),
         "Map uint8 images back to float32: (x / 255 - 0.5) / target_std * std + mean.");

@@ -432,7 +432,7 @@ class FilterVisualizerServicer:
                 raise _EngineFailedError(event.error)
             assert isinstance(event, Result)
             result = event.outcome
-            tally.add(result.dead, result.seconds)
+            tally.add(result.dead, result.seconds, result.revived)
             if tally.done == 1:
                 self.metrics.time_to_first_filter.labels(*labels).observe(
                     time.perf_counter() - tally.started
@@ -447,6 +447,7 @@ class FilterVisualizerServicer:
                 seconds=result.seconds,
                 done=tally.done,
                 total=tally.total,
+                revived=result.revived,
             )
             if result.image is not None:
                 image = await loop.run_in_executor(self._encoder, encode_image, result.image, fmt)
@@ -475,6 +476,7 @@ class FilterVisualizerServicer:
             dead=tally.done - tally.kept,
             total_seconds=time.perf_counter() - tally.started,
             mean_filter_seconds=tally.filter_seconds / max(1, tally.done),
+            revived=tally.revived,
         )
         await self._send(context, pb.VisualizeFiltersResponse(summary=summary))
 
@@ -491,10 +493,12 @@ class _Tally:
     total: int = 0
     done: int = 0
     kept: int = 0
+    revived: int = 0  # filters alive after a restart
     filter_seconds: float = 0.0
 
-    def add(self, dead: bool, seconds: float) -> None:
+    def add(self, dead: bool, seconds: float, revived: int) -> None:
         """Count one finished filter."""
         self.done += 1
         self.kept += not dead
+        self.revived += bool(revived) and not dead
         self.filter_seconds += seconds

@@ -26,7 +26,7 @@ from filtercast_server.errors import (
     UnknownModelError,
     quoted,
 )
-from filtercast_server.registry import ModelConfig, Preprocessing
+from filtercast_server.registry import PREPROCESSING, ModelConfig, Preprocessing
 from filtercast_server.tf import keras, tf
 from filtercast_server.work import Precision
 
@@ -37,13 +37,22 @@ class ModelSpec:
 
     build: Callable[..., keras.Model]
     default_layer: str
+    training_preprocessing: str  # what keras.applications' preprocess_input does
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {
-    "vgg16": ModelSpec(keras.applications.VGG16, "block5_conv1"),
-    "vgg19": ModelSpec(keras.applications.VGG19, "block5_conv1"),
-    "resnet50v2": ModelSpec(keras.applications.ResNet50V2, "conv3_block4_out"),
+    "vgg16": ModelSpec(keras.applications.VGG16, "block5_conv1", "caffe"),
+    "vgg19": ModelSpec(keras.applications.VGG19, "block5_conv1", "caffe"),
+    "resnet50v2": ModelSpec(keras.applications.ResNet50V2, "conv3_block4_out", "tf"),
 }
+# Layers that are an activation and nothing else: their pre-activation is their input.
+ACTIVATION_LAYERS = (
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.PReLU,
+)
 
 MAX_LISTED = 40  # layers named in an error: its trailers stay well under gRPC's 8 KiB
 MAX_PROBE_SIZE = 1 << 14  # no layer of an image model needs a larger input to be computed
@@ -132,6 +141,12 @@ def _feature_layers(model: keras.Model) -> list[tuple[str, Any, Any]]:
     return found
 
 
+def _fused_activation(layer: Any) -> bool:
+    """Whether `layer` applies a non-linear activation of its own (Conv2D(activation=...))."""
+    activation = getattr(layer, "activation", None)
+    return callable(activation) and activation is not keras.activations.linear
+
+
 def _check_input(name: str, model: Any) -> tuple[int | None, int]:
     """(fixed square side or None, channels) of a model's one image input, or ModelLoadError."""
     inputs = getattr(model, "inputs", None)
@@ -213,7 +228,7 @@ class LoadedModel:
         self.preprocessing = self.config.preprocessing
         self.weights_source, self.weights_sha256 = weights, ""
         self._variants: dict[Precision, keras.Model] = {}
-        self._extractors: dict[tuple[str, Precision], keras.Model] = {}
+        self._extractors: dict[tuple[str, Precision, bool, bool], keras.Model] = {}
         self._smallest: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
         if self.config.builtin:
@@ -254,6 +269,10 @@ class LoadedModel:
         self.default_layer = default or features[-1][0]
         self.layer(self.default_layer)  # a default layer that does not exist stops the start
         self.default_preset = self.config.default_preset
+        # What the network was trained on: the robust preset feeds it this.
+        self.training_preprocessing = (
+            PREPROCESSING[self.spec.training_preprocessing] if self.spec else self.preprocessing
+        )
 
     @property
     def precisions(self) -> tuple[Precision, ...]:
@@ -370,27 +389,71 @@ class LoadedModel:
             self._variants[precision] = model
         return self._variants[precision]
 
-    def extractor(self, layer: str, precision: Precision) -> keras.Model:
-        """The network truncated at `layer`, in `precision`, its preprocessing in front.
+    def extractor(
+        self,
+        layer: str,
+        precision: Precision,
+        *,
+        training_preprocessing: bool = False,
+        pre_activation: bool = False,
+    ) -> keras.Model:
+        """The network truncated at `layer`, in `precision`, a preprocessing in front.
 
-        Built once per (layer, precision), then cached.
+        The preprocessing is the model's configured one (none for built-ins,
+        as the seeds fed them), or with `training_preprocessing` the one the
+        network was trained with. With `pre_activation` the output is the
+        layer's before its activation. Built once per combination, then cached.
         """
         self.layer(layer)
-        key = (layer, precision)
+        key = (layer, precision, training_preprocessing, pre_activation)
         with self._lock:
             if key not in self._extractors:
                 model = self._variant(precision)
-                output = (
-                    self._tensors[layer]
-                    if precision is Precision.FLOAT32
-                    else model.get_layer(layer).output
-                )
+                if pre_activation:
+                    output = self._pre_activation(model, layer)
+                elif precision is Precision.FLOAT32:
+                    output = self._tensors[layer]
+                else:
+                    output = model.get_layer(layer).output
                 cut = keras.Model(model.inputs[0], output)
-                if not self.preprocessing.identity:
+                preprocessing = (
+                    self.training_preprocessing if training_preprocessing else self.preprocessing
+                )
+                if not preprocessing.identity:
                     images = keras.Input((self.input_size, self.input_size, self.channels))
-                    cut = keras.Model(images, cut(InputPreprocessing(self.preprocessing)(images)))
+                    cut = keras.Model(images, cut(InputPreprocessing(preprocessing)(images)))
                 self._extractors[key] = cut
             return self._extractors[key]
+
+    def _pre_activation(self, model: keras.Model, name: str) -> Any:
+        """`name`'s output before its activation, as a tensor of `model`'s graph.
+
+        An activation layer (ReLU...) gives its input; a layer with a fused
+        activation (Conv2D(activation="relu")) a linear copy of itself, sharing
+        the input and holding copies of its weights; any other layer its output.
+        """
+        if "/" in name:  # nested: served only where no surgery is needed
+            nested = model
+            for part in name.split("/"):
+                nested = nested.get_layer(part)
+            if isinstance(nested, ACTIVATION_LAYERS) or _fused_activation(nested):
+                raise InvalidRequestError(
+                    f"objective pre_activation is not available for {name}, an activation "
+                    "inside a nested model; ask for objective activation, or a layer of the "
+                    "outer model",
+                    "objective",
+                )
+            return self._tensors[name]
+        layer = model.get_layer(name)
+        if isinstance(layer, ACTIVATION_LAYERS):
+            return layer.input
+        if not _fused_activation(layer):
+            return layer.output
+        config = {**layer.get_config(), "activation": "linear", "name": f"{name}_pre_activation"}
+        linear = type(layer).from_config(config)
+        output = linear(layer.input)
+        linear.set_weights(layer.get_weights())
+        return output
 
     def output_size(self, layer: str, input_size: int) -> tuple[int, int]:
         """Spatial size of `layer`'s output for a square input of `input_size` pixels.

@@ -69,10 +69,13 @@ def make_plan(
     indices = select_filters(filters, channels, recipe.default_filters, limits.max_filters)
     if not indices:
         raise InvalidRequestError("no filters requested", "filters")
-    if model.input_size is not None and set(params.round_sizes()) != {model.input_size}:
+    seen = {params.view_size(size) for size in params.round_sizes()}  # what the network gets
+    if model.input_size is not None and seen != {model.input_size}:
         raise InvalidRequestError(
             f"model {params.model} was built for {model.input_size} px inputs only; use size="
-            f"{model.input_size}" + (" and no upscaling rounds" if params.upscale_rounds else ""),
+            f"{model.input_size - 2 * params.pad}"
+            + (f" (with pad={params.pad}: the network sees size + 2 x pad)" if params.pad else "")
+            + (" and no upscaling rounds" if params.upscale_rounds else ""),
             "size",
         )
     smallest = params.round_sizes()[0]

@@ -1,8 +1,10 @@
-"""The three seed presets, request overrides and their validation.
+"""The presets, request overrides and their validation.
 
-A preset fixes every parameter of one published version of the algorithm;
-a request may override any of them within configurable limits. The result is
-a frozen :class:`AscentParams`, the complete recipe for one filter.
+A preset fixes every parameter of one version of the algorithm: the three
+seeds (published Keras examples, reproduced faithfully) and ``robust``, the
+feature-visualization recipe of Olah et al. (Distill 2017). A request may
+override any knob that applies to its preset, within configurable limits. The
+result is a frozen :class:`AscentParams`, the complete recipe for one filter.
 """
 
 import dataclasses
@@ -15,6 +17,9 @@ from filtercast_server.errors import InvalidRequestError, quoted
 
 GradientNorm = Literal["rms", "l2"]
 GridOrder = Literal["loss", "index"]
+Parameterization = Literal["pixels", "fourier"]
+Objective = Literal["activation", "pre_activation"]
+InputPreprocessing = Literal["raw", "model"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,24 @@ class AscentParams:
     deprocess_std: float
     deprocess_eps: float
     crop: int  # pixels removed from each side of the final picture
+    # pixels: the seeds' plain image and normalized-gradient step. fourier: the
+    # image as a 1/f-scaled spectrum with decorrelated colours and a sigmoid,
+    # climbed with Adam (step_size is its learning rate) through random views.
+    parameterization: Parameterization = "pixels"
+    # pre_activation: a layer's output before its fused or separate activation
+    # (ReLU), which never has a zero gradient everywhere.
+    objective: Objective = "activation"
+    # raw: 0..255 RGB as the seeds fed it; model: the network's training
+    # preprocessing (caffe for VGG, tf for ResNet50V2; a registered model's own).
+    preprocessing: InputPreprocessing = "raw"
+    # Random view of the image at each step (fourier): gray padding on each
+    # side, a shift of up to `jitter` px, a scale in 1 ± scale_jitter, and a
+    # rotation of up to ± rotate_degrees.
+    pad: int = 0
+    jitter: int = 0
+    scale_jitter: float = 0.0
+    rotate_degrees: float = 0.0
+    revive: int = 0  # restarts from fresh noise for a filter that dies (pixels)
 
     def round_sizes(self) -> list[int]:
         """Image side during each ascent round."""
@@ -51,9 +74,13 @@ class AscentParams:
         k, f = self.upscale_rounds, self.upscale_factor
         return [int(self.size / f ** (k - 1 - i)) for i in range(k)]
 
+    def view_size(self, size: int) -> int:
+        """Side of what the network sees for an image of `size` px (padding included)."""
+        return size + 2 * self.pad
+
     def pixel_steps(self) -> int:
-        """Pixels times steps over every round: one filter's share of a request's cost."""
-        return sum(size * size * self.steps for size in self.round_sizes())
+        """Pixels the network sees times steps over every round: one filter's cost."""
+        return sum(self.view_size(size) ** 2 * self.steps for size in self.round_sizes())
 
     @property
     def output_size(self) -> int:
@@ -86,6 +113,8 @@ class Preset:
     grid: GridParams
     default_filters: int | None  # the seed's own filter count (None: all)
 
+
+ROBUST_STEPS = 100  # where robustness saturates in bench/quality_bench.py (docs/benchmarks.md)
 
 # Keras' classic conv_filter_visualization.py.
 CLASSIC = AscentParams(
@@ -144,6 +173,27 @@ PRESETS: dict[str, Preset] = {
         GridParams(8, 5, "index"),
         default_filters=64,
     ),
+    # Olah et al., "Feature Visualization" (Distill 2017), as in Lucid: the
+    # first 64 filters of VGG16 block5_conv1, every one with a picture.
+    "robust": Preset(
+        dataclasses.replace(
+            CLASSIC,
+            steps=ROBUST_STEPS,
+            step_size=0.05,
+            init_scale=0.01,
+            init_offset=0.0,
+            dead_threshold=None,
+            parameterization="fourier",
+            objective="pre_activation",
+            preprocessing="model",
+            pad=12,
+            jitter=8,
+            scale_jitter=0.1,
+            rotate_degrees=10.0,
+        ),
+        GridParams(8, 5, "loss"),
+        default_filters=64,
+    ),
 }
 
 
@@ -165,12 +215,32 @@ class Limits:
 
 
 GRID_OVERRIDES = {f"grid_{field.name}" for field in dataclasses.fields(GridParams)}
-OVERRIDABLE = {field.name for field in dataclasses.fields(AscentParams)} | GRID_OVERRIDES
+FIXED = {"parameterization"}  # what makes a preset itself: choose another preset instead
+OVERRIDABLE = {field.name for field in dataclasses.fields(AscentParams)} - FIXED | GRID_OVERRIDES
+# Knobs of one parameterization only: overriding them on the other would change nothing.
+ONLY_FOR: dict[Parameterization, set[str]] = {
+    "pixels": {
+        "gradient_norm",
+        "init_offset",
+        "upscale_rounds",
+        "upscale_factor",
+        "deprocess_std",
+        "deprocess_eps",
+        "revive",
+    },
+    "fourier": {"pad", "jitter", "scale_jitter", "rotate_degrees"},
+}
+MAX_REVIVE = 8
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
     if not (low <= value <= high) or (isinstance(value, float) and math.isnan(value)):
         raise InvalidRequestError(f"{name}={value} is out of range; valid: {low}..{high}", name)
+
+
+def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise InvalidRequestError(f"{name} must be one of {', '.join(valid)}, got {value!r}", name)
 
 
 def resolve(preset: str, overrides: dict[str, Any], limits: Limits) -> Preset:
@@ -193,6 +263,21 @@ def resolve(preset: str, overrides: dict[str, Any], limits: Limits) -> Preset:
             sorted(unknown)[0],
         )
     chosen = PRESETS[preset]
+    kind = chosen.params.parameterization
+    foreign = sorted(
+        name
+        for name in overrides
+        for other, names in ONLY_FOR.items()
+        if other != kind and name in names
+    )
+    if foreign:
+        own = sorted(OVERRIDABLE - set().union(*(n for k, n in ONLY_FOR.items() if k != kind)))
+        raise InvalidRequestError(
+            f"{', '.join(foreign)} does not apply to preset {preset} (its image is "
+            f"{'a Fourier spectrum' if kind == 'fourier' else 'plain pixels'}); its parameters: "
+            + ", ".join(own),
+            foreign[0],
+        )
     grid = dataclasses.replace(
         chosen.grid,
         **{
@@ -225,6 +310,19 @@ def resolve(preset: str, overrides: dict[str, Any], limits: Limits) -> Preset:
     _check_range("grid_margin", grid.margin, 0, limits.max_margin)
     if grid.n is not None:
         _check_range("grid_n", grid.n, 1, limits.max_grid_n)
+    _check_range("pad", params.pad, 0, params.size // 2)
+    _check_range("jitter", params.jitter, 0, params.size // 4)
+    _check_range("scale_jitter", params.scale_jitter, 0.0, 0.5)
+    _check_range("rotate_degrees", params.rotate_degrees, 0.0, 180.0)
+    _check_range("revive", params.revive, 0, MAX_REVIVE)
+    if params.revive and params.dead_threshold is None:
+        raise InvalidRequestError(
+            "revive restarts filters found dead, but this request finds none dead "
+            "(keep_dead_filters, or a preset without a dead threshold); drop one of them",
+            "revive",
+        )
+    _check_choice("objective", params.objective, ("activation", "pre_activation"))
+    _check_choice("preprocessing", params.preprocessing, ("raw", "model"))
     if params.gradient_norm not in ("rms", "l2"):
         raise InvalidRequestError(
             f"gradient_norm must be rms or l2, got {params.gradient_norm!r}", "gradient_norm"

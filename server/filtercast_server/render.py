@@ -79,6 +79,7 @@ def render(
                 outcome.steps,
                 outcome.seconds,
                 outcome.image,
+                outcome.revived,
             )
             if progress:
                 progress(outcome, len(outcomes), len(plan.filters))

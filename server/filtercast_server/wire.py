@@ -25,6 +25,13 @@ OVERRIDE_FIELDS = (
     "deprocess_std",
     "border",
     "crop",
+    "objective",
+    "preprocessing",
+    "revive",
+    "pad",
+    "jitter",
+    "scale_jitter",
+    "rotate_degrees",
 )
 # Where each engine parameter lives in a VisualizeFiltersRequest (google.rpc.BadRequest
 # field violations name these paths).
@@ -72,7 +79,7 @@ def overrides_of(request: pb.VisualizeFiltersRequest) -> dict[str, Any]:
         for name in OVERRIDE_FIELDS
         if request.overrides.HasField(name)
     }
-    for name in ("step_size", "upscale_factor", "deprocess_std"):
+    for name in ("step_size", "upscale_factor", "deprocess_std", "scale_jitter", "rotate_degrees"):
         if name in overrides:  # float32 on the wire: keep the decimal the client meant
             overrides[name] = float(np.format_float_positional(np.float32(overrides[name])))
     if request.model:
@@ -155,6 +162,14 @@ def params_message(p: AscentParams, grid: GridParams, preset: str) -> pb.Resolve
         grid_n=grid.n or 0,
         grid_margin=grid.margin,
         grid_order=grid.order,
+        parameterization=p.parameterization,
+        objective=p.objective,
+        preprocessing=p.preprocessing,
+        revive=p.revive,
+        pad=p.pad,
+        jitter=p.jitter,
+        scale_jitter=p.scale_jitter,
+        rotate_degrees=p.rotate_degrees,
     )
     if p.dead_threshold is not None:
         message.dead_threshold = p.dead_threshold

@@ -40,9 +40,10 @@ class FilterOutcome:
     index: int
     loss: float
     dead: bool
-    image: np.ndarray | None  # uint8 (H, W, 3)
+    image: np.ndarray | None  # uint8 (H, W, C)
     steps: int
     seconds: float
+    revived: int = 0  # restarts from fresh noise before it came alive
 
 
 @dataclass(eq=False)

@@ -20,6 +20,7 @@ class Preset(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRESET_CLASSIC: _ClassVar[Preset]
     PRESET_UPSCALE: _ClassVar[Preset]
     PRESET_KERAS_IO: _ClassVar[Preset]
+    PRESET_ROBUST: _ClassVar[Preset]
 
 class ImageFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -34,6 +35,7 @@ PRESET_UNSPECIFIED: Preset
 PRESET_CLASSIC: Preset
 PRESET_UPSCALE: Preset
 PRESET_KERAS_IO: Preset
+PRESET_ROBUST: Preset
 IMAGE_FORMAT_UNSPECIFIED: ImageFormat
 IMAGE_FORMAT_PNG: ImageFormat
 IMAGE_FORMAT_RAW: ImageFormat
@@ -187,7 +189,7 @@ class FilterList(_message.Message):
     def __init__(self, indices: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Overrides(_message.Message):
-    __slots__ = ("size", "steps", "step_size", "upscale_rounds", "upscale_factor", "deprocess_std", "border", "crop")
+    __slots__ = ("size", "steps", "step_size", "upscale_rounds", "upscale_factor", "deprocess_std", "border", "crop", "objective", "preprocessing", "revive", "pad", "jitter", "scale_jitter", "rotate_degrees")
     SIZE_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     STEP_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +198,13 @@ class Overrides(_message.Message):
     DEPROCESS_STD_FIELD_NUMBER: _ClassVar[int]
     BORDER_FIELD_NUMBER: _ClassVar[int]
     CROP_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
+    REVIVE_FIELD_NUMBER: _ClassVar[int]
+    PAD_FIELD_NUMBER: _ClassVar[int]
+    JITTER_FIELD_NUMBER: _ClassVar[int]
+    SCALE_JITTER_FIELD_NUMBER: _ClassVar[int]
+    ROTATE_DEGREES_FIELD_NUMBER: _ClassVar[int]
     size: int
     steps: int
     step_size: float
@@ -204,7 +213,14 @@ class Overrides(_message.Message):
     deprocess_std: float
     border: int
     crop: int
-    def __init__(self, size: _Optional[int] = ..., steps: _Optional[int] = ..., step_size: _Optional[float] = ..., upscale_rounds: _Optional[int] = ..., upscale_factor: _Optional[float] = ..., deprocess_std: _Optional[float] = ..., border: _Optional[int] = ..., crop: _Optional[int] = ...) -> None: ...
+    objective: str
+    preprocessing: str
+    revive: int
+    pad: int
+    jitter: int
+    scale_jitter: float
+    rotate_degrees: float
+    def __init__(self, size: _Optional[int] = ..., steps: _Optional[int] = ..., step_size: _Optional[float] = ..., upscale_rounds: _Optional[int] = ..., upscale_factor: _Optional[float] = ..., deprocess_std: _Optional[float] = ..., border: _Optional[int] = ..., crop: _Optional[int] = ..., objective: _Optional[str] = ..., preprocessing: _Optional[str] = ..., revive: _Optional[int] = ..., pad: _Optional[int] = ..., jitter: _Optional[int] = ..., scale_jitter: _Optional[float] = ..., rotate_degrees: _Optional[float] = ...) -> None: ...
 
 class GridOptions(_message.Message):
     __slots__ = ("disabled", "n", "margin")
@@ -253,7 +269,7 @@ class VisualizeFiltersResponse(_message.Message):
     def __init__(self, accepted: _Optional[_Union[Accepted, _Mapping]] = ..., filter: _Optional[_Union[FilterResult, _Mapping]] = ..., grid: _Optional[_Union[Grid, _Mapping]] = ..., summary: _Optional[_Union[Summary, _Mapping]] = ...) -> None: ...
 
 class ResolvedParams(_message.Message):
-    __slots__ = ("model", "layer", "preset", "precision", "seed", "size", "steps", "step_size", "init_scale", "init_offset", "gradient_norm", "border", "dead_threshold", "upscale_rounds", "upscale_factor", "deprocess_std", "deprocess_eps", "crop", "grid_n", "grid_margin", "grid_order", "grid_disabled", "image_format")
+    __slots__ = ("model", "layer", "preset", "precision", "seed", "size", "steps", "step_size", "init_scale", "init_offset", "gradient_norm", "border", "dead_threshold", "upscale_rounds", "upscale_factor", "deprocess_std", "deprocess_eps", "crop", "grid_n", "grid_margin", "grid_order", "grid_disabled", "image_format", "parameterization", "objective", "preprocessing", "revive", "pad", "jitter", "scale_jitter", "rotate_degrees")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
@@ -277,6 +293,14 @@ class ResolvedParams(_message.Message):
     GRID_ORDER_FIELD_NUMBER: _ClassVar[int]
     GRID_DISABLED_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERIZATION_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
+    REVIVE_FIELD_NUMBER: _ClassVar[int]
+    PAD_FIELD_NUMBER: _ClassVar[int]
+    JITTER_FIELD_NUMBER: _ClassVar[int]
+    SCALE_JITTER_FIELD_NUMBER: _ClassVar[int]
+    ROTATE_DEGREES_FIELD_NUMBER: _ClassVar[int]
     model: str
     layer: str
     preset: Preset
@@ -300,7 +324,15 @@ class ResolvedParams(_message.Message):
     grid_order: str
     grid_disabled: bool
     image_format: ImageFormat
-    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., preset: _Optional[_Union[Preset, str]] = ..., precision: _Optional[_Union[Precision, str]] = ..., seed: _Optional[int] = ..., size: _Optional[int] = ..., steps: _Optional[int] = ..., step_size: _Optional[float] = ..., init_scale: _Optional[float] = ..., init_offset: _Optional[float] = ..., gradient_norm: _Optional[str] = ..., border: _Optional[int] = ..., dead_threshold: _Optional[float] = ..., upscale_rounds: _Optional[int] = ..., upscale_factor: _Optional[float] = ..., deprocess_std: _Optional[float] = ..., deprocess_eps: _Optional[float] = ..., crop: _Optional[int] = ..., grid_n: _Optional[int] = ..., grid_margin: _Optional[int] = ..., grid_order: _Optional[str] = ..., grid_disabled: _Optional[bool] = ..., image_format: _Optional[_Union[ImageFormat, str]] = ...) -> None: ...
+    parameterization: str
+    objective: str
+    preprocessing: str
+    revive: int
+    pad: int
+    jitter: int
+    scale_jitter: float
+    rotate_degrees: float
+    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., preset: _Optional[_Union[Preset, str]] = ..., precision: _Optional[_Union[Precision, str]] = ..., seed: _Optional[int] = ..., size: _Optional[int] = ..., steps: _Optional[int] = ..., step_size: _Optional[float] = ..., init_scale: _Optional[float] = ..., init_offset: _Optional[float] = ..., gradient_norm: _Optional[str] = ..., border: _Optional[int] = ..., dead_threshold: _Optional[float] = ..., upscale_rounds: _Optional[int] = ..., upscale_factor: _Optional[float] = ..., deprocess_std: _Optional[float] = ..., deprocess_eps: _Optional[float] = ..., crop: _Optional[int] = ..., grid_n: _Optional[int] = ..., grid_margin: _Optional[int] = ..., grid_order: _Optional[str] = ..., grid_disabled: _Optional[bool] = ..., image_format: _Optional[_Union[ImageFormat, str]] = ..., parameterization: _Optional[str] = ..., objective: _Optional[str] = ..., preprocessing: _Optional[str] = ..., revive: _Optional[int] = ..., pad: _Optional[int] = ..., jitter: _Optional[int] = ..., scale_jitter: _Optional[float] = ..., rotate_degrees: _Optional[float] = ...) -> None: ...
 
 class Accepted(_message.Message):
     __slots__ = ("request_id", "params", "filter_count", "filters", "weights_source", "weights_sha256", "device")
@@ -335,7 +367,7 @@ class Image(_message.Message):
     def __init__(self, format: _Optional[_Union[ImageFormat, str]] = ..., data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., channels: _Optional[int] = ...) -> None: ...
 
 class FilterResult(_message.Message):
-    __slots__ = ("index", "loss", "dead", "image", "steps", "seconds", "done", "total")
+    __slots__ = ("index", "loss", "dead", "image", "steps", "seconds", "done", "total", "revived")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
     DEAD_FIELD_NUMBER: _ClassVar[int]
@@ -344,6 +376,7 @@ class FilterResult(_message.Message):
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
+    REVIVED_FIELD_NUMBER: _ClassVar[int]
     index: int
     loss: float
     dead: bool
@@ -352,7 +385,8 @@ class FilterResult(_message.Message):
     seconds: float
     done: int
     total: int
-    def __init__(self, index: _Optional[int] = ..., loss: _Optional[float] = ..., dead: _Optional[bool] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., steps: _Optional[int] = ..., seconds: _Optional[float] = ..., done: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
+    revived: int
+    def __init__(self, index: _Optional[int] = ..., loss: _Optional[float] = ..., dead: _Optional[bool] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., steps: _Optional[int] = ..., seconds: _Optional[float] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., revived: _Optional[int] = ...) -> None: ...
 
 class Grid(_message.Message):
     __slots__ = ("image", "n", "margin", "order")
@@ -367,13 +401,15 @@ class Grid(_message.Message):
     def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., n: _Optional[int] = ..., margin: _Optional[int] = ..., order: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Summary(_message.Message):
-    __slots__ = ("kept", "dead", "total_seconds", "mean_filter_seconds")
+    __slots__ = ("kept", "dead", "total_seconds", "mean_filter_seconds", "revived")
     KEPT_FIELD_NUMBER: _ClassVar[int]
     DEAD_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MEAN_FILTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REVIVED_FIELD_NUMBER: _ClassVar[int]
     kept: int
     dead: int
     total_seconds: float
     mean_filter_seconds: float
-    def __init__(self, kept: _Optional[int] = ..., dead: _Optional[int] = ..., total_seconds: _Optional[float] = ..., mean_filter_seconds: _Optional[float] = ...) -> None: ...
+    revived: int
+    def __init__(self, kept: _Optional[int] = ..., dead: _Optional[int] = ..., total_seconds: _Optional[float] = ..., mean_filter_seconds: _Optional[float] = ..., revived: _Optional[int] = ...) -> None: ...

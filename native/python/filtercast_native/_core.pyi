@@ -23,6 +23,13 @@ def process(
     target_std: float,
     threads: int | None = None,
 ) -> npt.NDArray[np.float32]: ...
+def sigmoid_pixels(
+    images: npt.ArrayLike,
+    mix: npt.ArrayLike,
+    *,
+    crop: int = 0,
+    threads: int | None = None,
+) -> npt.NDArray[np.uint8]: ...
 def stitch(
     images: npt.ArrayLike,
     order: Sequence[int] | None = None,

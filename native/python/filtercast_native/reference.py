@@ -56,6 +56,16 @@ def process(
     return ((x / 255 - 0.5) / target_std * std + mean).astype(np.float32)
 
 
+def sigmoid_pixels(images: np.ndarray, mix: np.ndarray, crop: int = 0) -> np.ndarray:
+    """Each pixel's channels mixed by `mix`, a sigmoid, x 255 rounded half away from 0, cropped."""
+    x = np.asarray(images, dtype=np.float64)
+    mixed = np.einsum("ij,...j->...i", np.asarray(mix, dtype=np.float64), x)
+    if crop:
+        mixed = mixed[..., crop:-crop, crop:-crop, :]
+    value = 255.0 / (1.0 + np.exp(-mixed))
+    return np.floor(value + 0.5).astype(np.uint8)
+
+
 def stitch(
     images: np.ndarray, order: Sequence[int] | None = None, n: int = 8, margin: int = 5
 ) -> np.ndarray:
