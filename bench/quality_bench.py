@@ -15,7 +15,7 @@ weights, 128 px) in one run, one after the other on the same machine:
 
 Robustness of a delivered picture: the uint8 PNG the user receives is fed to
 the network as it expects (VGG's caffe preprocessing), in the identity view
-and in --views - 1 random held-out views (shift up to 16 px, scale 0.8..1.25,
+and in --views - 1 random held-out views (shift up to 16 px, scale 0.75..1.25,
 rotation up to 20 degrees, gray fill; wider than any recipe trains with, and
 drawn from their own seed). In each view the layer's real (post-ReLU) mean
 activation of every filter is taken. A view scores 1 when the picture's own

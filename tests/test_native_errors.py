@@ -71,6 +71,11 @@ GOOD_U8 = np.zeros((4, 8, 8, 3), dtype=np.uint8)
             ValueError,
             "mix must be finite",
         ),
+        (
+            lambda: native.sigmoid_pixels(GOOD, np.full((3, 3), 1e300)),
+            ValueError,
+            "within float32's range",
+        ),
         (lambda: native.sigmoid_pixels(GOOD, np.eye(3), crop=4), ValueError, "crop must be <= 3"),
         (lambda: native.sigmoid_pixels(GOOD, np.eye(3), crop=-2), ValueError, "crop must be >= 0"),
         (lambda: native.sigmoid_pixels(GOOD, np.eye(3), threads=0), ValueError, "threads"),

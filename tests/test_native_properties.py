@@ -185,6 +185,10 @@ def test_sigmoid_pixels_known_values() -> None:
     out = native.sigmoid_pixels(images, mix)
     assert out[0, 1, 1].tolist() == [128, 128, 128]
     assert out[0, 0, 0].min() >= 250 and out[0, 0, 1].max() <= 5
+    # Finite pixels whose float32 mix overflows (inf - inf = NaN) still give a byte.
+    huge = np.full((1, 1, 1, 3), 3e38, np.float32)
+    overflow = np.array([[2.0, -2.0, 0.0], [1.0, 1.0, 0.0], [-1.0, -1.0, 0.0]])
+    assert native.sigmoid_pixels(huge, overflow)[0, 0, 0].tolist() == [0, 255, 0]
     # The identity mix is a plain per-channel sigmoid.
     gray = np.linspace(-6, 6, 13, dtype=np.float32).reshape(1, 13, 1, 1)
     expected = np.floor(255 / (1 + np.exp(-gray.astype(np.float64))) + 0.5)

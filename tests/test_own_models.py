@@ -63,7 +63,7 @@ def build_models(folder: Path) -> dict[str, Path]:
     backbone = keras.Sequential(
         [
             keras.Input((None, None, 3)),
-            layers.Conv2D(4, 3, name="c1"),
+            layers.Conv2D(4, 3, activation="relu", name="c1"),
             layers.Conv2D(6, 3, strides=2, name="c2"),
         ],
         name="backbone",
@@ -210,6 +210,37 @@ def test_requests_a_model_cannot_serve_are_refused(own) -> None:
     with pytest.raises(InvalidRequest) as layer:
         list(client.visualize(model="nested", layer="c2", size=32, steps=1, filters=[0]))
     assert "backbone/c2" in layer.value.message
+    with pytest.raises(InvalidRequest) as nested:
+        list(
+            client.visualize(
+                model="nested", layer="backbone/c1", preset="robust", size=32, filters=[0]
+            )
+        )
+    assert nested.value.field == "overrides.objective"
+    assert "an activation inside a nested model" in nested.value.message
+    with pytest.raises(InvalidRequest) as padded:
+        list(client.visualize(model="fixed", preset="robust", size=48, steps=1, filters=[0]))
+    assert "use size=24 (with pad=12" in padded.value.message
+
+
+@pytest.mark.parametrize(
+    ("model", "layer", "overrides", "channels"),
+    [
+        ("gray", "g2", {"size": 32, "pad": 2}, 1),
+        ("fixed", "f1", {"size": 40, "pad": 4}, 3),  # the network sees 48 px
+        ("nested", "backbone/c2", {"size": 32, "pad": 2}, 3),
+    ],
+)
+def test_the_robust_preset_serves_registered_models(own, model, layer, overrides, channels) -> None:
+    _, client = own
+    events = list(
+        client.visualize(
+            model=model, layer=layer, preset="robust", filters="0:2", steps=2, overrides=overrides
+        )
+    )
+    pictures = [e for e in events if isinstance(e, FilterImage)]
+    assert [p.dead for p in pictures] == [False, False]
+    assert all(p.image.shape == (overrides["size"],) * 2 + (channels,) for p in pictures)
 
 
 def start_failure(*args: str) -> subprocess.CompletedProcess:

@@ -61,7 +61,7 @@ def test_overrides_apply_and_keep_the_rest() -> None:
         ("classic", {"size": 4096}, "size=4096 is out of range; valid: 16..512"),
         ("classic", {"steps": 0}, "steps=0 is out of range; valid: 1..200"),
         ("classic", {"step_size": -1.0}, "step_size=-1.0 is out of range"),
-        ("classic", {"step_size": float("nan")}, "step_size=nan is out of range"),
+        ("classic", {"step_size": float("nan")}, "step_size must be finite, got nan"),
         ("classic", {"colour": 1}, "unknown parameter(s) colour; valid:"),
         ("classic", {"crop": 64}, "crop=64 is out of range; valid: 0..63"),
         ("classic", {"grid_n": 0}, "grid_n=0 is out of range"),

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from filtercast_server.ascent import AscentEngine, initial_image
-from filtercast_server.devices import Device, select_device
+from filtercast_server.devices import select_device
 from filtercast_server.errors import InvalidRequestError
 from filtercast_server.fourier import (
     ADAM_EPS,
@@ -21,9 +21,9 @@ from filtercast_server.models import LoadedModel
 from filtercast_server.planning import make_plan
 from filtercast_server.presets import PRESETS
 from filtercast_server.rows import Row
-from filtercast_server.work import FilterOutcome, Job, Plan, Precision
+from filtercast_server.work import Job, Plan, Precision
+from tests.test_engine import CPU, run
 
-CPU = Device(name="/CPU:0", kind="cpu", description="test CPU", native_bf16=False)
 SMALL = {"size": 32, "steps": 3, "pad": 4, "jitter": 2}
 ROBUST = PRESETS["robust"].params
 
@@ -31,12 +31,6 @@ ROBUST = PRESETS["robust"].params
 @pytest.fixture(scope="module")
 def vgg() -> dict[str, LoadedModel]:
     return {"vgg16": LoadedModel("vgg16", "random", CPU, seed=1)}
-
-
-def run(models, plan: Plan, max_batch: int = 64) -> dict[int, FilterOutcome]:
-    outcomes = list(AscentEngine(models, max_batch=max_batch).run(plan))
-    assert sorted(o.index for o in outcomes) == sorted(plan.filters), "each filter exactly once"
-    return {o.index: o for o in outcomes}
 
 
 def robust_plan(models, filters="0:4", seed=7, **overrides) -> Plan:
@@ -122,7 +116,7 @@ def test_view_scale_and_rotation_keep_the_centre() -> None:
 
 
 def test_spectrum_scale_is_one_over_frequency() -> None:
-    scale = frequency_scale(8)
+    scale = frequency_scale(8).numpy()
     assert scale.shape == (8, 5)
     assert scale[0, 0] == pytest.approx(8 * 8)  # zero frequency floored at 1/size
     assert scale[0, 1] == pytest.approx(8 / (1 / 8))
@@ -217,6 +211,12 @@ def test_training_preprocessing_is_the_models_own(vgg) -> None:
         ("robust", {"rotate_degrees": -1.0}, "rotate_degrees", "valid: 0.0..180.0"),
         ("robust", {"pad": 100}, "pad", "valid: 0..64"),
         ("robust", {"parameterization": "pixels"}, "parameterization", "unknown parameter"),
+        ("classic", {"size": 12.5}, "size", "size must be an integer, got 12.5"),
+        ("classic", {"revive": "abc"}, "revive", "revive must be an integer"),
+        ("classic", {"step_size": True}, "step_size", "step_size must be a number"),
+        ("classic", {"dead_threshold": float("nan")}, "dead_threshold", "must be finite"),
+        ("robust", {"objective": 3}, "objective", "objective must be text"),
+        ("robust", {"size": 512, "pad": 12}, "pad", "size + 2 x pad = 536 px"),
     ],
 )
 def test_overrides_are_validated(vgg, preset, overrides, field, message) -> None:

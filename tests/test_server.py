@@ -91,7 +91,7 @@ def test_same_seed_same_pictures_across_requests(client) -> None:
 
 
 def test_the_robust_preset_streams_every_filter_reproducibly(client) -> None:
-    overrides = {"size": 32, "steps": 2, "pad": 4, "jitter": 2}
+    overrides = {"size": 32, "steps": 2, "pad": 4, "jitter": 2, "init_scale": 0.02}
     runs = [
         list(client.visualize(preset="robust", filters="0:3", overrides=overrides, seed=9))
         for _ in range(2)
@@ -100,6 +100,7 @@ def test_the_robust_preset_streams_every_filter_reproducibly(client) -> None:
     assert accepted.params["parameterization"] == "fourier"
     assert accepted.params["objective"] == "pre_activation"
     assert accepted.params["preprocessing"] == "model" and accepted.params["pad"] == 4
+    assert accepted.params["init_scale"] == pytest.approx(0.02)
     assert isinstance(summary, Summary) and (summary.kept, summary.dead) == (3, 0)
     pictures = [
         {e.index: e.image.tobytes() for e in events if isinstance(e, FilterImage)}

@@ -337,8 +337,8 @@ def request_options(function: Any) -> Any:
             multiple=True,
             callback=parse_settings,
             metavar="NAME=VALUE",
-            help="Override any preset parameter, e.g. --set revive=2 --set jitter=4 "
-            "(`filtercast models` lists them with each preset's defaults).",
+            help="Override a preset parameter, e.g. --set revive=2 --set jitter=4 "
+            "(repeatable; the README's Presets section lists them).",
         ),
         click.option("--timeout", type=float, help="Deadline of the whole stream, seconds."),
     ]

@@ -108,7 +108,8 @@ namespace {
 // below a byte's 1/255, and only arithmetic, so the loop vectorises (libm's
 // exp does not without -ffast-math).
 inline float sigmoid_byte(float m) {
-  m = m < -8.0f ? -8.0f : (m > 8.0f ? 8.0f : m);
+  m = m > -8.0f ? m : -8.0f;  // written so that a NaN (inf - inf in the mix) becomes -8
+  m = m < 8.0f ? m : 8.0f;
   const float x = m * (-1.0f / 16.0f);
   float e = 1.0f + x * (1.0f + x * (1.0f / 2 + x * (1.0f / 6 + x * (1.0f / 24 + x * (1.0f / 120 +
                    x * (1.0f / 720 + x * (1.0f / 5040)))))));

@@ -94,6 +94,22 @@ void require_finite_positive(double value, const char* name) {
   }
 }
 
+// The shape of a batch's pictures with `crop` pixels removed from each side;
+// a crop that leaves nothing is a ValueError naming the largest that works.
+std::vector<py::ssize_t> cropped_shape(const Batch<float>& batch, std::size_t crop) {
+  if (2 * crop >= batch.height || 2 * crop >= batch.width) {
+    throw py::value_error("crop=" + std::to_string(crop) + " removes the whole " +
+                          std::to_string(batch.height) + "x" + std::to_string(batch.width) +
+                          " image; crop must be <= " +
+                          std::to_string((std::min(batch.height, batch.width) - 1) / 2));
+  }
+  std::vector<py::ssize_t> shape = {static_cast<py::ssize_t>(batch.height - 2 * crop),
+                                    static_cast<py::ssize_t>(batch.width - 2 * crop),
+                                    static_cast<py::ssize_t>(batch.channels)};
+  if (!batch.single) shape.insert(shape.begin(), static_cast<py::ssize_t>(batch.n));
+  return shape;
+}
+
 py::array_t<std::uint8_t> deprocess(const py::array& images, double std, py::ssize_t crop_arg,
                                     double eps, std::optional<int> threads) {
   require_kind(images, 'f', "images", "a floating-point array (float32 preferred)");
@@ -103,16 +119,8 @@ py::array_t<std::uint8_t> deprocess(const py::array& images, double std, py::ssi
   if (crop_arg < 0) throw py::value_error("crop must be >= 0, got " + std::to_string(crop_arg));
   const std::size_t crop = static_cast<std::size_t>(crop_arg);
   Batch<float> batch = as_batch<float>(images, "images");
-  if (2 * crop >= batch.height || 2 * crop >= batch.width) {
-    throw py::value_error("crop=" + std::to_string(crop) + " removes the whole " +
-                          std::to_string(batch.height) + "x" + std::to_string(batch.width) +
-                          " image; crop must be <= " +
-                          std::to_string((std::min(batch.height, batch.width) - 1) / 2));
-  }
+  const std::vector<py::ssize_t> shape = cropped_shape(batch, crop);
   const std::size_t out_h = batch.height - 2 * crop, out_w = batch.width - 2 * crop;
-  std::vector<py::ssize_t> shape = {static_cast<py::ssize_t>(out_h), static_cast<py::ssize_t>(out_w),
-                                    static_cast<py::ssize_t>(batch.channels)};
-  if (!batch.single) shape.insert(shape.begin(), static_cast<py::ssize_t>(batch.n));
   py::array_t<std::uint8_t> out(shape);
 
   const float* in_ptr = batch.data.data();
@@ -149,18 +157,13 @@ py::array_t<std::uint8_t> sigmoid_pixels(const py::array& images,
     throw py::value_error("mix must have shape (" + std::to_string(c) + ", " + std::to_string(c) +
                           ") for " + std::to_string(c) + "-channel images, got shape " + shape_of(mix));
   }
-  for (py::ssize_t i = 0; i < mix.size(); ++i) {
-    if (!std::isfinite(mix.data()[i])) throw py::value_error("mix must be finite");
+  for (py::ssize_t i = 0; i < mix.size(); ++i) {  // computed in float32: within its range
+    if (!(std::fabs(mix.data()[i]) <= 3.0e38)) {
+      throw py::value_error("mix must be finite and within float32's range");
+    }
   }
-  if (2 * crop >= batch.height || 2 * crop >= batch.width) {
-    throw py::value_error("crop=" + std::to_string(crop) + " removes the whole " +
-                          std::to_string(batch.height) + "x" + std::to_string(batch.width) +
-                          " image; crop must be <= " +
-                          std::to_string((std::min(batch.height, batch.width) - 1) / 2));
-  }
+  const std::vector<py::ssize_t> shape = cropped_shape(batch, crop);
   const std::size_t out_h = batch.height - 2 * crop, out_w = batch.width - 2 * crop;
-  std::vector<py::ssize_t> shape = {static_cast<py::ssize_t>(out_h), static_cast<py::ssize_t>(out_w), c};
-  if (!batch.single) shape.insert(shape.begin(), static_cast<py::ssize_t>(batch.n));
   py::array_t<std::uint8_t> out(shape);
   const float* in_ptr = batch.data.data();
   const double* mix_ptr = mix.data();

@@ -23,7 +23,7 @@ import filtercast_native as native
 from filtercast_server.fourier import FourierAscent, build_fourier_step
 from filtercast_server.models import LoadedModel
 from filtercast_server.presets import AscentParams
-from filtercast_server.rows import Method, Row, State
+from filtercast_server.rows import Method, Row, State, filter_losses
 from filtercast_server.tf import tf
 from filtercast_server.work import (
     Ended,
@@ -100,11 +100,7 @@ def build_step(
     def step(images: tf.Tensor, filters: tf.Tensor, step_size: tf.Tensor):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(images)
-            activations = extractor(images, training=False)
-            if border:
-                activations = activations[:, border:-border, border:-border, :]
-            chosen = tf.gather(activations, filters, axis=3, batch_dims=1)
-            losses = tf.reduce_mean(tf.cast(chosen, tf.float32), axis=[1, 2])
+            losses = filter_losses(extractor(images, training=False), filters, border)
             total = tf.reduce_sum(losses)
         grads = tape.gradient(total, images)
         if gradient_norm == "rms":
@@ -204,18 +200,19 @@ class AscentEngine:
             params.border,
             params.objective,
             params.preprocessing,
-            *((params.size, params.pad) if fourier else (params.gradient_norm,)),
+            params.parameterization,
+            None if fourier else params.gradient_norm,
         )
         if key not in self._steps:
-            extractor = model.extractor(
-                params.layer,
-                precision,
-                training_preprocessing=params.preprocessing == "model",
-                pre_activation=params.objective == "pre_activation",
-            )
-            with tf.device(model.device.name):
+            with tf.device(model.device.name):  # the extractor's own weights (pre-activation)
+                extractor = model.extractor(
+                    params.layer,
+                    precision,
+                    training_preprocessing=params.preprocessing == "model",
+                    pre_activation=params.objective == "pre_activation",
+                )
                 self._steps[key] = (
-                    build_fourier_step(extractor, params, model.channels)
+                    build_fourier_step(extractor, params.border, model.channels)
                     if fourier
                     else build_step(extractor, params.border, params.gradient_norm, model.channels)
                 )
@@ -267,7 +264,7 @@ class AscentEngine:
                     assert isinstance(method, PixelAscent)  # resolve() refuses fourier rounds
                     state = (rescale(np.asarray(state[0]), params, target),)
             if rows:
-                yield self._finish(method, rows, state)
+                yield self._finish(params, method, rows, state)
 
     def _start(self, params: AscentParams, method: Method, rows: Sequence[Row]) -> State:
         with tf.device(self.models[params.model].device.name):
@@ -339,13 +336,16 @@ class AscentEngine:
                 yield ended
                 return finished, finished_state
             if finished:
-                ended.extend(self._finish(method, finished, finished_state))
+                ended.extend(self._finish(params, method, finished, finished_state))
             yield ended
         return [], ()
 
-    def _finish(self, method: Method, rows: Sequence[Row], state: State) -> Ended:
+    def _finish(
+        self, params: AscentParams, method: Method, rows: Sequence[Row], state: State
+    ) -> Ended:
         started = time.perf_counter()
-        pictures = method.pictures(state)
+        with tf.device(self.models[params.model].device.name):
+            pictures = method.pictures(state)
         self.observer.on_deprocess(len(rows), time.perf_counter() - started)
         return [
             (row.job, self._outcome(row, picture))

@@ -29,7 +29,7 @@ import numpy as np
 
 import filtercast_native as native
 from filtercast_server.presets import AscentParams
-from filtercast_server.rows import Row, State
+from filtercast_server.rows import Row, State, filter_losses
 from filtercast_server.tf import tf
 
 # Square root of ImageNet's RGB colour covariance (Lucid's
@@ -49,15 +49,19 @@ def color_mix(channels: int) -> np.ndarray:
     return COLOR_MIX if channels == 3 else np.ones((1, 1), np.float32)
 
 
-def frequency_scale(size: int) -> np.ndarray:
+def frequency_scale(size: int | tf.Tensor) -> tf.Tensor:
     """Per-coefficient scale of a size x size rfft2 spectrum: 1 / frequency, times size.
 
-    The zero frequency is floored at 1/size so it stays finite.
+    Frequencies as numpy's fftfreq (rows) and rfftfreq (columns); the zero
+    frequency is floored at 1/size so it stays finite. Built from `size` in the
+    graph, so one compiled step serves every image size.
     """
-    fy = np.fft.fftfreq(size)[:, None]
-    fx = np.fft.rfftfreq(size)[None, :]
-    frequencies = np.sqrt(fx * fx + fy * fy)
-    return (size / np.maximum(frequencies, 1.0 / size)).astype(np.float32)
+    n = tf.cast(size, tf.float32)
+    rows = tf.range(size)
+    fy = tf.cast(tf.where(rows < (size + 1) // 2, rows, rows - size), tf.float32) / n
+    fx = tf.cast(tf.range(size // 2 + 1), tf.float32) / n
+    frequencies = tf.sqrt(fx[None, :] ** 2 + fy[:, None] ** 2)
+    return n / tf.maximum(frequencies, 1.0 / n)
 
 
 def initial_spectrum(
@@ -92,27 +96,26 @@ def view_transform(params: AscentParams, seed: int, index: int, step: int) -> np
     )
 
 
-def spatial(spectra: tf.Tensor, size: int) -> tf.Tensor:
-    """(B, C, H, W//2+1, 2) spectra -> (B, H, W, C) images before colour mixing and sigmoid."""
-    scale = tf.constant(frequency_scale(size))
+def spatial(spectra: tf.Tensor) -> tf.Tensor:
+    """(B, C, S, S//2+1, 2) spectra -> (B, S, S, C) images before colour mixing and sigmoid."""
+    size = tf.shape(spectra)[2]
+    scale = frequency_scale(size)
     spectrum = tf.complex(spectra[..., 0] * scale, spectra[..., 1] * scale)
-    images = tf.signal.irfft2d(spectrum, fft_length=[size, size]) / SPECTRUM_DIVISOR
+    images = tf.signal.irfft2d(spectrum, fft_length=tf.stack([size, size])) / SPECTRUM_DIVISOR
     return tf.transpose(images, [0, 2, 3, 1])
 
 
-def build_fourier_step(
-    extractor: tf.keras.Model, params: AscentParams, channels: int
-) -> FourierStep:
+def build_fourier_step(extractor: tf.keras.Model, border: int, channels: int) -> FourierStep:
     """One compiled Adam step for a whole batch of spectra.
 
     Takes (spectra, m, v, row steps t (B,), filters (B,), views (B, 8),
-    learning rate) and returns the updated spectra, m, v and each row's loss
-    (of the view it saw) before the update. Rows are independent: the gradient
-    of the summed loss is each row's own.
+    learning rate, pad) and returns the updated spectra, m, v and each row's
+    loss (of the view it saw) before the update. Rows are independent: the
+    gradient of the summed loss is each row's own. Sizes and padding are
+    inputs, not constants: one trace serves every request.
     """
-    size, view, border = params.size, params.view_size(params.size), params.border
     mix = tf.constant(color_mix(channels))
-    spectrum_spec = tf.TensorSpec([None, channels, size, size // 2 + 1, 2], tf.float32)
+    spectrum_spec = tf.TensorSpec([None, channels, None, None, 2], tf.float32)
 
     @tf.function(
         input_signature=[
@@ -123,25 +126,23 @@ def build_fourier_step(
             tf.TensorSpec([None], tf.int32),
             tf.TensorSpec([None, 8], tf.float32),
             tf.TensorSpec([], tf.float32),
+            tf.TensorSpec([], tf.int32),
         ]
     )
-    def step(spectra, m, v, t, filters, views, learning_rate):
+    def step(spectra, m, v, t, filters, views, learning_rate, pad):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(spectra)
-            images = tf.sigmoid(tf.einsum("ij,bhwj->bhwi", mix, spatial(spectra, size)))
+            images = tf.sigmoid(tf.einsum("ij,bhwj->bhwi", mix, spatial(spectra)))
+            view = tf.shape(spectra)[2] + 2 * pad
             seen = tf.raw_ops.ImageProjectiveTransformV3(
                 images=images,
                 transforms=views,
-                output_shape=tf.constant([view, view], tf.int32),
+                output_shape=tf.stack([view, view]),
                 fill_value=GRAY,
                 interpolation="BILINEAR",
                 fill_mode="CONSTANT",
             )
-            activations = extractor(seen * 255.0, training=False)
-            if border:
-                activations = activations[:, border:-border, border:-border, :]
-            chosen = tf.gather(activations, filters, axis=3, batch_dims=1)
-            losses = tf.reduce_mean(tf.cast(chosen, tf.float32), axis=[1, 2])
+            losses = filter_losses(extractor(seen * 255.0, training=False), filters, border)
             total = tf.reduce_sum(losses)
         grads = tape.gradient(total, spectra)
         m = ADAM_BETA1 * m + (1.0 - ADAM_BETA1) * grads
@@ -160,6 +161,7 @@ class FourierAscent:
     def __init__(self, params: AscentParams, step: FourierStep, channels: int) -> None:
         self.params, self.channels, self._step = params, channels, step
         self._learning_rate = tf.constant(params.step_size, tf.float32)
+        self._pad = tf.constant(params.pad, tf.int32)
 
     def initial(self, rows: Sequence[Row]) -> tuple[np.ndarray, ...]:
         """Each row's start spectrum, and zero Adam moments."""
@@ -180,10 +182,11 @@ class FourierAscent:
             tf.constant([r.index for r in rows], tf.int32),
             tf.constant(views),
             self._learning_rate,
+            self._pad,
         )
         return (spectra, m, v), losses
 
     def pictures(self, state: State) -> np.ndarray:
         """The spectra as uint8 pictures (colour mix and sigmoid in the native module)."""
-        linear = spatial(state[0], self.params.size).numpy()
+        linear = spatial(state[0]).numpy()
         return native.sigmoid_pixels(linear, color_mix(self.channels), crop=self.params.crop)

@@ -425,6 +425,24 @@ class LoadedModel:
                 self._extractors[key] = cut
             return self._extractors[key]
 
+    def check_objective(self, layer: str, objective: str) -> None:
+        """Refuse an objective this layer cannot give (before any work is queued).
+
+        The pre-activation of a nested layer with an activation would need
+        surgery inside the nested model, which is not done.
+        """
+        if objective != "pre_activation" or "/" not in layer:
+            return
+        nested = self._variants[Precision.FLOAT32]
+        for part in layer.split("/"):
+            nested = nested.get_layer(part)
+        if isinstance(nested, ACTIVATION_LAYERS) or _fused_activation(nested):
+            raise InvalidRequestError(
+                f"objective pre_activation is not available for {layer}, an activation inside "
+                "a nested model; ask for objective activation, or a layer of the outer model",
+                "objective",
+            )
+
     def _pre_activation(self, model: keras.Model, name: str) -> Any:
         """`name`'s output before its activation, as a tensor of `model`'s graph.
 
@@ -432,17 +450,7 @@ class LoadedModel:
         activation (Conv2D(activation="relu")) a linear copy of itself, sharing
         the input and holding copies of its weights; any other layer its output.
         """
-        if "/" in name:  # nested: served only where no surgery is needed
-            nested = model
-            for part in name.split("/"):
-                nested = nested.get_layer(part)
-            if isinstance(nested, ACTIVATION_LAYERS) or _fused_activation(nested):
-                raise InvalidRequestError(
-                    f"objective pre_activation is not available for {name}, an activation "
-                    "inside a nested model; ask for objective activation, or a layer of the "
-                    "outer model",
-                    "objective",
-                )
+        if "/" in name:  # nested: served only where no surgery is needed (check_objective)
             return self._tensors[name]
         layer = model.get_layer(name)
         if isinstance(layer, ACTIVATION_LAYERS):

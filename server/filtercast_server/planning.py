@@ -66,6 +66,7 @@ def make_plan(
     if "layer" not in (overrides or {}):  # the built-ins' defaults are their presets' layers
         params = dataclasses.replace(params, layer=model.default_layer)
     channels = model.layer(params.layer).channels
+    model.check_objective(params.layer, params.objective)
     indices = select_filters(filters, channels, recipe.default_filters, limits.max_filters)
     if not indices:
         raise InvalidRequestError("no filters requested", "filters")
@@ -78,7 +79,7 @@ def make_plan(
             + (" and no upscaling rounds" if params.upscale_rounds else ""),
             "size",
         )
-    smallest = params.round_sizes()[0]
+    smallest = params.view_size(params.round_sizes()[0])  # what the network sees first
     needed = model.smallest_input(params.layer, params.border)
     if needed > limits.max_size:
         widest = min(model.output_size(params.layer, limits.max_size))
@@ -89,9 +90,10 @@ def make_plan(
         )
     if smallest < needed:
         first = "size" if params.upscale_rounds == 0 else "the first upscaling round's size"
+        first += " + 2 x pad" if params.pad else ""
         raise InvalidRequestError(
             f"{params.layer} with border {params.border} needs inputs of at least {needed} px; "
-            f"{first} is {smallest} px. Use size >= {needed}"
+            f"{first} is {smallest} px. Use size >= {needed - 2 * params.pad}"
             + (", or fewer upscaling rounds" if params.upscale_rounds else ""),
             "size",
         )

@@ -238,6 +238,25 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
         raise InvalidRequestError(f"{name}={value} is out of range; valid: {low}..{high}", name)
 
 
+# The Python types a parameter's value may have (Literal choices are text).
+_KINDS: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float)}
+_TYPES: dict[str, tuple[type, ...]] = {
+    field.name: _KINDS.get(field.type, (str,)) for field in dataclasses.fields(AscentParams)
+} | {"grid_n": (int,), "grid_margin": (int,), "grid_order": (str,), "dead_threshold": (int, float)}
+
+
+def _check_type(name: str, value: Any) -> None:
+    """A value of the parameter's kind (an int for sizes and counts, a number for rates...)."""
+    if value is None and name in ("dead_threshold", "grid_n"):
+        return
+    kinds = _TYPES[name]
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        expected = "text" if kinds == (str,) else "an integer" if kinds == (int,) else "a number"
+        raise InvalidRequestError(f"{name} must be {expected}, got {value!r}", name)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRequestError(f"{name} must be finite, got {value!r}", name)
+
+
 def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise InvalidRequestError(f"{name} must be one of {', '.join(valid)}, got {value!r}", name)
@@ -278,6 +297,8 @@ def resolve(preset: str, overrides: dict[str, Any], limits: Limits) -> Preset:
             + ", ".join(own),
             foreign[0],
         )
+    for name, value in overrides.items():
+        _check_type(name, value)
     grid = dataclasses.replace(
         chosen.grid,
         **{
@@ -311,6 +332,13 @@ def resolve(preset: str, overrides: dict[str, Any], limits: Limits) -> Preset:
     if grid.n is not None:
         _check_range("grid_n", grid.n, 1, limits.max_grid_n)
     _check_range("pad", params.pad, 0, params.size // 2)
+    if params.view_size(params.size) > limits.max_size:
+        raise InvalidRequestError(
+            f"size + 2 x pad = {params.view_size(params.size)} px is what the network sees, "
+            f"above this server's {limits.max_size} px; use pad <= "
+            f"{(limits.max_size - params.size) // 2} or a smaller size",
+            "pad",
+        )
     _check_range("jitter", params.jitter, 0, params.size // 4)
     _check_range("scale_jitter", params.scale_jitter, 0.0, 0.5)
     _check_range("rotate_degrees", params.rotate_degrees, 0.0, 180.0)

@@ -39,6 +39,14 @@ class Row:
 State = tuple[tf.Tensor, ...]  # a batch's tensors, rows first
 
 
+def filter_losses(activations: tf.Tensor, filters: tf.Tensor, border: int) -> tf.Tensor:
+    """Each row's objective: the mean of its own filter's activations, `border` px left out."""
+    if border:
+        activations = activations[:, border:-border, border:-border, :]
+    chosen = tf.gather(activations, filters, axis=3, batch_dims=1)
+    return tf.reduce_mean(tf.cast(chosen, tf.float32), axis=[1, 2])
+
+
 class Method(Protocol):
     """How images are represented, stepped and turned into pictures."""
 

@@ -32,6 +32,16 @@ OVERRIDE_FIELDS = (
     "jitter",
     "scale_jitter",
     "rotate_degrees",
+    "init_scale",
+)
+# float32 on the wire: kept as the decimal the client meant.
+FLOAT_FIELDS = (
+    "step_size",
+    "upscale_factor",
+    "deprocess_std",
+    "scale_jitter",
+    "rotate_degrees",
+    "init_scale",
 )
 # Where each engine parameter lives in a VisualizeFiltersRequest (google.rpc.BadRequest
 # field violations name these paths).
@@ -79,8 +89,8 @@ def overrides_of(request: pb.VisualizeFiltersRequest) -> dict[str, Any]:
         for name in OVERRIDE_FIELDS
         if request.overrides.HasField(name)
     }
-    for name in ("step_size", "upscale_factor", "deprocess_std", "scale_jitter", "rotate_degrees"):
-        if name in overrides:  # float32 on the wire: keep the decimal the client meant
+    for name in FLOAT_FIELDS:
+        if name in overrides:
             overrides[name] = float(np.format_float_positional(np.float32(overrides[name])))
     if request.model:
         overrides["model"] = request.model

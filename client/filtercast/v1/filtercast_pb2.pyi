@@ -189,7 +189,7 @@ class FilterList(_message.Message):
     def __init__(self, indices: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Overrides(_message.Message):
-    __slots__ = ("size", "steps", "step_size", "upscale_rounds", "upscale_factor", "deprocess_std", "border", "crop", "objective", "preprocessing", "revive", "pad", "jitter", "scale_jitter", "rotate_degrees")
+    __slots__ = ("size", "steps", "step_size", "upscale_rounds", "upscale_factor", "deprocess_std", "border", "crop", "objective", "preprocessing", "revive", "pad", "jitter", "scale_jitter", "rotate_degrees", "init_scale")
     SIZE_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     STEP_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -205,6 +205,7 @@ class Overrides(_message.Message):
     JITTER_FIELD_NUMBER: _ClassVar[int]
     SCALE_JITTER_FIELD_NUMBER: _ClassVar[int]
     ROTATE_DEGREES_FIELD_NUMBER: _ClassVar[int]
+    INIT_SCALE_FIELD_NUMBER: _ClassVar[int]
     size: int
     steps: int
     step_size: float
@@ -220,7 +221,8 @@ class Overrides(_message.Message):
     jitter: int
     scale_jitter: float
     rotate_degrees: float
-    def __init__(self, size: _Optional[int] = ..., steps: _Optional[int] = ..., step_size: _Optional[float] = ..., upscale_rounds: _Optional[int] = ..., upscale_factor: _Optional[float] = ..., deprocess_std: _Optional[float] = ..., border: _Optional[int] = ..., crop: _Optional[int] = ..., objective: _Optional[str] = ..., preprocessing: _Optional[str] = ..., revive: _Optional[int] = ..., pad: _Optional[int] = ..., jitter: _Optional[int] = ..., scale_jitter: _Optional[float] = ..., rotate_degrees: _Optional[float] = ...) -> None: ...
+    init_scale: float
+    def __init__(self, size: _Optional[int] = ..., steps: _Optional[int] = ..., step_size: _Optional[float] = ..., upscale_rounds: _Optional[int] = ..., upscale_factor: _Optional[float] = ..., deprocess_std: _Optional[float] = ..., border: _Optional[int] = ..., crop: _Optional[int] = ..., objective: _Optional[str] = ..., preprocessing: _Optional[str] = ..., revive: _Optional[int] = ..., pad: _Optional[int] = ..., jitter: _Optional[int] = ..., scale_jitter: _Optional[float] = ..., rotate_degrees: _Optional[float] = ..., init_scale: _Optional[float] = ...) -> None: ...
 
 class GridOptions(_message.Message):
     __slots__ = ("disabled", "n", "margin")
