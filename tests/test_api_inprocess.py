@@ -73,6 +73,11 @@ def test_events_come_in_contract_order(standin) -> None:
             "overrides.objective",
             "activation, pre_activation",
         ),
+        (  # an error never echoes a huge value back (trailers are limited to 16 KiB)
+            {"preset": "robust", "overrides": {"objective": "x" * 100_000}},
+            "overrides.objective",
+            "... (100000 characters)",
+        ),
         (
             {"preset": "robust", "overrides": {"scale_jitter": 2.0}},
             "overrides.scale_jitter",

@@ -252,14 +252,17 @@ def _check_type(name: str, value: Any) -> None:
     kinds = _TYPES[name]
     if isinstance(value, bool) or not isinstance(value, kinds):
         expected = "text" if kinds == (str,) else "an integer" if kinds == (int,) else "a number"
-        raise InvalidRequestError(f"{name} must be {expected}, got {value!r}", name)
+        shown = quoted(value) if isinstance(value, str) else repr(value)[:80]
+        raise InvalidRequestError(f"{name} must be {expected}, got {shown}", name)
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidRequestError(f"{name} must be finite, got {value!r}", name)
 
 
 def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
-        raise InvalidRequestError(f"{name} must be one of {', '.join(valid)}, got {value!r}", name)
+        raise InvalidRequestError(
+            f"{name} must be one of {', '.join(valid)}, got {quoted(value)}", name
+        )
 
 
 def resolve(preset: str, overrides: dict[str, Any], limits: Limits) -> Preset:
@@ -353,11 +356,11 @@ def resolve(preset: str, overrides: dict[str, Any], limits: Limits) -> Preset:
     _check_choice("preprocessing", params.preprocessing, ("raw", "model"))
     if params.gradient_norm not in ("rms", "l2"):
         raise InvalidRequestError(
-            f"gradient_norm must be rms or l2, got {params.gradient_norm!r}", "gradient_norm"
+            f"gradient_norm must be rms or l2, got {quoted(params.gradient_norm)}", "gradient_norm"
         )
     if grid.order not in ("loss", "index"):
         raise InvalidRequestError(
-            f"grid_order must be loss or index, got {grid.order!r}", "grid_order"
+            f"grid_order must be loss or index, got {quoted(grid.order)}", "grid_order"
         )
     return Preset(params, grid, chosen.default_filters)
 
