@@ -21,7 +21,7 @@ from filtercast_server.models import LoadedModel
 from filtercast_server.planning import make_plan
 from filtercast_server.presets import PRESETS
 from filtercast_server.rows import Row
-from filtercast_server.work import Job, Plan, Precision
+from filtercast_server.work import EngineObserver, Job, Plan, Precision
 from tests.test_engine import CPU, run
 
 SMALL = {"size": 32, "steps": 3, "pad": 4, "jitter": 2}
@@ -239,6 +239,16 @@ def test_revive_restarts_a_filter_dead_at_its_first_step_up_to_n_times(vgg) -> N
     for max_batch in (64, 2):  # restarts queue ahead of new filters when rows are scarce
         outcomes = run(vgg, plan, max_batch=max_batch)
         assert all(o.dead and o.revived == 2 and o.steps == 3 for o in outcomes.values())
+
+    class Restarts(EngineObserver):
+        count = 0
+
+        def on_restart(self, params) -> None:
+            self.count += 1
+
+    observer = Restarts()
+    list(AscentEngine(vgg, observer=observer).run(plan))
+    assert observer.count == 5 * 2
 
 
 def test_revive_in_upscale_rounds(vgg) -> None:

@@ -109,8 +109,10 @@ def test_the_robust_preset_streams_every_filter_reproducibly(client) -> None:
     assert len(pictures[0]) == 3 and pictures[0] == pictures[1]
 
 
-def test_revive_is_reported_per_filter_and_in_the_summary(client) -> None:
+def test_revive_is_reported_per_filter_and_in_the_summary(server, client) -> None:
     # Whichever filters die with these random weights, the counts must agree.
+    restarts = {"model": "vgg16", "layer": "block5_conv1"}
+    before = server.metric("filtercast_filter_restarts_total", **restarts)
     events = list(
         client.visualize(filters="0:6", overrides={**SMALL, "revive": 2}, seed=3, grid=False)
     )
@@ -121,6 +123,8 @@ def test_revive_is_reported_per_filter_and_in_the_summary(client) -> None:
         assert result.steps >= result.revived + (0 if result.dead else SMALL["steps"])
     alive_after_restart = sum(1 for r in results if r.revived and not r.dead)
     assert summary.revived == alive_after_restart
+    spent = sum(r.revived for r in results)
+    assert server.metric("filtercast_filter_restarts_total", **restarts) - before == spent
 
 
 def test_concurrent_clients_share_batches_and_get_exactly_their_filters(server) -> None:

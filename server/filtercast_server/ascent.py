@@ -311,6 +311,7 @@ class AscentEngine:
                 elif threshold is not None and row.loss <= threshold:
                     if row.steps == 1 and row.attempt < params.revive:
                         revived.append(Row(row.job, row.attempt + 1, row.started))
+                        self.observer.on_restart(params)
                     else:
                         ended.append((row.job, self._outcome(row, None)))
                 elif row.steps >= row.end:

@@ -95,6 +95,12 @@ class Metrics(EngineObserver):
             ["outcome"],
             registry=r,
         )
+        self.restarts = Counter(
+            "filtercast_filter_restarts_total",
+            "Restarts from fresh noise of filters dead at their first step (revive)",
+            ["model", "layer"],
+            registry=r,
+        )
         # The standard gRPC server metrics, named and labelled as go-grpc-middleware's
         # (grpc-ecosystem/go-grpc-prometheus) so shared dashboards and alerts work.
         rpc_labels = ["grpc_type", "grpc_service", "grpc_method"]
@@ -156,6 +162,10 @@ class Metrics(EngineObserver):
     def on_deprocess(self, images: int, seconds: float) -> None:
         """Record one native deprocess call."""
         self.deprocess_duration.observe(seconds)
+
+    def on_restart(self, params: AscentParams) -> None:
+        """Count one revive restart."""
+        self.restarts.labels(params.model, params.layer).inc()
 
     def sample_device_memory(self, device_name: str) -> None:
         """Read GPU memory in use (a CPU reports nothing; the gauge stays absent)."""

@@ -72,3 +72,6 @@ class EngineObserver:
 
     def on_deprocess(self, images: int, seconds: float) -> None:
         """The native module deprocessed `images` finished pictures."""
+
+    def on_restart(self, params: AscentParams) -> None:
+        """A filter dead at its first step restarted from fresh noise (revive)."""
