@@ -342,6 +342,8 @@ def main() -> None:
     tokens.write_text("".join(f"{name} {token_of(name)}\n" for name in names))
     weights = str(WEIGHTS) if WEIGHTS.is_file() else "random"
     server = LocalServer(
+        "--cache",
+        "off",
         "--weights",
         weights,
         "--auth-tokens-file",

@@ -71,6 +71,8 @@ def measure(address: str) -> dict:
 
 def run_server(label: str, env: dict[str, str] | None) -> dict:
     server = LocalServer(
+        "--cache",
+        "off",
         "--weights",
         "random",
         "--precision",

@@ -128,7 +128,9 @@ def main() -> None:
         address, metrics = args.server, args.metrics
     else:
         weights = str(WEIGHTS) if WEIGHTS.is_file() else "random"
-        own = LocalServer("--weights", weights, log_path=Path("/tmp/filtercast-load.log"))
+        own = LocalServer(
+            "--cache", "off", "--weights", weights, log_path=Path("/tmp/filtercast-load.log")
+        )
         own.wait_serving()
         address, metrics = own.address, f"127.0.0.1:{own.metrics_port}"
     if metrics:

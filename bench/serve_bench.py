@@ -1,16 +1,27 @@
-"""Serving overhead and cross-request batching, side by side in one run.
+"""Serving overhead, cross-request batching and the result cache, side by side in one run.
 
+serving:
 1. The same 32 filters through gRPC (server subprocess, real client) vs the
    engine alone in this process: overhead of the service.
 2. 8 clients asking for 4 filters each at once vs the same 8 requests one
    after another: what sharing batches across requests buys.
+cache (classic, 64 filters):
+3. Cold: the same request on a server with the cache off and one with an
+   empty cache, alternating, each pair with a new seed: the cache's overhead.
+4. Warm: the request repeated on the caching server: its time against the
+   cold one, and the time to its first filter over gRPC and HTTP/NDJSON.
 
-    .venv/bin/python bench/serve_bench.py [--weights PATH] [--size 128] [--steps 20]
+    .venv/bin/python bench/serve_bench.py [--only serving|cache] [--weights PATH]
+        [--size 128] [--steps 20] [--pairs 2]
 """
 
 import argparse
+import json
+import statistics
+import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from filtercast_client.client import Client, FilterImage
@@ -47,22 +58,16 @@ def one_request(address: str, filters: list[int], overrides: dict) -> list[float
     return arrivals
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--precision", default="auto")
-    args = parser.parse_args()
-    overrides = {"size": args.size, "steps": args.steps}
-    weights = args.weights if Path(args.weights).is_file() else "random"
-
-    t_engine = engine_alone(weights, overrides, "0:32", args.precision)
+def serving_rows(weights: str, overrides: dict, precision: str) -> None:
+    """Rows 1 and 2: gRPC against the engine alone; concurrent against sequential."""
+    t_engine = engine_alone(weights, overrides, "0:32", precision)
     server = LocalServer(
+        "--cache",
+        "off",
         "--weights",
         weights,
         "--precision",
-        args.precision,
+        precision,
         log_path=Path("/tmp/filtercast-serve-bench.log"),
         metrics=False,
     ).wait_serving()
@@ -91,10 +96,6 @@ def main() -> None:
     finally:
         server.stop()
 
-    print(
-        f"weights: {weights}; classic vgg16/block5_conv1, {args.size} px, {args.steps} steps, "
-        f"precision {args.precision}, 32 filters"
-    )
     print(f"{'case':<44}{'seconds':>9}{'filters/s':>11}{'ratio':>8}")
     rows = [
         ("engine alone (in process)", t_engine, 1.0),
@@ -108,6 +109,118 @@ def main() -> None:
     print(
         f"32-filter stream: first result after {arrivals[0]:.2f} s, last after {arrivals[-1]:.2f} s"
     )
+
+
+def timed_stream(client: Client, overrides: dict, seed: int, filters: int) -> tuple[float, float]:
+    """(seconds to the first FilterResult, seconds to the end) of one classic request."""
+    started, first = time.perf_counter(), None
+    for event in client.visualize(
+        filters=f"0:{filters}", overrides=overrides, seed=seed, layer="block5_conv1"
+    ):
+        if first is None and isinstance(event, FilterImage):
+            first = time.perf_counter() - started
+    assert first is not None
+    return first, time.perf_counter() - started
+
+
+def timed_http(url: str, overrides: dict, seed: int, filters: int) -> tuple[float, float]:
+    """The same over the HTTP gateway (NDJSON)."""
+    body = {
+        "layer": "block5_conv1",
+        "filters": {"range": {"start": 0, "stop": filters}},
+        "seed": str(seed),
+        "overrides": overrides,
+    }
+    request = urllib.request.Request(f"{url}/v1/visualize", data=json.dumps(body).encode())
+    started, first = time.perf_counter(), None
+    with urllib.request.urlopen(request, timeout=600) as response:
+        for line in response:
+            if first is None and b'"filter"' in line[:20]:
+                first = time.perf_counter() - started
+    assert first is not None
+    return first, time.perf_counter() - started
+
+
+def cache_rows(weights: str, overrides: dict, precision: str, pairs: int) -> None:
+    """Rows 3 and 4: the cache's cold overhead and what a warm cache gives."""
+    filters = 64
+    common = ("--weights", weights, "--precision", precision)
+    folder = tempfile.mkdtemp(prefix="filtercast-cache-bench-")
+    off = LocalServer(
+        "--cache", "off", *common, log_path=Path("/tmp/filtercast-bench-off.log"), metrics=False
+    )
+    on = LocalServer(
+        "--cache",
+        folder,
+        *common,
+        log_path=Path("/tmp/filtercast-bench-on.log"),
+        metrics=False,
+        http_port=0,
+    )
+    try:
+        off.wait_serving()
+        on.wait_serving()
+        with Client(off.address) as to_off, Client(on.address) as to_on:
+            for client in (to_off, to_on):  # trace the step outside the timings
+                timed_stream(client, {**overrides, "steps": 1}, 10_000, 2)
+            cold_off, cold_on = [], []
+            for pair in range(pairs):
+                order = [(to_off, cold_off), (to_on, cold_on)]
+                for client, times in order if pair % 2 == 0 else order[::-1]:
+                    times.append(timed_stream(client, overrides, pair, filters)[1])
+                    which = "on " if client is to_on else "off"
+                    print(f"  cold pair {pair}: cache {which} {times[-1]:.2f} s")
+            warm = [timed_stream(to_on, overrides, 0, filters) for _ in range(20)]
+        fresh = []
+        for _ in range(20):  # a new client (and connection) per request
+            with Client(on.address) as client:
+                fresh.append(timed_stream(client, overrides, 0, filters))
+        http = [timed_http(on.http_url, overrides, 0, filters) for _ in range(20)]
+    finally:
+        off.stop()
+        on.stop()
+
+    def median(values: list[float]) -> float:
+        return statistics.median(values)
+
+    t_off, t_on = median(cold_off), median(cold_on)
+    t_warm = median([w[1] for w in warm])
+    print(f"{'case (classic, 64 filters)':<52}{'seconds':>10}{'ratio':>9}")
+    rows = [
+        (f"cache off (median of {pairs})", t_off, 1.0),
+        (f"cache on, cold (median of {pairs})", t_on, t_on / t_off),
+        ("cache on, warm: whole stream, gRPC (median of 20)", t_warm, t_warm / t_on),
+        ("  time to first filter, gRPC, open channel", median([w[0] for w in warm]), None),
+        ("  time to first filter, gRPC, new client", median([f[0] for f in fresh]), None),
+        ("  whole stream, gRPC, new client", median([f[1] for f in fresh]), None),
+        ("  time to first filter, HTTP NDJSON", median([h[0] for h in http]), None),
+        ("  whole stream, HTTP NDJSON", median([h[1] for h in http]), None),
+    ]
+    for name, seconds, ratio in rows:
+        shown = f"{ratio:>8.4f}x" if ratio is not None else ""
+        print(f"{name:<52}{seconds:>10.4f}{shown}")
+    print(f"cold overhead of the cache: {t_on / t_off - 1:+.1%}; warm repeat: {t_warm / t_on:.2%}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--only", choices=["serving", "cache"])
+    parser.add_argument("--pairs", type=int, default=2, help="cold off/on pairs (cache)")
+    args = parser.parse_args()
+    overrides = {"size": args.size, "steps": args.steps}
+    weights = args.weights if Path(args.weights).is_file() else "random"
+    print(
+        f"weights: {weights}; classic vgg16/block5_conv1, {args.size} px, {args.steps} steps, "
+        f"precision {args.precision}"
+    )
+    if args.only != "cache":
+        serving_rows(weights, overrides, args.precision)
+    if args.only != "serving":
+        cache_rows(weights, overrides, args.precision, args.pairs)
 
 
 if __name__ == "__main__":

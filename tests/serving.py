@@ -29,12 +29,24 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = 120)
 class ServerProcess(LocalServer):
     """LocalServer with random weights on the CPU, plus metrics readers."""
 
-    def __init__(self, *args: str, log_dir: Path, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        *args: str,
+        log_dir: Path,
+        host: str = "127.0.0.1",
+        http: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
         if "--weights" not in args:
             args = ("--weights", "random", *args)
+        # Tests of other things start from nothing: no result cache unless asked for.
+        if "--cache" not in args:
+            args = ("--cache", "off", *args)
         log_path = log_dir / f"server-{os.getpid()}-{id(self)}.log"
-        super().__init__(*args, log_path=log_path, host=host)
+        super().__init__(
+            *args, log_path=log_path, host=host, http_port=0 if http else None, env=env
+        )
 
     def metrics(self) -> dict[tuple[str, tuple], float]:
         """Every sample as {(name, sorted labels): value}."""

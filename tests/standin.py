@@ -21,6 +21,10 @@ import numpy as np
 
 from filtercast_server.admission import StreamAdmission
 from filtercast_server.api import FilterVisualizerServicer
+from filtercast_server.auth import TokenAuthenticator
+from filtercast_server.cache.backends import Backend
+from filtercast_server.cache.results import ResultCache
+from filtercast_server.gateway import Gateway, serve_gateway
 from filtercast_server.interceptor import ServerPolicy
 from filtercast_server.metrics import Metrics
 from filtercast_server.presets import AscentParams, Limits
@@ -58,6 +62,7 @@ class Model:
         self.name = name
         self.weights_source = "random"
         self.weights_sha256 = ""
+        self.cache_identity = f"standin:{name}"
         self.device = Device()
         self.config = ModelConfig(name)
         self.preprocessing = self.config.preprocessing
@@ -139,13 +144,31 @@ class StandIn:
         engine: Engine | None = None,
         queue_limit: int = 4096,
         limits: Limits | None = None,
+        cache_backend: Backend | None = None,
+        gateway: bool = False,
+        authenticator: TokenAuthenticator | None = None,
     ) -> None:
         self.host = host
+        self.gateway = gateway
+        self.authenticator = authenticator
+        self.http_port = 0
         self.engine = engine or Engine()
         self.limits = limits or Limits()
         self.queue_limit = queue_limit
         self.metrics = Metrics()
-        self.scheduler = Scheduler(self.engine, queue_limit, queue_limit, 16, 4)  # type: ignore[arg-type]
+        self.cache = (
+            ResultCache(cache_backend, self.metrics, retry_seconds=0) if cache_backend else None
+        )
+        cache = self.cache
+        self.scheduler = Scheduler(
+            self.engine,  # type: ignore[arg-type]
+            queue_limit,
+            queue_limit,
+            16,
+            4,
+            on_result=cache.store if cache else None,
+            on_shared=self.metrics.cache_shared.inc,
+        )
         self.servicer = FilterVisualizerServicer(
             {"vgg16": Model()},
             self.scheduler,
@@ -155,6 +178,7 @@ class StandIn:
             server_limits=limits_message(self.limits, queue_limit=queue_limit),
             max_message_bytes=64 * 1024 * 1024,
             stall_seconds=30,
+            cache=cache,
         )
         self.loop = asyncio.new_event_loop()
         self.port = 0
@@ -179,6 +203,10 @@ class StandIn:
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.port = self.server.add_insecure_port(f"{host}:0")
         await self.server.start()
+        if self.gateway:
+            gateway = Gateway(self.servicer, self.metrics, self.authenticator)
+            self.http_runner = await serve_gateway(gateway, self.host, 0)
+            self.http_port = self.http_runner.addresses[0][1]
 
     def __enter__(self) -> "StandIn":
         self.scheduler.start()
@@ -187,11 +215,20 @@ class StandIn:
         assert self._started.wait(30), "the stand-in server did not start"
         return self
 
+    @property
+    def http_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.http_port}"
+
     def __exit__(self, *exc: object) -> None:
+        if self.gateway:
+            asyncio.run_coroutine_threadsafe(self.http_runner.cleanup(), self.loop).result(30)
         asyncio.run_coroutine_threadsafe(self.server.stop(0), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(30)
         self.scheduler.stop()
+        if self.cache is not None:
+            self.cache.close()
 
     def streams_open(self) -> int:
         return self.servicer.admission.open

@@ -120,8 +120,11 @@ def test_pod_is_hardened_and_wired_to_its_volumes_and_ports() -> None:
 
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-    for path in ("/tmp", "/home/filtercast/.keras"):
+    for path in ("/tmp", "/home/filtercast/.keras", "/cache"):
         assert "emptyDir" in volumes[mounts[path]["name"]], path
+    # The result cache lives on its own writable volume, bounded below its size limit.
+    assert env["FILTERCAST_CACHE"] == "/cache"
+    assert int(env["FILTERCAST_CACHE_MAX_BYTES"]) < 3 * 1024**3
     for path, secret in (("/tls", "filtercast-tls"), ("/auth", "filtercast-auth")):
         assert mounts[path]["readOnly"] is True
         assert volumes[mounts[path]["name"]]["secret"]["secretName"] == secret

@@ -6,7 +6,7 @@ One PNG per live filter, ``grid.png`` and ``manifest.json``::
      "weights": {"source", "sha256"}, "device", "requested": [...],
      "request_id" (null for render), "servers" ([] for render),
      "complete": bool, "seconds",
-     "filters": [{"index", "loss", "dead", "steps", "seconds", "revived", "file"}],
+     "filters": [{"index", "loss", "dead", "steps", "seconds", "revived", "cached", "file"}],
      "grid": {"file", "n", "margin", "order"} | null}
 
 A run writes only its own files: the files of this format an earlier run
@@ -108,10 +108,12 @@ class OutputFolder:
         seconds: float,
         image: np.ndarray | None,
         revived: int = 0,
+        cached: bool = False,
     ) -> None:
         """Record one filter (and save its picture when it has one).
 
-        `revived`: restarts from fresh noise before it came alive (revive).
+        `revived`: restarts from fresh noise before it came alive (revive);
+        `cached`: the server served it from its result cache.
         """
         record: dict[str, Any] = {
             "index": index,
@@ -120,6 +122,7 @@ class OutputFolder:
             "steps": steps,
             "seconds": round(seconds, 4),
             "revived": revived,
+            "cached": cached,
             "file": None,
         }
         if image is not None:

@@ -4,6 +4,9 @@ import functools
 import os
 import sys
 import tempfile
+import time
+import urllib.parse
+import webbrowser
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,20 +141,28 @@ def connection_options(function: Any) -> Any:
     return wrapper
 
 
+SERVER_COMMANDS = {"serve": "serve", "clear-cache": "clear_cache"}
+
+
 class Commands(click.Group):
-    """The CLI's commands; `serve` comes from the server package, loaded only when named."""
+    """The CLI's commands; serve and clear-cache come from the server package when named."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        """Every command, serve included."""
-        return sorted([*super().list_commands(ctx), "serve"])
+        """Every command, the server's included."""
+        return sorted([*super().list_commands(ctx), *SERVER_COMMANDS])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        """The command called `name` (serve: the server package's, which imports no TF)."""
-        if name != "serve":
+        """The command called `name` (the server's import no TensorFlow until they run)."""
+        if name not in SERVER_COMMANDS:
             return super().get_command(ctx, name)
-        from filtercast_server.command import serve
-
-        return serve
+        try:
+            from filtercast_server import command
+        except ImportError as error:  # a client-only install
+            raise click.ClickException(
+                f"{name} needs the server extra ({error}); pip install 'filtercast[server]'"
+            ) from error
+        found: click.Command = getattr(command, SERVER_COMMANDS[name])
+        return found
 
 
 @click.group(cls=Commands)
@@ -249,6 +260,7 @@ def visualize_into(
                         event.seconds,
                         event.image,
                         event.revived,
+                        event.cached,
                     )
                     progress.advance(task)
                 elif isinstance(event, GridImage):
@@ -424,8 +436,28 @@ def visualize(connection: Connection, out: Path, timeout: float | None, **option
 )
 @click.option("--filters", default="0:64", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def demo(servers: tuple[str, ...], weights: str, out: Path, filters: str, seed: int) -> None:
-    """Start a local server, render the classic block5_conv1 grid, stop the server."""
+@click.option(
+    "--open",
+    "serve_gallery",
+    is_flag=True,
+    help="Then serve the pictures in the browser gallery until Ctrl-C.",
+)
+@click.option(
+    "--http-port", type=int, default=0, help="The gallery's port with --open (0: a free one)."
+)
+def demo(
+    servers: tuple[str, ...],
+    weights: str,
+    out: Path,
+    filters: str,
+    seed: int,
+    serve_gallery: bool,
+    http_port: int,
+) -> None:
+    """Start a local server, render the classic block5_conv1 grid, stop the server.
+
+    Pictures are kept in the server's result cache: a second demo is served from it.
+    """
     from filtercast_client.local_server import LocalServer
 
     request = request_of("classic", "vgg16", "block5_conv1", filters, "auto", seed, None, None)
@@ -435,17 +467,42 @@ def demo(servers: tuple[str, ...], weights: str, out: Path, filters: str, seed: 
     log_path = Path(tempfile.gettempdir()) / "filtercast-demo-server.log"
     console.print(f"starting a local server (weights: {weights}; log: {log_path})")
     try:
-        server = LocalServer("--weights", weights, log_path=log_path, metrics=False)
+        server = LocalServer(
+            "--weights",
+            weights,
+            log_path=log_path,
+            metrics=False,
+            http_port=http_port if serve_gallery else None,
+        )
     except FileNotFoundError as error:
         raise click.ClickException(f"cannot start the server: {error}") from error
     try:
         server.wait_serving()
         report(visualize_into(Connection([server.address]), out, None, **request), out)
+        click.echo(f"open {out / 'grid.png'}")
+        if serve_gallery:
+            query = urllib.parse.urlencode(
+                {"model": "vgg16", "layer": "block5_conv1", "preset": "classic"}
+                | {"filters": filters, "seed": seed}
+            )
+            url = f"{server.http_url}/?{query}"
+            click.echo(f"gallery: {url}  (Ctrl-C stops it)")
+            if (
+                sys.platform != "linux"
+                or os.environ.get("DISPLAY")
+                or os.environ.get("WAYLAND_DISPLAY")
+            ):
+                webbrowser.open(url)  # without a desktop it would start a text browser here
+            while server.process.poll() is None:
+                time.sleep(0.5)
+        else:
+            click.echo("see them in a browser: filtercast demo --open (serves the gallery)")
     except (RuntimeError, TimeoutError) as error:
         raise click.ClickException(str(error)) from error
+    except KeyboardInterrupt:
+        click.echo("stopped the gallery")
     finally:
         server.stop()
-    click.echo(f"open {out / 'grid.png'}")
 
 
 @main.command()

@@ -74,6 +74,7 @@ class Accepted:
     weights_source: str = ""
     weights_sha256: str = ""
     device: str = ""
+    cached_filters: list[int] = field(default_factory=list)  # served from the result cache
 
     @property
     def seed(self) -> int:
@@ -94,6 +95,8 @@ class FilterImage:
     done: int
     total: int
     revived: int = 0  # restarts from fresh noise before it came alive (revive)
+    cached: bool = False  # served from the server's result cache
+    image_key: str = ""  # its key there: GET /v1/images/{image_key}.png on the HTTP gateway
 
     @property
     def pil(self) -> Image.Image | None:
@@ -122,6 +125,7 @@ class Summary:
     total_seconds: float
     mean_filter_seconds: float
     revived: int = 0  # filters alive after a restart
+    cached: int = 0  # filters served from the result cache
 
 
 Event = Accepted | FilterImage | GridImage | Summary
@@ -134,6 +138,7 @@ class EventChecker:
     accepted: Accepted | None = None
     seen: set[int] = field(default_factory=set)
     live: set[int] = field(default_factory=set)
+    cached: set[int] = field(default_factory=set)
     finished: bool = False
 
     def event(self, response: pb.VisualizeFiltersResponse) -> Event:
@@ -164,6 +169,9 @@ class EventChecker:
         filters = list(message.filters)
         if len(set(filters)) != len(filters) or any(i < 0 for i in filters):
             raise ProtocolError("Accepted lists a filter twice or a negative index")
+        cached = list(message.cached_filters)
+        if len(set(cached)) != len(cached) or not set(cached) <= set(filters):
+            raise ProtocolError("Accepted lists a cached filter twice or one not asked for")
         self.accepted = Accepted(
             message.request_id,
             _params_dict(message.params),
@@ -171,6 +179,7 @@ class EventChecker:
             message.weights_source,
             message.weights_sha256,
             message.device,
+            cached,
         )
         return self.accepted
 
@@ -187,6 +196,8 @@ class EventChecker:
         self.seen.add(index)
         if not message.dead:
             self.live.add(index)
+        if message.cached:
+            self.cached.add(index)
         return FilterImage(
             index,
             message.loss,
@@ -197,6 +208,8 @@ class EventChecker:
             len(self.seen),
             len(self.accepted.filters),
             message.revived,
+            message.cached,
+            message.image_key,
         )
 
     def _grid(self, message: pb.Grid) -> GridImage:
@@ -219,6 +232,11 @@ class EventChecker:
                 f"a Summary of {message.kept} kept and {message.dead} dead filters; the stream "
                 f"delivered {len(self.live)} and {len(self.seen) - len(self.live)}"
             )
+        if message.cached != len(self.cached):
+            raise ProtocolError(
+                f"a Summary of {message.cached} cached filters; the stream delivered "
+                f"{len(self.cached)}"
+            )
         self.finished = True
         return Summary(
             message.kept,
@@ -226,6 +244,7 @@ class EventChecker:
             message.total_seconds,
             message.mean_filter_seconds,
             message.revived,
+            message.cached,
         )
 
 

@@ -30,6 +30,7 @@ class LocalServer:
     """`python -m filtercast_server` on free loopback ports; stop() sends SIGTERM.
 
     `host` is the loopback address to listen on: 127.0.0.1, or ::1 for IPv6.
+    `http_port`: the HTTP gateway and gallery's port (0: a free one; None: off).
     """
 
     def __init__(
@@ -39,9 +40,12 @@ class LocalServer:
         metrics: bool = True,
         env: dict[str, str] | None = None,
         host: str = "127.0.0.1",
+        http_port: int | None = None,
     ) -> None:
         self.port = free_port()
         self.metrics_port = free_port() if metrics else 0
+        # None: no HTTP gateway; 0: on a free port.
+        self.http_port = (http_port or free_port()) if http_port is not None else 0
         self.host = host
         self.address = join_host_port(host, self.port)
         self.log_path = log_path
@@ -55,6 +59,8 @@ class LocalServer:
             str(self.port),
             "--metrics-port",
             str(self.metrics_port),
+            "--http-port",
+            str(self.http_port),
             *args,
         ]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
@@ -72,6 +78,11 @@ class LocalServer:
                 ("grpc.max_reconnect_backoff_ms", 100),
             ],
         )
+
+    @property
+    def http_url(self) -> str:
+        """The HTTP gateway's (and gallery's) base URL; empty without one."""
+        return f"http://{join_host_port(self.host, self.http_port)}" if self.http_port else ""
 
     def health(self, service: str = "") -> int:
         """The health service's status for `service` ("" = the whole server)."""

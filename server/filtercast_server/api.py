@@ -13,6 +13,7 @@ work when they pile up), how long one message may wait for the client to read
 """
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -27,6 +28,8 @@ from google.protobuf.message import DecodeError, Message
 from filtercast.contract import PRECISIONS, PRESETS, SERVICE
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.admission import Slot, StreamAdmission
+from filtercast_server.cache.keys import filter_keys
+from filtercast_server.cache.results import ResultCache
 from filtercast_server.errors import (
     InvalidRequestError,
     RefusedError,
@@ -47,12 +50,13 @@ from filtercast_server.wire import (
     filters_of,
     image_format,
     overrides_of,
+    picture_of,
     precision_name,
     preset_infos,
     preset_name,
     resolved_params,
 )
-from filtercast_server.work import Plan
+from filtercast_server.work import FilterOutcome, Plan
 
 if TYPE_CHECKING:  # both import TensorFlow; the servicer only reads them
     from filtercast_server.metrics import Metrics
@@ -95,8 +99,10 @@ class FilterVisualizerServicer:
         default_precision: str = "auto",
         stall_seconds: float = 60.0,
         max_stream_seconds: float = 3600.0,
+        cache: ResultCache | None = None,
     ) -> None:
         self.models = models
+        self.cache = cache
         self.scheduler = scheduler
         self.metrics = metrics
         self.limits = limits
@@ -112,6 +118,8 @@ class FilterVisualizerServicer:
         self._encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="filtercast-encode")
         # Planning may build a layer's extractor (Keras): off the event loop, one at a time.
         self._planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="filtercast-plan")
+        # Cache lookups block on a disk or a network: off the event loop too.
+        self._lookups = ThreadPoolExecutor(max_workers=2, thread_name_prefix="filtercast-cache")
 
     def rpc_handler(self) -> grpc.GenericRpcHandler:
         """The service's methods, taking raw request bytes (decoded by the servicer)."""
@@ -243,16 +251,17 @@ class FilterVisualizerServicer:
         try:
             with self.admission.admit(client) as slot:
                 plan, preset, fmt = await self._plan(request, context, request_id)
-                handle = self.scheduler.submit(request_id, plan, asyncio.get_running_loop(), client)
+                work = await self._submit(request_id, plan, client)
                 logger.info(
-                    "accepted %d filters of %s/%s (%s, seed %d)",
+                    "accepted %d filters of %s/%s (%s, seed %d, %d cached)",
                     len(plan.filters),
                     plan.params.model,
                     plan.params.layer,
                     preset,
                     plan.seed,
+                    len(work.cached),
                 )
-                await self._stream(handle, slot, request, preset, fmt, context, logger)
+                await self._stream(work, slot, request, preset, fmt, context, logger)
         except RefusedError as error:
             self._warn.warning(
                 (client, error.reason),
@@ -313,6 +322,32 @@ class FilterVisualizerServicer:
             )
         return plan, preset, fmt
 
+    async def _submit(self, request_id: str, plan: Plan, client: str) -> "_Work":
+        """Serve what the cache holds; queue the rest (QueueFullError when it does not fit)."""
+        keys: dict[int, str] = {}
+        cached: dict[int, FilterOutcome] = {}
+        if self.cache is not None:
+            keys = filter_keys(plan, self.models[plan.params.model].cache_identity)
+            cached = await asyncio.get_running_loop().run_in_executor(
+                self._lookups, self.cache.lookup, keys
+            )
+        rest = tuple(index for index in plan.filters if index not in cached)
+        handle = None
+        if rest:
+            handle = self.scheduler.submit(
+                request_id,
+                dataclasses.replace(plan, filters=rest),
+                asyncio.get_running_loop(),
+                client,
+                keys,
+            )
+        ordered = {index: cached[index] for index in plan.filters if index in cached}
+        return _Work(request_id, plan, client, handle, ordered, keys)
+
+    def _cancel(self, work: "_Work") -> None:
+        if work.handle is not None:
+            self.scheduler.cancel(work.handle)
+
     async def _send(self, context: Any, message: pb.VisualizeFiltersResponse) -> None:
         """Write one message, or StalledError (holding the pending write) after the stall limit."""
         write = asyncio.ensure_future(context.write(message))
@@ -328,7 +363,7 @@ class FilterVisualizerServicer:
 
     async def _stream(
         self,
-        handle: RequestHandle,
+        work: "_Work",
         slot: Slot,
         request: pb.VisualizeFiltersRequest,
         preset: str,
@@ -336,7 +371,7 @@ class FilterVisualizerServicer:
         context: Any,
         logger: logging.LoggerAdapter,
     ) -> None:
-        plan = handle.plan
+        plan = work.plan
         labels = (plan.params.model, plan.params.layer, preset)
         self.metrics.in_flight.inc()
         started, outcome = time.perf_counter(), "cancelled"
@@ -345,18 +380,19 @@ class FilterVisualizerServicer:
             async with asyncio.timeout(self.max_stream_seconds):
                 model = self.models[plan.params.model]
                 accepted = pb.Accepted(
-                    request_id=handle.request_id,
+                    request_id=work.request_id,
                     params=resolved_params(plan, preset, fmt, request.grid.disabled),
                     filter_count=len(plan.filters),
                     filters=plan.filters,
                     weights_source=model.weights_source,
                     weights_sha256=model.weights_sha256,
                     device=model.device.description,
+                    cached_filters=list(work.cached),
                 )
                 await self._send(context, pb.VisualizeFiltersResponse(accepted=accepted))
                 grid = None if request.grid.disabled else GridCollector(plan.grid, tally.total)
                 try:
-                    await self._send_filters(handle, fmt, context, labels, tally, grid)
+                    await self._send_filters(work, fmt, context, labels, tally, grid)
                 except _EngineFailedError as failure:
                     outcome = "error"
                     logger.error("request failed: %s", failure)
@@ -378,13 +414,13 @@ class FilterVisualizerServicer:
             # once the client reads it; if it never does, its cancel, deadline or
             # disconnect ends the call. Meanwhile it holds only that one message.
             outcome = "stalled"
-            self.scheduler.cancel(handle)
+            self._cancel(work)
             slot.release()
             self.metrics.rejected.labels("stalled").inc()
             self._warn.warning(
-                (handle.client, "stalled"),
+                (work.client, "stalled"),
                 "ended a stream of %s: its client read nothing for %.0f s",
-                handle.client,
+                work.client,
                 self.stall_seconds,
             )
             try:
@@ -397,7 +433,7 @@ class FilterVisualizerServicer:
             )
         except TimeoutError:
             outcome = "expired"
-            self.scheduler.cancel(handle)
+            self._cancel(work)
             slot.release()
             await self._refuse(
                 context,
@@ -408,7 +444,7 @@ class FilterVisualizerServicer:
             )
         finally:
             if outcome != "ok":
-                self.scheduler.cancel(handle)
+                self._cancel(work)
             if outcome == "cancelled":
                 logger.info("cancelled after %d of %d filters", tally.done, tally.total)
             self.metrics.in_flight.dec()
@@ -418,43 +454,60 @@ class FilterVisualizerServicer:
 
     async def _send_filters(
         self,
-        handle: RequestHandle,
+        work: "_Work",
         fmt: pb.ImageFormat,
         context: Any,
         labels: tuple[str, str, str],
         tally: "_Tally",
         grid: GridCollector | None,
     ) -> None:
-        """One FilterResult per finished filter, as the scheduler delivers them."""
-        loop = asyncio.get_running_loop()
-        while not isinstance(event := await self.scheduler.next_event(handle), Done):
+        """One FilterResult per filter: the cached ones at once, then each as it finishes."""
+        for result in work.cached.values():
+            await self._send_result(result, work, fmt, context, labels, tally, grid)
+        if work.handle is None:
+            return
+        while not isinstance(event := await self.scheduler.next_event(work.handle), Done):
             if isinstance(event, Failed):
                 raise _EngineFailedError(event.error)
             assert isinstance(event, Result)
-            result = event.outcome
-            tally.add(result.dead, result.seconds, result.revived)
-            if tally.done == 1:
-                self.metrics.time_to_first_filter.labels(*labels).observe(
-                    time.perf_counter() - tally.started
-                )
             self.metrics.filter_queue_wait.observe(event.queue_seconds)
-            self.metrics.filter_compute.observe(result.seconds)
-            message = pb.FilterResult(
-                index=result.index,
-                loss=result.loss,
-                dead=result.dead,
-                steps=result.steps,
-                seconds=result.seconds,
-                done=tally.done,
-                total=tally.total,
-                revived=result.revived,
+            self.metrics.filter_compute.observe(event.outcome.seconds)
+            await self._send_result(event.outcome, work, fmt, context, labels, tally, grid)
+
+    async def _send_result(
+        self,
+        result: FilterOutcome,
+        work: "_Work",
+        fmt: pb.ImageFormat,
+        context: Any,
+        labels: tuple[str, str, str],
+        tally: "_Tally",
+        grid: GridCollector | None,
+    ) -> None:
+        tally.add(result.dead, result.seconds, result.revived, result.cached)
+        if tally.done == 1:
+            self.metrics.time_to_first_filter.labels(*labels).observe(
+                time.perf_counter() - tally.started
             )
-            if result.image is not None:
-                image = await loop.run_in_executor(self._encoder, encode_image, result.image, fmt)
-                message.image.CopyFrom(image)
-            await self._send(context, pb.VisualizeFiltersResponse(filter=message))
-            if grid is not None:
-                grid.add(result)
+        message = pb.FilterResult(
+            index=result.index,
+            loss=result.loss,
+            dead=result.dead,
+            steps=result.steps,
+            seconds=result.seconds,
+            done=tally.done,
+            total=tally.total,
+            revived=result.revived,
+            cached=result.cached,
+            image_key=work.keys.get(result.index, ""),
+        )
+        if result.image is not None or result.png is not None:
+            loop = asyncio.get_running_loop()
+            result, image = await loop.run_in_executor(self._encoder, picture_of, result, fmt)
+            message.image.CopyFrom(image)
+        await self._send(context, pb.VisualizeFiltersResponse(filter=message))
+        if grid is not None:
+            grid.add(result)
 
     async def _send_grid_and_summary(
         self, fmt: pb.ImageFormat, context: Any, tally: "_Tally", grid: GridCollector | None
@@ -477,6 +530,7 @@ class FilterVisualizerServicer:
             total_seconds=time.perf_counter() - tally.started,
             mean_filter_seconds=tally.filter_seconds / max(1, tally.done),
             revived=tally.revived,
+            cached=tally.cached,
         )
         await self._send(context, pb.VisualizeFiltersResponse(summary=summary))
 
@@ -494,11 +548,25 @@ class _Tally:
     done: int = 0
     kept: int = 0
     revived: int = 0  # filters alive after a restart
+    cached: int = 0  # filters served from the result cache
     filter_seconds: float = 0.0
 
-    def add(self, dead: bool, seconds: float, revived: int) -> None:
+    def add(self, dead: bool, seconds: float, revived: int, cached: bool) -> None:
         """Count one finished filter."""
         self.done += 1
         self.kept += not dead
         self.revived += bool(revived) and not dead
+        self.cached += cached
         self.filter_seconds += seconds
+
+
+@dataclass
+class _Work:
+    """A request's filters once submitted: those the cache held, and the scheduler's handle."""
+
+    request_id: str
+    plan: Plan  # every filter asked for
+    client: str
+    handle: RequestHandle | None  # None when the cache held them all
+    cached: dict[int, FilterOutcome]  # in request order
+    keys: dict[int, str]  # cache key per filter (empty without a cache)

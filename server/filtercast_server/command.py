@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from filtercast_server.config import settings_from, settings_options
+from filtercast_server.config import HELP, Settings, settings_from, settings_options
 
 
 @click.command(context_settings={"max_content_width": 110})
@@ -26,3 +26,34 @@ def serve(**values: Any) -> None:
             f"serve needs the server extra ({error}); pip install 'filtercast[server]'"
         ) from error
     raise SystemExit(run(settings_from(values)))
+
+
+@click.command("clear-cache")
+@click.option(
+    "--cache",
+    default=Settings.cache,
+    envvar="FILTERCAST_CACHE",
+    show_default=True,
+    show_envvar=True,
+    help=HELP["cache"],
+)
+def clear_cache(cache: str) -> None:
+    """Empty a result cache: a directory or the filtercast entries of a Redis database.
+
+    Safe while servers use it; they compute what they no longer find.
+    """
+    from filtercast_server.cache.backends import open_backend
+
+    try:
+        backend = open_backend(cache, Settings.cache_max_bytes, None)
+    except Exception as error:
+        raise click.ClickException(f"cannot open the cache {cache}: {error}") from error
+    if backend is None:
+        raise click.UsageError("--cache off names no cache to clear")
+    try:
+        removed = backend.clear()
+    except Exception as error:
+        raise click.ClickException(f"could not clear {backend.description}: {error}") from error
+    finally:
+        backend.close()
+    click.echo(f"removed {removed} cached filters from {backend.description}")

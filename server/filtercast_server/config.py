@@ -69,6 +69,10 @@ class Settings:
     grace_seconds: float = 30.0
     log_level: str = "INFO"
     seed: int = 0  # of random weights
+    cache: str = "auto"
+    cache_max_bytes: int = 2 * 1024**3
+    cache_ttl_seconds: float = 30 * 24 * 3600.0
+    http_port: int = 0
 
     def model_configs(self) -> list[ModelConfig]:
         """The models to serve (RegistryError, a SettingsError, when the settings are wrong)."""
@@ -121,6 +125,14 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"--{name.replace('_', '-')} must be positive")
+        if self.cache_max_bytes < 1024**2:
+            raise SettingsError("--cache-max-bytes must be at least 1 MiB (1048576)")
+        if self.cache_ttl_seconds < 0:
+            raise SettingsError("--cache-ttl-seconds must be 0 (never expire) or positive")
+        if self.http_port and self.http_port in (self.port, self.metrics_port, self.health_port):
+            raise SettingsError(
+                "--http-port must differ from --port, --metrics-port and --health-port"
+            )
 
 
 HELP = {
@@ -169,6 +181,12 @@ HELP = {
     "grace_seconds": "on SIGTERM, how long in-flight streams may take to finish",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
     "seed": "seed of random weights",
+    "cache": "result cache: auto ($XDG_CACHE_HOME/filtercast, else ~/.cache/filtercast), a "
+    "directory, redis://HOST:PORT/DB (rediss:// for TLS) shared by replicas, or off",
+    "cache_max_bytes": "a cache directory's size bound: least recently used pictures go first "
+    "(Redis: bound it with its own maxmemory and maxmemory-policy allkeys-lru)",
+    "cache_ttl_seconds": "cached pictures expire after this long (0: never)",
+    "http_port": "HTTP/JSON gateway and browser gallery port (0: off); TLS as --port when set",
 }
 
 

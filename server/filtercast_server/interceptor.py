@@ -41,6 +41,11 @@ def current_caller() -> str:
     return _caller.get()
 
 
+def bind_caller(caller: str) -> None:
+    """Name the caller of the call handled in this task (the HTTP gateway's twin of _begin)."""
+    _caller.set(caller)
+
+
 def peer_host(peer: str) -> str:
     """A gRPC peer string without its port: ipv4:10.0.0.1:5000 -> 10.0.0.1, ipv6:[::1]:1 -> ::1.
 

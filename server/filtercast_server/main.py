@@ -12,6 +12,7 @@ import asyncio
 import logging
 import resource
 import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -30,9 +31,12 @@ from filtercast_server.admission import StreamAdmission
 from filtercast_server.api import FilterVisualizerServicer
 from filtercast_server.ascent import AscentEngine
 from filtercast_server.auth import AuthConfigError, TokenAuthenticator
+from filtercast_server.cache.backends import open_backend
+from filtercast_server.cache.results import ResultCache
 from filtercast_server.config import Settings, SettingsError
 from filtercast_server.devices import select_device
 from filtercast_server.errors import InvalidRequestError, ModelLoadError
+from filtercast_server.gateway import Gateway, serve_gateway, tls_context
 from filtercast_server.interceptor import ServerPolicy
 from filtercast_server.metrics import Metrics
 from filtercast_server.metrics_http import serve_metrics
@@ -196,6 +200,30 @@ def add_port(server: grpc.aio.Server, address: str, settings: Settings) -> int:
     return server.add_secure_port(address, credentials.credentials())
 
 
+class CacheConfigError(ValueError):
+    """An explicitly configured result cache cannot be opened (the server refuses to start)."""
+
+
+def open_cache(settings: Settings, metrics: Metrics) -> ResultCache | None:
+    """The result cache `--cache` names; None when off.
+
+    An explicit directory or URL that cannot be opened stops the start; the
+    default directory that cannot be created is logged and the server runs
+    without a cache (a read-only home must not keep a replica down).
+    """
+    try:
+        backend = open_backend(
+            settings.cache, settings.cache_max_bytes, settings.cache_ttl_seconds or None
+        )
+    except Exception as error:
+        if settings.cache != "auto":
+            raise CacheConfigError(f"--cache {settings.cache}: {error}") from error
+        log.warning("result cache off: the default directory cannot be used (%s)", error)
+        metrics.cache_errors.labels("open").inc()
+        return None
+    return ResultCache(backend, metrics) if backend is not None else None
+
+
 async def drain(servicer: FilterVisualizerServicer, grace: float) -> None:
     """Wait for in-flight streams to finish, at most `grace` seconds."""
     loop = asyncio.get_running_loop()
@@ -227,6 +255,7 @@ async def serve(settings: Settings) -> int:
         )
         max_connections = connection_budget(settings.max_connections)
         metrics = Metrics()
+        cache = open_cache(settings, metrics)
         # Batch limits are set once the device is known (load_models).
         engine = AscentEngine({}, observer=metrics)
         scheduler = Scheduler(
@@ -237,6 +266,8 @@ async def serve(settings: Settings) -> int:
             settings.max_cohorts,
             on_filters=lambda outcome, n: metrics.filters.labels(outcome).inc(n),
             on_queue_depth=metrics.queued.set,
+            on_result=cache.store if cache else None,
+            on_shared=metrics.cache_shared.inc,
         )
         servicer = FilterVisualizerServicer(
             engine.models,
@@ -257,6 +288,7 @@ async def serve(settings: Settings) -> int:
             default_precision=settings.precision,
             stall_seconds=settings.stall_seconds,
             max_stream_seconds=settings.max_stream_seconds,
+            cache=cache,
         )
         policy = ServerPolicy(metrics, authenticator)
         options = server_options(settings, max_connections)
@@ -272,23 +304,44 @@ async def serve(settings: Settings) -> int:
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, probes)
             probes.add_insecure_port(join_host_port(settings.host, settings.health_port))
             servers.append(probes)
-    except (SettingsError, RegistryError, AuthConfigError, TLSConfigError) as error:
+        gateway_tls = (
+            tls_context(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+            if settings.tls_cert and settings.http_port
+            else None
+        )
+    except (
+        SettingsError,
+        RegistryError,
+        AuthConfigError,
+        TLSConfigError,
+        CacheConfigError,
+    ) as error:
         log.error("cannot start: %s", error)
         return 2
-    metrics_runner = None
+    except (ssl.SSLError, OSError) as error:
+        log.error("cannot start: the HTTP gateway's TLS files: %s", error)
+        return 2
+    metrics_runner = gateway_runner = None
     if settings.metrics_port:
         metrics_runner = await serve_metrics(metrics.registry, settings.host, settings.metrics_port)
+    if settings.http_port:
+        gateway = Gateway(servicer, metrics, authenticator)
+        gateway_runner = await serve_gateway(
+            gateway, settings.host, settings.http_port, gateway_tls
+        )
     for service in ("", SERVICE):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     for each in servers:
         await each.start()
     log.info(
-        "listening on %s (%s%s; health %s; metrics %s)",
+        "listening on %s (%s%s; health %s; metrics %s; http %s; cache %s)",
         join_host_port(settings.host, port),
         "TLS" if settings.tls_cert else "plaintext",
         ", mTLS" if settings.tls_client_ca else "",
         settings.health_port or "on the main port",
         settings.metrics_port or "off",
+        settings.http_port or "off",
+        cache.description if cache else "off",
     )
 
     stop = asyncio.Event()
@@ -327,7 +380,11 @@ async def serve(settings: Settings) -> int:
     await drain(servicer, settings.grace_seconds)
     for each in servers:
         await each.stop(1.0)
+    if gateway_runner is not None:
+        await gateway_runner.cleanup()
     scheduler.stop()
+    if cache is not None:
+        await asyncio.to_thread(cache.close)
     if metrics_runner is not None:
         await metrics_runner.cleanup()
     log.info("stopped")

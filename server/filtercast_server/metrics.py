@@ -149,6 +149,46 @@ class Metrics(EngineObserver):
             ["device"],
             registry=r,
         )
+        self.cache_hits = Counter(
+            "filtercast_cache_hits_total", "Filters served from the result cache", registry=r
+        )
+        self.cache_misses = Counter(
+            "filtercast_cache_misses_total",
+            "Filters looked up in the result cache and not found (then computed)",
+            registry=r,
+        )
+        self.cache_errors = Counter(
+            "filtercast_cache_errors_total",
+            "Result cache faults, by operation (open, lookup, store, corrupt, delete): each is "
+            "logged and the filter computed",
+            ["operation"],
+            registry=r,
+        )
+        self.cache_bytes = Gauge(
+            "filtercast_cache_bytes",
+            "Bytes the result cache holds (a Redis backend: the Redis server's used memory)",
+            registry=r,
+        )
+        self.cache_shared = Counter(
+            "filtercast_cache_shared_total",
+            "Filters a request got from another request's computation in flight (de-duplicated)",
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "filtercast_http_requests_total",
+            "HTTP gateway requests by route and status code",
+            ["route", "code"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "filtercast_http_request_seconds",
+            "HTTP gateway request duration, until the last byte of a stream",
+            ["route"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        for operation in ("open", "lookup", "store", "corrupt", "delete"):
+            self.cache_errors.labels(operation)
         for outcome in ("ok", "dead", "cancelled", "error"):
             self.filters.labels(outcome)
 

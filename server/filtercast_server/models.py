@@ -227,6 +227,7 @@ class LoadedModel:
         self.device = device
         self.preprocessing = self.config.preprocessing
         self.weights_source, self.weights_sha256 = weights, ""
+        self._seed = seed
         self._variants: dict[Precision, keras.Model] = {}
         self._extractors: dict[tuple[str, Precision, bool, bool], keras.Model] = {}
         self._smallest: dict[tuple[str, int], int] = {}
@@ -272,6 +273,30 @@ class LoadedModel:
         # What the network was trained on: the robust preset feeds it this.
         self.training_preprocessing = (
             PREPROCESSING[self.spec.training_preprocessing] if self.spec else self.preprocessing
+        )
+
+    @property
+    def cache_identity(self) -> str:
+        """What of this model a picture depends on, for result-cache keys.
+
+        The architecture (a built-in's name, or the file's sha256), its weights
+        (file sha256, imagenet, or random with the seed), both preprocessings
+        and the kind of device (CPU and GPU arithmetic differ in the last bits).
+        """
+        if self.spec is not None:
+            weights = self.weights_sha256 or self.weights_source
+            if weights == "random":
+                weights = f"random:{self._seed}"
+            source = f"builtin:{self.name}:{weights}"
+        else:
+            source = f"file:{self.weights_sha256}"
+        return "|".join(
+            (
+                source,
+                self.preprocessing.describe(),
+                self.training_preprocessing.describe(),
+                self.device.kind,
+            )
         )
 
     @property

@@ -20,6 +20,12 @@ request is refused at once with a retry estimate); a per-stream limit on
 results that wait to be sent: a stream whose client does not read stops
 getting rows, so its work pauses while others proceed.
 
+De-duplication: jobs carry their result-cache key. A request whose filter is
+already queued or running for another request (same key) follows that job
+instead of queuing its own: computed once, delivered to both. When the job's
+owner leaves, the first follower still there inherits it; a finished job is
+handed to `on_result` (the cache's store) even when every requester has left.
+
 Results travel back to each request's asyncio queue through its event loop.
 """
 
@@ -29,7 +35,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -100,6 +106,11 @@ class RequestHandle:
             self.loop.call_soon_threadsafe(self.events.put_nowait, event)
 
 
+def _abandoned(job: Job) -> bool:
+    """Every request that wanted the job has left (the engine drops it)."""
+    return job.owner.cancelled and all(h.cancelled for h in job.followers)
+
+
 @dataclass(eq=False)
 class _Cohort:
     """One compute key's continuous batch and the device time it has used."""
@@ -130,6 +141,8 @@ class Scheduler:
         max_cohorts: int = 4,
         on_filters: Callable[[str, int], None] | None = None,
         on_queue_depth: Callable[[int], None] | None = None,
+        on_result: Callable[[str, FilterOutcome], None] | None = None,
+        on_shared: Callable[[int], None] | None = None,
     ) -> None:
         self.engine = engine
         self.queue_limit = queue_limit
@@ -139,6 +152,9 @@ class Scheduler:
         # Every job ends here exactly once, as ok, dead, cancelled or error.
         self._on_filters = on_filters or (lambda outcome, count: None)
         self._on_queue_depth = on_queue_depth or (lambda depth: None)
+        self._on_result = on_result or (lambda key, outcome: None)
+        self._on_shared = on_shared or (lambda count: None)
+        self._in_flight: dict[str, Job] = {}  # cache key -> the job computing it
         self._requests: deque[RequestHandle] = deque()  # round-robin order
         self._queued = 0
         self._queued_by_client: Counter[str] = Counter()
@@ -168,12 +184,30 @@ class Scheduler:
         return self._queued
 
     def submit(
-        self, request_id: str, plan: Plan, loop: asyncio.AbstractEventLoop, client: str = ""
+        self,
+        request_id: str,
+        plan: Plan,
+        loop: asyncio.AbstractEventLoop,
+        client: str = "",
+        keys: Mapping[int, str] | None = None,
     ) -> RequestHandle:
-        """Queue every filter of `plan`, or raise QueueFullError at once."""
+        """Queue every filter of `plan`, or raise QueueFullError at once.
+
+        With `keys` (filter -> cache key), a filter already in flight for
+        another request is shared, not queued again.
+        """
         handle = RequestHandle(request_id, plan, loop, client)
-        count = len(plan.filters)
+        keys = keys or {}
         with self._lock:
+            shared: list[Job] = []
+            fresh: list[int] = []
+            for index in plan.filters:
+                job = self._in_flight.get(keys.get(index, ""))
+                if job is not None and not _abandoned(job):
+                    shared.append(job)
+                else:
+                    fresh.append(index)
+            count = len(fresh)
             if self._queued + count > self.queue_limit:
                 raise QueueFullError(
                     "queue",
@@ -190,14 +224,20 @@ class Scheduler:
                     "requests have started, or ask for fewer filters",
                     self._drain_seconds(mine + count - self.client_queue_limit),
                 )
-            handle.pending.extend(
-                Job(index, plan.seed, owner=handle, is_cancelled=lambda: handle.cancelled)
-                for index in plan.filters
-            )
-            handle.remaining = count
+            for job in shared:
+                job.followers.append(handle)
+            for index in fresh:
+                job = Job(index, plan.seed, owner=handle, key=keys.get(index, ""))
+                job.is_cancelled = functools.partial(_abandoned, job)
+                handle.pending.append(job)
+                if job.key:
+                    self._in_flight[job.key] = job
+            handle.remaining = len(plan.filters)
             self._requests.append(handle)
             self._dequeued(handle, -count)
             self._wakeup.notify()
+        if shared:
+            self._on_shared(len(shared))
         return handle
 
     async def next_event(self, handle: RequestHandle) -> Result | Done | Failed:
@@ -212,14 +252,27 @@ class Scheduler:
         return event
 
     def cancel(self, handle: RequestHandle) -> None:
-        """Drop the request's queued jobs; its rows in a batch leave at the next step."""
+        """Drop the request's queued jobs; its rows in a batch leave at the next step.
+
+        A queued job that another request follows passes to that request.
+        """
         with self._lock:
             if handle.finished or handle.cancelled:
                 return
             handle.cancelled = True
-            dropped = len(handle.pending)
+            dropped = 0
+            for job in handle.pending:
+                heir = next((h for h in job.followers if not h.cancelled), None)
+                if heir is None:
+                    dropped += 1
+                    self._release(job)
+                    continue
+                job.followers.remove(heir)
+                job.owner = heir
+                heir.pending.appendleft(job)
+                self._dequeued(heir, -1)
+            self._dequeued(handle, len(handle.pending))
             handle.pending.clear()
-            self._dequeued(handle, dropped)
             self._forget(handle)
         if dropped:
             self._on_filters("cancelled", dropped)
@@ -241,6 +294,11 @@ class Scheduler:
         span = self._completions[-1] - self._completions[0]
         rate = (len(self._completions) - 1) / span if span > 0 else 1.0
         return min(60.0, max(1.0, excess / rate))
+
+    def _release(self, job: Job) -> None:
+        """The job no longer computes its key: later requests start their own."""
+        if job.key and self._in_flight.get(job.key) is job:
+            del self._in_flight[job.key]
 
     def _forget(self, handle: RequestHandle) -> None:
         if handle in self._requests:
@@ -348,13 +406,23 @@ class Scheduler:
         )
 
     def _deliver(self, job: Job, outcome: FilterOutcome | None) -> None:
-        handle: RequestHandle = job.owner
-        if outcome is None or handle.cancelled:
+        with self._lock:
+            self._release(job)
+            owners = [h for h in (job.owner, *job.followers) if not h.cancelled]
+        if outcome is not None and job.key:
+            self._on_result(job.key, outcome)  # kept even when every requester left
+        if outcome is None or not owners:
             self._on_filters("cancelled", 1)
             return
         self._on_filters("dead" if outcome.dead else "ok", 1)
+        for handle in owners:
+            self._post_result(handle, outcome)
+
+    def _post_result(self, handle: RequestHandle, outcome: FilterOutcome) -> None:
         queue_seconds = max(0.0, time.perf_counter() - handle.submitted - outcome.seconds)
         with self._lock:
+            if handle.cancelled or handle.finished:
+                return
             self._completions.append(time.perf_counter())
             handle.buffered += 1
             # Hysteresis: a paused stream resumes at half its buffer, not one result
@@ -372,6 +440,8 @@ class Scheduler:
         """Fail every unfinished request of `key`: in the failed batch or waiting for it."""
         with self._lock:
             handles = [h for h in self._requests if h.key == key]
+            for job in [j for j in self._in_flight.values() if j.owner.key == key]:
+                self._release(job)
         for handle in handles:
             with self._lock:
                 if handle.finished or handle.cancelled:

@@ -1,20 +1,20 @@
 """Conversions between the wire messages and the engine's types (no I/O, no gRPC calls)."""
 
-import io
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from filtercast import contract
 from filtercast.contract import IMAGE_FORMATS, PRECISIONS, PRESETS, ContractError
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.errors import InvalidRequestError
+from filtercast_server.png import png_bytes, png_pixels
 from filtercast_server.presets import PRESETS as PRESET_PARAMS
 from filtercast_server.presets import AscentParams, FilterSelection, GridParams, Limits
-from filtercast_server.work import Plan
+from filtercast_server.work import FilterOutcome, Plan
 
 OVERRIDE_FIELDS = (
     "size",
@@ -189,15 +189,27 @@ def params_message(p: AscentParams, grid: GridParams, preset: str) -> pb.Resolve
 def encode_image(image: np.ndarray, fmt: pb.ImageFormat) -> pb.Image:
     """A uint8 (H, W, 3) or (H, W, 1) picture as a wire Image, PNG (RGB or grayscale) or raw."""
     height, width, channels = image.shape
-    if fmt == pb.IMAGE_FORMAT_RAW:
-        data = np.ascontiguousarray(image).tobytes()
-    else:
-        buffer = io.BytesIO()
-        Image.fromarray(image[..., 0] if channels == 1 else image).save(
-            buffer, format="PNG", compress_level=1
-        )
-        data = buffer.getvalue()
+    data = np.ascontiguousarray(image).tobytes() if fmt == pb.IMAGE_FORMAT_RAW else png_bytes(image)
     return pb.Image(format=fmt, data=data, width=width, height=height, channels=channels)
+
+
+def picture_of(outcome: FilterOutcome, fmt: pb.ImageFormat) -> tuple[FilterOutcome, pb.Image]:
+    """A finished filter's wire Image, and the outcome with its pixels.
+
+    A cached outcome brings only its PNG: it is decoded (the grid needs the
+    pixels) and, when PNG is what the request wants, sent as it was stored.
+    """
+    if outcome.image is None:
+        assert outcome.png is not None, "a filter without a picture has no Image"
+        outcome = dataclasses.replace(outcome, image=png_pixels(outcome.png))
+    assert outcome.image is not None
+    if fmt == pb.IMAGE_FORMAT_PNG and outcome.png is not None:
+        height, width, channels = outcome.image.shape
+        image = pb.Image(
+            format=fmt, data=outcome.png, width=width, height=height, channels=channels
+        )
+        return outcome, image
+    return outcome, encode_image(outcome.image, fmt)
 
 
 def preset_infos() -> list[pb.PresetInfo]:

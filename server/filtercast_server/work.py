@@ -5,7 +5,7 @@ import these and stay importable (and unit-testable) without it.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -44,16 +44,24 @@ class FilterOutcome:
     steps: int
     seconds: float
     revived: int = 0  # restarts from fresh noise before it came alive
+    cached: bool = False  # served from the result cache, not computed for this request
+    png: bytes | None = None  # the picture as PNG when it came so (the cache): not re-encoded
 
 
 @dataclass(eq=False)
 class Job:
-    """One filter to render for one request; the engine never looks at `owner`."""
+    """One filter to render for one request; the engine never looks at `owner`.
+
+    `followers` are other requests waiting for the same picture (same cache
+    `key`): the job is computed once and delivered to each of them.
+    """
 
     index: int
     seed: int
     owner: Any = None
     is_cancelled: Callable[[], bool] = lambda: False
+    key: str = ""
+    followers: list[Any] = field(default_factory=list)
 
 
 # Returns up to n jobs to start now (fewer, or none, is fine).

@@ -337,7 +337,7 @@ class ResolvedParams(_message.Message):
     def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., preset: _Optional[_Union[Preset, str]] = ..., precision: _Optional[_Union[Precision, str]] = ..., seed: _Optional[int] = ..., size: _Optional[int] = ..., steps: _Optional[int] = ..., step_size: _Optional[float] = ..., init_scale: _Optional[float] = ..., init_offset: _Optional[float] = ..., gradient_norm: _Optional[str] = ..., border: _Optional[int] = ..., dead_threshold: _Optional[float] = ..., upscale_rounds: _Optional[int] = ..., upscale_factor: _Optional[float] = ..., deprocess_std: _Optional[float] = ..., deprocess_eps: _Optional[float] = ..., crop: _Optional[int] = ..., grid_n: _Optional[int] = ..., grid_margin: _Optional[int] = ..., grid_order: _Optional[str] = ..., grid_disabled: _Optional[bool] = ..., image_format: _Optional[_Union[ImageFormat, str]] = ..., parameterization: _Optional[str] = ..., objective: _Optional[str] = ..., preprocessing: _Optional[str] = ..., revive: _Optional[int] = ..., pad: _Optional[int] = ..., jitter: _Optional[int] = ..., scale_jitter: _Optional[float] = ..., rotate_degrees: _Optional[float] = ...) -> None: ...
 
 class Accepted(_message.Message):
-    __slots__ = ("request_id", "params", "filter_count", "filters", "weights_source", "weights_sha256", "device")
+    __slots__ = ("request_id", "params", "filter_count", "filters", "weights_source", "weights_sha256", "device", "cached_filters")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     FILTER_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -345,6 +345,7 @@ class Accepted(_message.Message):
     WEIGHTS_SOURCE_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FILTERS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     params: ResolvedParams
     filter_count: int
@@ -352,7 +353,8 @@ class Accepted(_message.Message):
     weights_source: str
     weights_sha256: str
     device: str
-    def __init__(self, request_id: _Optional[str] = ..., params: _Optional[_Union[ResolvedParams, _Mapping]] = ..., filter_count: _Optional[int] = ..., filters: _Optional[_Iterable[int]] = ..., weights_source: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+    cached_filters: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, request_id: _Optional[str] = ..., params: _Optional[_Union[ResolvedParams, _Mapping]] = ..., filter_count: _Optional[int] = ..., filters: _Optional[_Iterable[int]] = ..., weights_source: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., device: _Optional[str] = ..., cached_filters: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Image(_message.Message):
     __slots__ = ("format", "data", "width", "height", "channels")
@@ -369,7 +371,7 @@ class Image(_message.Message):
     def __init__(self, format: _Optional[_Union[ImageFormat, str]] = ..., data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., channels: _Optional[int] = ...) -> None: ...
 
 class FilterResult(_message.Message):
-    __slots__ = ("index", "loss", "dead", "image", "steps", "seconds", "done", "total", "revived")
+    __slots__ = ("index", "loss", "dead", "image", "steps", "seconds", "done", "total", "revived", "cached", "image_key")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
     DEAD_FIELD_NUMBER: _ClassVar[int]
@@ -379,6 +381,8 @@ class FilterResult(_message.Message):
     DONE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     REVIVED_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_KEY_FIELD_NUMBER: _ClassVar[int]
     index: int
     loss: float
     dead: bool
@@ -388,7 +392,9 @@ class FilterResult(_message.Message):
     done: int
     total: int
     revived: int
-    def __init__(self, index: _Optional[int] = ..., loss: _Optional[float] = ..., dead: _Optional[bool] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., steps: _Optional[int] = ..., seconds: _Optional[float] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., revived: _Optional[int] = ...) -> None: ...
+    cached: bool
+    image_key: str
+    def __init__(self, index: _Optional[int] = ..., loss: _Optional[float] = ..., dead: _Optional[bool] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., steps: _Optional[int] = ..., seconds: _Optional[float] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., revived: _Optional[int] = ..., cached: _Optional[bool] = ..., image_key: _Optional[str] = ...) -> None: ...
 
 class Grid(_message.Message):
     __slots__ = ("image", "n", "margin", "order")
@@ -403,15 +409,17 @@ class Grid(_message.Message):
     def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., n: _Optional[int] = ..., margin: _Optional[int] = ..., order: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Summary(_message.Message):
-    __slots__ = ("kept", "dead", "total_seconds", "mean_filter_seconds", "revived")
+    __slots__ = ("kept", "dead", "total_seconds", "mean_filter_seconds", "revived", "cached")
     KEPT_FIELD_NUMBER: _ClassVar[int]
     DEAD_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MEAN_FILTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     REVIVED_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
     kept: int
     dead: int
     total_seconds: float
     mean_filter_seconds: float
     revived: int
-    def __init__(self, kept: _Optional[int] = ..., dead: _Optional[int] = ..., total_seconds: _Optional[float] = ..., mean_filter_seconds: _Optional[float] = ..., revived: _Optional[int] = ...) -> None: ...
+    cached: int
+    def __init__(self, kept: _Optional[int] = ..., dead: _Optional[int] = ..., total_seconds: _Optional[float] = ..., mean_filter_seconds: _Optional[float] = ..., revived: _Optional[int] = ..., cached: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,6 @@
+"""The result cache: a filter's finished picture, kept by everything it depends on.
+
+keys.py names a picture, entry.py packs it, backends.py stores it (a local
+directory or Redis), results.py is what the server calls: lookups, background
+stores, metrics, and faults that never fail a request.
+"""

@@ -1,0 +1,61 @@
+"""Cache keys: a hash of everything a filter's picture depends on.
+
+(engine version, TensorFlow and Keras versions, the model's identity, every
+resolved ascent parameter, the precision used, the seed, the filter index).
+Grid parameters are not in it: the grid is stitched again from the pictures.
+
+ENGINE_VERSION names the ascent's arithmetic. Any change that moves a
+preset's numbers (a new step rule, another noise draw, a deprocess change)
+must bump it, or old pictures would be served for the new algorithm;
+tests/test_cache_keys.py fails when the numbers move and the version did not.
+"""
+
+import hashlib
+import json
+from dataclasses import asdict
+from functools import cache
+from importlib import metadata
+
+from filtercast_server.work import Plan
+
+ENGINE_VERSION = 1
+KEY_HEX = 32  # 128 bits: collisions are out of reach, keys stay short in URLs
+
+
+@cache
+def runtime_versions() -> str:
+    """The numeric libraries whose versions can move a picture's bits."""
+    versions = []
+    for package in ("tensorflow", "keras", "numpy"):
+        try:
+            versions.append(f"{package}={metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{package}=-")
+    return ",".join(versions)
+
+
+def filter_keys(plan: Plan, model_identity: str) -> dict[int, str]:
+    """The cache key of each filter of `plan`, on the model identified by `model_identity`."""
+    material = json.dumps(
+        {
+            "engine": ENGINE_VERSION,
+            "runtime": runtime_versions(),
+            "model": model_identity,
+            "params": asdict(plan.params),
+            "precision": plan.precision.value,
+            "seed": plan.seed,
+        },
+        sort_keys=True,
+    ).encode()
+    prefix = hashlib.sha256(material).digest()
+    return {
+        index: hashlib.blake2b(
+            index.to_bytes(4, "little"), key=prefix, digest_size=KEY_HEX // 2
+        ).hexdigest()
+        for index in plan.filters
+    }
+
+
+def is_key(text: str) -> bool:
+    """Whether `text` has the shape of a cache key (32 lowercase hex digits)."""
+    return len(text) == KEY_HEX and all(c in "0123456789abcdef" for c in text)

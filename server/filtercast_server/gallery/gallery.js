@@ -1,0 +1,271 @@
+// The filtercast gallery: pick a model, layer, preset and seed; pictures appear
+// as the server finishes them (POST /v1/visualize, NDJSON). The page's URL holds
+// the selection, so a link shows the same pictures (from the cache when warm).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const FIELDS = ["model", "layer", "preset", "filters", "seed", "size", "steps"];
+let models = [];
+let running = null; // the AbortController of the stream in progress
+
+function headers(extra) {
+  const token = $("token").value.trim();
+  return Object.assign(token ? { Authorization: "Bearer " + token } : {}, extra || {});
+}
+
+function showError(text) {
+  $("error").textContent = text;
+  $("error").hidden = !text;
+}
+
+async function failure(response) {
+  let message = response.status + " " + response.statusText;
+  try {
+    message = (await response.json()).message || message;
+  } catch (ignored) { /* not JSON: keep the status line */ }
+  if (response.status === 401) {
+    $("controls").querySelector("details").open = true;
+    message += " (enter a token under More)";
+  }
+  return message;
+}
+
+function fillSelect(select, options, chosen) {
+  select.replaceChildren(
+    ...options.map(([value, text]) => new Option(text, value, false, value === chosen)),
+  );
+}
+
+function fillLayers(chosen) {
+  const model = models.find((m) => m.name === $("model").value);
+  if (!model) return;
+  const layers = model.layers.map((l) => [l.name, `${l.name} (${l.channels} filters)`]);
+  fillSelect($("layer"), layers, chosen || model.defaultLayer);
+}
+
+async function loadModels() {
+  const response = await fetch("/v1/models", { headers: headers() });
+  if (!response.ok) throw new Error(await failure(response));
+  const listing = await response.json();
+  models = listing.models || [];
+  const url = new URLSearchParams(location.search);
+  fillSelect($("model"), models.map((m) => [m.name, m.displayName || m.name]), url.get("model"));
+  fillLayers(url.get("layer"));
+  const presets = (listing.presets || []).map((p) => [p.name, p.name]);
+  fillSelect($("preset"), presets, url.get("preset") || "classic");
+  for (const name of ["filters", "seed", "size", "steps"]) {
+    if (url.has(name)) $(name).value = url.get(name);
+  }
+  return url.has("model");
+}
+
+// "0:16", "1,5,9", "0:8,100:104" as a filtercast.v1.FilterSelection.
+function selection(text) {
+  const parts = text.split(",").map((p) => p.trim()).filter(Boolean);
+  if (parts.length === 0) return undefined;
+  if (parts.every((p) => !p.includes(":"))) return { list: { indices: parts.map(Number) } };
+  const ranges = parts.map((p) => {
+    const [start, stop] = p.split(":").map(Number);
+    return { start, stop: stop === undefined ? start + 1 : stop };
+  });
+  return { ranges: { ranges } };
+}
+
+function request() {
+  const body = {
+    model: $("model").value,
+    layer: $("layer").value,
+    preset: "PRESET_" + $("preset").value.toUpperCase(),
+    filters: selection($("filters").value),
+  };
+  if ($("seed").value !== "") body.seed = $("seed").value;
+  const overrides = {};
+  for (const name of ["size", "steps"]) {
+    if ($(name).value !== "") overrides[name] = Number($(name).value);
+  }
+  if (Object.keys(overrides).length) body.overrides = overrides;
+  return body;
+}
+
+function remember() {
+  const url = new URLSearchParams();
+  for (const name of FIELDS) if ($(name).value !== "") url.set(name, $(name).value);
+  history.replaceState(null, "", "?" + url.toString());
+}
+
+const tally = { done: 0, total: 0, dead: 0, cached: 0, started: 0 };
+
+function progress(final) {
+  const seconds = ((performance.now() - tally.started) / 1000).toFixed(1);
+  const parts = [`${tally.done} of ${tally.total} filters`];
+  if (tally.dead) parts.push(`${tally.dead} dead`);
+  if (tally.cached) parts.push(`${tally.cached} from the cache`);
+  parts.push(`${seconds} s`);
+  $("progress").textContent = (final ? "Done: " : "") + parts.join(" · ");
+}
+
+function tile(result, accepted) {
+  const p = accepted.params;
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "tile" + (result.dead ? " dead" : "") + (result.cached ? " cached" : "");
+  button.dataset.index = result.index || 0;
+  button.dataset.cached = Boolean(result.cached);
+  const name = `${p.model} ${p.layer} filter ${result.index || 0}`;
+  if (result.image) {
+    const img = document.createElement("img");
+    img.src = "data:image/png;base64," + result.image.data;
+    img.alt = name;
+    button.append(img);
+  } else {
+    const empty = document.createElement("div");
+    empty.className = "placeholder";
+    empty.textContent = "dead";
+    empty.setAttribute("role", "img");
+    empty.setAttribute("aria-label", name + ": dead, no picture");
+    button.append(empty);
+  }
+  const caption = document.createElement("span");
+  caption.className = "caption";
+  caption.textContent = `#${result.index || 0} · ${result.dead ? "dead" : "loss " + (result.loss || 0).toFixed(2)}`;
+  button.append(caption);
+  button.addEventListener("click", () => detail(result, name));
+  const item = document.createElement("li");
+  item.append(button);
+  return item;
+}
+
+function detail(result, name) {
+  $("detail-title").textContent = name;
+  const image = $("detail-image");
+  image.hidden = !result.image;
+  if (result.image) {
+    image.src = "data:image/png;base64," + result.image.data;
+    image.alt = name;
+  }
+  const numbers = [
+    ["Loss", (result.loss || 0).toFixed(4)],
+    ["Dead", result.dead ? "yes" : "no"],
+    ["Steps", result.steps || 0],
+    ["Seconds", (result.seconds || 0).toFixed(3)],
+    ["Revived", result.revived || 0],
+    ["Cached", result.cached ? "yes" : "no"],
+  ];
+  $("detail-numbers").replaceChildren(
+    ...numbers.flatMap(([term, value]) => {
+      const dt = document.createElement("dt");
+      dt.textContent = term;
+      const dd = document.createElement("dd");
+      dd.textContent = value;
+      return [dt, dd];
+    }),
+  );
+  const link = $("detail-link");
+  link.hidden = !result.image;
+  link.href = result.imageKey ? `/v1/images/${result.imageKey}.png` : image.src;
+  $("detail").showModal();
+}
+
+function handle(event, state) {
+  if (event.error) throw new Error(event.error.message);
+  const result = event.result;
+  if (result.accepted) {
+    state.accepted = result.accepted;
+    tally.total = (result.accepted.filters || []).length;
+  } else if (result.filter) {
+    const filter = result.filter;
+    tally.done += 1;
+    tally.dead += filter.dead ? 1 : 0;
+    tally.cached += filter.cached ? 1 : 0;
+    // In index order, whatever order they finish in: a reload lays out the same.
+    const index = filter.index || 0;
+    const after = [...$("tiles").children].find((li) => Number(li.firstChild.dataset.index) > index);
+    $("tiles").insertBefore(tile(filter, state.accepted), after || null);
+    progress(false);
+  } else if (result.summary) {
+    progress(true);
+  }
+}
+
+async function run(submit) {
+  if (submit) submit.preventDefault();
+  if (!models.length) {
+    // The listing failed (a token was missing): try again with what is entered now.
+    try {
+      await loadModels();
+      showError("");
+    } catch (error) {
+      showError(error.message);
+      return;
+    }
+  }
+  if (!$("controls").reportValidity()) return;
+  if (running) running.abort();
+  const controller = new AbortController();
+  running = controller;
+  remember();
+  showError("");
+  $("tiles").replaceChildren();
+  Object.assign(tally, { done: 0, total: 0, dead: 0, cached: 0, started: performance.now() });
+  $("progress").textContent = "Starting…";
+  $("stop").disabled = false;
+  try {
+    const response = await fetch("/v1/visualize", {
+      method: "POST",
+      headers: headers({ "Content-Type": "application/json", Accept: "application/x-ndjson" }),
+      body: JSON.stringify(request()),
+      signal: controller.signal,
+    });
+    if (!response.ok) throw new Error(await failure(response));
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    const state = { accepted: null };
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let newline;
+      while ((newline = buffer.indexOf("\n")) >= 0) {
+        const line = buffer.slice(0, newline);
+        buffer = buffer.slice(newline + 1);
+        if (line.trim()) handle(JSON.parse(line), state);
+      }
+    }
+  } catch (error) {
+    if (error.name !== "AbortError") showError(error.message);
+    else $("progress").textContent += " · stopped";
+  } finally {
+    if (running === controller) {
+      running = null;
+      $("stop").disabled = true;
+    }
+  }
+}
+
+// Arrow keys move between pictures, row by row as the grid lays them out.
+function navigate(event) {
+  const tiles = [...document.querySelectorAll(".tile")];
+  const at = tiles.indexOf(document.activeElement);
+  if (at < 0) return;
+  const columns = tiles.filter((t) => t.offsetTop === tiles[0].offsetTop).length || 1;
+  const step = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -columns, ArrowDown: columns }[event.key];
+  const home = { Home: 0, End: tiles.length - 1 }[event.key];
+  const next = step !== undefined ? at + step : home;
+  if (next === undefined) return;
+  event.preventDefault();
+  tiles[Math.max(0, Math.min(tiles.length - 1, next))].focus();
+}
+
+async function start() {
+  $("controls").addEventListener("submit", run);
+  $("model").addEventListener("change", () => fillLayers());
+  $("stop").addEventListener("click", () => running && running.abort());
+  $("tiles").addEventListener("keydown", navigate);
+  try {
+    if (await loadModels()) await run();
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+start();

@@ -1,0 +1,385 @@
+"""The HTTP/JSON gateway and the browser gallery, on the server's own event loop.
+
+aiohttp (already the /metrics server; asyncio-native, maintained, streaming
+responses) serves, on `--http-port`:
+
+    GET  /                        the gallery page (gallery/ in this package)
+    GET  /gallery/{file}          its script and style sheet
+    GET  /v1/models               ListModels
+    GET  /v1/models/{model}       DescribeModel
+    POST /v1/visualize            VisualizeFilters: the request as JSON, the stream as
+                                  NDJSON lines {"result": <response>} (or server-sent
+                                  events with Accept: text/event-stream)
+    GET  /v1/images/{key}.png     a cached picture (FilterResult.image_key)
+
+Bodies follow the proto3 JSON mapping (lowerCamelCase names, enum names,
+base64 bytes) and the stream and error shapes are grpc-gateway's, so an
+Envoy or grpc-gateway in front would serve the same URLs with the same JSON.
+
+It is not a second engine: each call goes to the gRPC servicer's own
+methods with a context that turns writes into lines and aborts into HTTP
+errors, so validation, admission, queue limits, the scheduler, the cache
+and the metrics are the same. A client that disconnects cancels its stream
+(handler cancellation). Bearer tokens and TLS are the gRPC port's.
+"""
+
+import asyncio
+import json
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from importlib import resources
+from typing import Any, NoReturn
+
+import grpc
+from aiohttp import web
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2  # noqa: F401  (registers detail types)
+
+from filtercast.contract import MAX_REQUEST_BYTES
+from filtercast.v1 import filtercast_pb2 as pb
+from filtercast_server.api import FilterVisualizerServicer
+from filtercast_server.auth import AuthError, TokenAuthenticator
+from filtercast_server.cache.keys import is_key
+from filtercast_server.interceptor import bind_caller
+from filtercast_server.metrics import Metrics
+from filtercast_server.status import DETAILS_KEY
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_SECONDS = 15.0
+# google.rpc.Code -> HTTP status, as grpc-gateway maps them.
+HTTP_STATUS = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+# aiohttp's own refusals (before any route runs) -> google.rpc.Code, as grpc-gateway answers.
+HTTP_CODES = {
+    404: grpc.StatusCode.NOT_FOUND,
+    405: grpc.StatusCode.UNIMPLEMENTED,
+    413: grpc.StatusCode.INVALID_ARGUMENT,
+}
+GALLERY_FILES = {
+    "index.html": "text/html",
+    "gallery.js": "text/javascript",
+    "gallery.css": "text/css",
+}
+# The page loads nothing from elsewhere; pictures arrive as data: URLs or from here.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class CallAborted(Exception):  # noqa: N818  (named as grpc's own AbortError is)
+    """The servicer ended the call with a status (an HTTP error, or a last error line)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, trailers: Any = ()) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.trailers = trailers or ()
+
+    def status(self) -> dict[str, Any]:
+        """google.rpc.Status as JSON: code, message and the typed details."""
+        status = status_pb2.Status()
+        for key, value in self.trailers:
+            if key == DETAILS_KEY:
+                status.ParseFromString(value)
+        status.code = self.code.value[0]
+        status.message = self.message
+        return json_format.MessageToDict(status)
+
+    def retry_after(self) -> float | None:
+        """Seconds from the RetryInfo detail, if any."""
+        for detail in self.status().get("details", []):
+            if detail.get("@type", "").endswith("google.rpc.RetryInfo"):
+                return float(detail.get("retryDelay", "0s").rstrip("s"))
+        return None
+
+
+class HttpCallContext:
+    """What the servicer uses of a grpc.aio context, over one HTTP exchange.
+
+    `write` sends a response message through `emit` (the first write starts
+    the HTTP response); `abort` raises CallAborted.
+    """
+
+    def __init__(self, emit: Callable[[Message], Any] | None = None) -> None:
+        self._emit = emit
+
+    async def write(self, message: Message) -> None:
+        """Send one streamed message."""
+        assert self._emit is not None, "a unary call does not stream"
+        await self._emit(message)
+
+    async def abort(
+        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()
+    ) -> NoReturn:
+        """End the call with a status."""
+        raise CallAborted(code, details, trailing_metadata)
+
+
+def to_json(message: Message) -> dict[str, Any]:
+    """A message in the proto3 JSON mapping (lowerCamelCase, enum names, base64 bytes)."""
+    return json_format.MessageToDict(message)
+
+
+class Gateway:
+    """The HTTP routes over one servicer."""
+
+    def __init__(
+        self,
+        servicer: FilterVisualizerServicer,
+        metrics: Metrics,
+        authenticator: TokenAuthenticator | None = None,
+    ) -> None:
+        self.servicer = servicer
+        self.metrics = metrics
+        self.authenticator = authenticator
+        package = resources.files("filtercast_server") / "gallery"
+        self._files = {name: (package / name).read_bytes() for name in GALLERY_FILES}
+
+    def app(self) -> web.Application:
+        """The aiohttp application."""
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[self._observe])
+        app.router.add_get("/", self.index)
+        app.router.add_get("/gallery/{name}", self.gallery_file)
+        app.router.add_get("/v1/models", self.list_models)
+        app.router.add_get("/v1/models/{model}", self.describe_model)
+        app.router.add_post("/v1/visualize", self.visualize)
+        app.router.add_get("/v1/images/{key}.png", self.image)
+        return app
+
+    # --- around every request -----------------------------------------------------------
+
+    @web.middleware
+    async def _observe(self, request: web.Request, handler: Callable) -> web.StreamResponse:
+        """Count the request by route and status; JSON errors for aiohttp's own refusals."""
+        started = time.perf_counter()
+        route = request.match_info.route.resource
+        name = route.canonical if route is not None else "unmatched"
+        status = 499  # the client left before an answer
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as error:  # 404 for an unknown path, 405, 413...
+            status = error.status
+            code = HTTP_CODES.get(error.status, grpc.StatusCode.UNKNOWN)
+            return web.json_response(
+                {"code": code.value[0], "message": error.reason, "details": []},
+                status=error.status,
+                headers=SECURITY_HEADERS,
+            )
+        finally:
+            self.metrics.http_requests.labels(name, str(status)).inc()
+            self.metrics.http_duration.labels(name).observe(time.perf_counter() - started)
+
+    def _authorize(self, request: web.Request, method: str) -> None:
+        """Bind the caller's identity; CallAborted for a missing, wrong or weak token."""
+        caller = request.remote or "unknown"
+        if self.authenticator is not None:
+            try:
+                identity = self.authenticator.identify(
+                    [("authorization", request.headers.get("Authorization", ""))]
+                )
+                if not identity.may_call(method):
+                    raise AuthError(
+                        f"this token's role ({identity.role}) may not call {method}",
+                        permission=True,
+                    )
+            except AuthError as error:
+                reason = "permission_denied" if error.permission else "unauthenticated"
+                self.metrics.rejected.labels(reason).inc()
+                code = (
+                    grpc.StatusCode.PERMISSION_DENIED
+                    if error.permission
+                    else grpc.StatusCode.UNAUTHENTICATED
+                )
+                raise CallAborted(code, str(error)) from error
+            caller = identity.name
+        bind_caller(caller)
+
+    @staticmethod
+    def _error(error: CallAborted) -> web.Response:
+        headers = dict(SECURITY_HEADERS)
+        retry = error.retry_after()
+        if retry is not None:
+            headers["Retry-After"] = str(max(1, round(retry)))
+        if error.code is grpc.StatusCode.UNAUTHENTICATED:
+            headers["WWW-Authenticate"] = "Bearer"
+        return web.json_response(error.status(), status=HTTP_STATUS[error.code], headers=headers)
+
+    async def _unary(
+        self, request: web.Request, method: str, call: Callable, body: Message
+    ) -> web.Response:
+        try:
+            self._authorize(request, method)
+            response = await call(body.SerializeToString(), HttpCallContext())
+        except CallAborted as error:
+            return self._error(error)
+        return web.json_response(to_json(response), headers=SECURITY_HEADERS)
+
+    # --- routes ---------------------------------------------------------------------------
+
+    async def index(self, request: web.Request) -> web.Response:
+        """The gallery page."""
+        return await self.gallery_file(request, "index.html")
+
+    async def gallery_file(self, request: web.Request, name: str | None = None) -> web.Response:
+        """One of the gallery's files (no others: the names are a fixed list)."""
+        name = name or request.match_info["name"]
+        if name not in self._files:
+            raise web.HTTPNotFound(reason=f"no gallery file {name[:80]!r}")
+        return web.Response(
+            body=self._files[name],
+            content_type=GALLERY_FILES[name],
+            headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"},
+        )
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        """ListModels as JSON."""
+        return await self._unary(
+            request, "ListModels", self.servicer.ListModels, pb.ListModelsRequest()
+        )
+
+    async def describe_model(self, request: web.Request) -> web.Response:
+        """DescribeModel as JSON (404 naming the served models)."""
+        body = pb.DescribeModelRequest(model=request.match_info["model"])
+        return await self._unary(request, "DescribeModel", self.servicer.DescribeModel, body)
+
+    async def image(self, request: web.Request) -> web.Response:
+        """A cached picture by its key; immutable, so browsers keep it."""
+        try:
+            self._authorize(request, "DescribeModel")
+        except CallAborted as error:
+            return self._error(error)
+        key = request.match_info["key"]
+        cache = self.servicer.cache
+        if cache is None:
+            return self._error(
+                CallAborted(grpc.StatusCode.NOT_FOUND, "this server keeps no result cache")
+            )
+        if not is_key(key):
+            return self._error(
+                CallAborted(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "an image key is 32 lowercase hex digits (FilterResult.image_key)",
+                )
+            )
+        data = await asyncio.get_running_loop().run_in_executor(None, cache.png, key)
+        if data is None:
+            return self._error(
+                CallAborted(
+                    grpc.StatusCode.NOT_FOUND,
+                    "no cached picture under this key (evicted, expired, or a dead filter); "
+                    "ask POST /v1/visualize again",
+                )
+            )
+        return web.Response(
+            body=data,
+            content_type="image/png",
+            headers={**SECURITY_HEADERS, "Cache-Control": "public, max-age=31536000, immutable"},
+        )
+
+    async def visualize(self, request: web.Request) -> web.StreamResponse:
+        """VisualizeFilters: NDJSON lines (or server-sent events) as the filters finish."""
+        try:
+            self._authorize(request, "VisualizeFilters")
+            try:
+                body = json_format.Parse(await request.text() or "{}", pb.VisualizeFiltersRequest())
+            # ValueError: bad UTF-8 or JSON; RecursionError: JSON nested beyond Python's stack.
+            except (json_format.ParseError, ValueError, RecursionError) as error:
+                self.servicer.metrics.rejected.labels("malformed").inc()
+                raise CallAborted(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"the body is not a filtercast.v1.VisualizeFiltersRequest in JSON: "
+                    f"{str(error)[:300]}",
+                ) from error
+        except CallAborted as error:
+            return self._error(error)
+        events = "text/event-stream" in request.headers.get("Accept", "")
+        response = web.StreamResponse(
+            headers={
+                **SECURITY_HEADERS,
+                "Content-Type": "text/event-stream" if events else "application/x-ndjson",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",  # proxies pass each line on at once
+            }
+        )
+
+        async def emit(message: Message) -> None:
+            if not response.prepared:
+                await response.prepare(request)
+            await response.write(_frame(message, events))
+
+        try:
+            await self.servicer.VisualizeFilters(body.SerializeToString(), HttpCallContext(emit))
+        except CallAborted as error:
+            if not response.prepared:
+                return self._error(error)
+            await response.write(_error_frame(error, events))
+        await response.write_eof()
+        return response
+
+
+def _frame(message: Message, events: bool) -> bytes:
+    """One streamed message: an NDJSON line {"result": ...}, or an SSE event named by its kind."""
+    text = json.dumps(to_json(message), separators=(",", ":"))
+    if events:
+        return f"event: {message.WhichOneof('event')}\ndata: {text}\n\n".encode()
+    return ('{"result":' + text + "}\n").encode()
+
+
+def _error_frame(error: CallAborted, events: bool) -> bytes:
+    """The stream's last frame when it ends in an error."""
+    text = json.dumps(error.status(), separators=(",", ":"))
+    if events:
+        return f"event: error\ndata: {text}\n\n".encode()
+    return ('{"error":' + text + "}\n").encode()
+
+
+async def serve_gateway(
+    gateway: Gateway, host: str, port: int, tls: ssl.SSLContext | None = None
+) -> web.AppRunner:
+    """Start the gateway on host:port; stop it with `await runner.cleanup()`."""
+    runner = web.AppRunner(
+        gateway.app(),
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=KEEPALIVE_SECONDS,
+        handler_cancellation=True,  # a client that leaves cancels its stream's work
+    )
+    await runner.setup()
+    await web.TCPSite(runner, host.strip("[]"), port, backlog=128, ssl_context=tls).start()
+    return runner
+
+
+def tls_context(cert: str, key: str, client_ca: str = "") -> ssl.SSLContext:
+    """The gRPC port's certificate (and client CA for mTLS) for the gateway."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    if client_ca:
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context

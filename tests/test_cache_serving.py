@@ -1,0 +1,176 @@
+"""The result cache inside the server, on the stand-in engine (no TensorFlow): repeats
+come from the cache, concurrent requests share one computation, faults never fail a
+request, and the stream says which filters were cached."""
+
+import asyncio
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from filtercast_client import Accepted, Client, FilterImage, GridImage, Summary
+from filtercast_server.cache.backends import DiskBackend
+from filtercast_server.scheduler import Done, Result, Scheduler
+from filtercast_server.work import FilterOutcome
+from tests.standin import Engine, StandIn
+from tests.test_cache import BrokenBackend, counter
+from tests.test_scheduler import plan
+
+
+def stream(server: StandIn, **request) -> list:
+    with Client(server.address) as client:
+        return list(
+            client.visualize(**{"filters": "0:8", "size": 32, "steps": 2, "seed": 4, **request})
+        )
+
+
+def pictures(events: list) -> dict[int, np.ndarray | None]:
+    return {e.index: e.image for e in events if isinstance(e, FilterImage)}
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> DiskBackend:
+    return DiskBackend(tmp_path, 10 * 1024**2, None)
+
+
+def test_a_repeated_request_comes_from_the_cache_with_the_same_pictures(backend) -> None:
+    engine = Engine()
+    with StandIn(engine=engine, cache_backend=backend) as server:
+        first = stream(server)
+        assert server.cache.flush()
+        second = stream(server, grid_n=2)  # another grid of the same pictures
+    assert engine.finished.count(0) == 1, "a cached filter was computed again"
+    accepted = second[0]
+    assert isinstance(accepted, Accepted) and accepted.cached_filters == list(range(8))
+    results = [e for e in second if isinstance(e, FilterImage)]
+    assert [r.index for r in results] == list(range(8)), "cached filters come in request order"
+    assert all(r.cached and len(r.image_key) == 32 for r in results)
+    assert not any(e.cached for e in first if isinstance(e, FilterImage))
+    assert {k: v is None for k, v in pictures(first).items()} == {
+        k: v is None for k, v in pictures(second).items()
+    }
+    for index, image in pictures(first).items():
+        if image is not None:
+            np.testing.assert_array_equal(pictures(second)[index], image)
+    grid, summary = second[-2], second[-1]
+    assert isinstance(grid, GridImage) and grid.n == 2
+    assert isinstance(summary, Summary) and summary.cached == 8 and summary.dead == 1
+    assert counter(server.metrics, "filtercast_cache_hits_total") == 8
+
+
+def test_a_partly_cached_request_computes_only_the_rest(backend) -> None:
+    engine = Engine()
+    with StandIn(engine=engine, cache_backend=backend) as server:
+        stream(server, filters="0:4")
+        assert server.cache.flush()
+        events = stream(server, filters="2:6")
+    assert events[0].cached_filters == [2, 3]
+    assert sorted(engine.finished) == [0, 1, 2, 3, 4, 5]
+    assert [e.cached for e in events if isinstance(e, FilterImage)] == [True, True, False, False]
+
+
+def test_other_parameters_or_seeds_are_not_served_from_the_cache(backend) -> None:
+    engine = Engine()
+    with StandIn(engine=engine, cache_backend=backend) as server:
+        stream(server, filters="0:2")
+        assert server.cache.flush()
+        assert stream(server, filters="0:2", seed=5)[0].cached_filters == []
+        assert stream(server, filters="0:2", steps=3)[0].cached_filters == []
+        assert stream(server, filters="0:2", precision="bfloat16")[0].cached_filters == []
+    assert len(engine.finished) == 8
+
+
+def test_a_broken_cache_never_fails_a_request() -> None:
+    engine = Engine()
+    with StandIn(engine=engine, cache_backend=BrokenBackend()) as server:  # type: ignore[arg-type]
+        first, second = stream(server), stream(server)
+        errors = counter(server.metrics, "filtercast_cache_errors_total", operation="lookup")
+    assert isinstance(first[-1], Summary) and isinstance(second[-1], Summary)
+    assert second[-1].cached == 0 and len(engine.finished) == 16
+    assert errors and errors >= 2
+
+
+def test_concurrent_identical_requests_compute_each_filter_once(backend) -> None:
+    engine = Engine(step_seconds=0.02)
+    with StandIn(engine=engine, cache_backend=backend) as server:
+        results: list[list] = []
+        threads = [
+            threading.Thread(target=lambda: results.append(stream(server, steps=4)))
+            for _ in range(3)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        shared = counter(server.metrics, "filtercast_cache_shared_total")
+    assert len(results) == 3 and all(isinstance(r[-1], Summary) for r in results)
+    assert sorted(engine.finished) == list(range(8)), "a filter was computed twice"
+    assert shared + sum(r[-1].cached for r in results) == 16  # two requests got all 8 elsewhere
+
+
+# --- the scheduler's de-duplication, step by step -------------------------------------
+
+
+def scheduler_with(engine: Engine, stored: list) -> Scheduler:
+    return Scheduler(
+        engine,  # type: ignore[arg-type]
+        queue_limit=100,
+        on_result=lambda key, outcome: stored.append(key),
+    )
+
+
+async def results_of(scheduler: Scheduler, handle) -> list[FilterOutcome]:
+    got = []
+    while not isinstance(event := await asyncio.wait_for(scheduler.next_event(handle), 30), Done):
+        assert isinstance(event, Result)
+        got.append(event.outcome)
+    return got
+
+
+def test_a_follower_inherits_the_job_when_its_owner_leaves() -> None:
+    engine = Engine(step_seconds=0.01)
+    stored: list[str] = []
+    scheduler = scheduler_with(engine, stored)
+    keys = {i: f"{i:032x}" for i in range(8)}
+
+    async def run() -> list[FilterOutcome]:
+        loop = asyncio.get_running_loop()
+        owner = scheduler.submit("owner", plan("l", range(8), steps=3), loop, keys=keys)
+        follower = scheduler.submit("follower", plan("l", range(8), steps=3), loop, keys=keys)
+        assert scheduler.queued == 8, "the follower queued jobs of its own"
+        scheduler.cancel(owner)
+        scheduler.start()
+        return await results_of(scheduler, follower)
+
+    try:
+        got = asyncio.run(run())
+    finally:
+        scheduler.stop()
+    assert sorted(o.index for o in got) == list(range(8))
+    assert sorted(engine.finished) == list(range(8))
+    assert sorted(stored) == sorted(keys.values())
+
+
+def test_when_everyone_leaves_the_work_stops_and_a_newcomer_starts_afresh() -> None:
+    engine = Engine(step_seconds=0.01)
+    scheduler = scheduler_with(engine, [])
+    keys = {i: f"{i:032x}" for i in range(4)}
+
+    async def run() -> list[FilterOutcome]:
+        loop = asyncio.get_running_loop()
+        first = scheduler.submit("a", plan("l", range(4), steps=1000), loop, keys=keys)
+        second = scheduler.submit("b", plan("l", range(4), steps=1000), loop, keys=keys)
+        scheduler.start()
+        await asyncio.sleep(0.05)  # their jobs are running (or queued: either way)
+        scheduler.cancel(first)
+        scheduler.cancel(second)
+        late = scheduler.submit("c", plan("l", range(1), steps=1), loop, keys={0: keys[0]})
+        return await results_of(scheduler, late)
+
+    try:
+        got = asyncio.run(run())
+    finally:
+        scheduler.stop()
+    assert [o.index for o in got] == [0]
+    assert engine.finished == [0], "the abandoned jobs ran on"

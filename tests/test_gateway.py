@@ -1,0 +1,212 @@
+"""The HTTP/JSON gateway over the real servicer on the stand-in engine: the proto's JSON
+mapping, the same stream as gRPC, errors as grpc-gateway writes them, auth, cached
+images, and a client that leaves cancelling its work. No TensorFlow."""
+
+import base64
+import http.client
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from google.protobuf import json_format
+
+from filtercast.v1 import filtercast_pb2 as pb
+from filtercast_client import Client, FilterImage
+from filtercast_server.auth import Identity, TokenAuthenticator
+from filtercast_server.cache.backends import DiskBackend
+from filtercast_server.png import png_pixels
+from tests.serving import wait_until
+from tests.standin import Engine, StandIn
+from tests.test_cache import counter
+
+REQUEST = {
+    "model": "vgg16",
+    "filters": {"range": {"start": 0, "stop": 6}},
+    "seed": "9",
+    "overrides": {"size": 32, "steps": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    backend = DiskBackend(tmp_path_factory.mktemp("cache"), 10 * 1024**2, None)
+    with StandIn(gateway=True, cache_backend=backend, queue_limit=64) as server:
+        yield server
+
+
+def call(server: StandIn, path: str, body: object = None, headers: dict | None = None):
+    """(status, headers, body bytes) of one request; errors are answers too."""
+    data = (
+        None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    )
+    request = urllib.request.Request(server.http_url + path, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def lines(body: bytes) -> list[dict]:
+    return [json.loads(line) for line in body.decode().splitlines() if line]
+
+
+def test_models_and_layers_follow_the_proto_json_mapping(gateway) -> None:
+    status, headers, body = call(gateway, "/v1/models")
+    assert status == 200 and headers["Content-Type"].startswith("application/json")
+    listing = json_format.Parse(body, pb.ListModelsResponse())  # the mapping, exactly
+    assert [m.name for m in listing.models] == ["vgg16"]
+    assert {p.name for p in listing.presets} >= {"classic", "upscale", "keras_io", "robust"}
+    assert "defaultLayer" in json.loads(body)["models"][0]  # lowerCamelCase names
+    status, _, body = call(gateway, "/v1/models/vgg16")
+    assert status == 200
+    assert json.loads(body)["model"]["layers"][0]["name"] == "block5_conv1"
+
+
+def test_the_ndjson_stream_carries_the_same_events_as_grpc(gateway) -> None:
+    status, headers, body = call(gateway, "/v1/visualize", {**REQUEST, "seed": "21"})
+    assert status == 200 and headers["Content-Type"] == "application/x-ndjson"
+    events = [
+        json_format.ParseDict(line["result"], pb.VisualizeFiltersResponse()) for line in lines(body)
+    ]
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds == ["accepted"] + ["filter"] * 6 + ["grid", "summary"]
+    with Client(gateway.address) as client:
+        grpc_events = list(client.visualize(filters="0:6", size=32, steps=2, seed=21))
+    by_index = {e.index: e for e in grpc_events if isinstance(e, FilterImage)}
+    for event in events[1:7]:
+        twin = by_index[event.filter.index]
+        assert event.filter.dead == twin.dead and event.filter.loss == pytest.approx(twin.loss)
+        if not twin.dead:
+            assert (png_pixels(event.filter.image.data) == twin.image).all()
+
+
+def test_server_sent_events_name_each_event(gateway) -> None:
+    status, headers, body = call(gateway, "/v1/visualize", REQUEST, {"Accept": "text/event-stream"})
+    assert status == 200 and headers["Content-Type"] == "text/event-stream"
+    frames = [f for f in body.decode().split("\n\n") if f]
+    names = [f.split("\n")[0] for f in frames]
+    assert names == ["event: accepted"] + ["event: filter"] * 6 + ["event: grid", "event: summary"]
+    summary = json.loads(frames[-1].split("\n")[1].removeprefix("data: "))["summary"]
+    assert summary["kept"] + summary.get("dead", 0) == 6
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words", "field"),
+    [
+        (b"{not json", 400, "not a filtercast.v1.VisualizeFiltersRequest", None),
+        ({"modle": "vgg16"}, 400, "no field named", None),
+        ({**REQUEST, "overrides": {"size": 4}}, 400, "size=4 is out of range", "overrides.size"),
+        ({"model": "vgg99"}, 404, "not served here", "model"),
+        (b"[" * 200_000 + b"]" * 200_000, 400, "not a filtercast.v1", None),
+        (b"\xff\xfe{}", 400, "not a filtercast.v1", None),
+        ({**REQUEST, "seed": "-1"}, 400, "not a filtercast.v1", None),
+        ({**REQUEST, "filters": {"range": {"start": 0, "stop": 500}}}, 400, "filters", "filters"),
+    ],
+)
+def test_bad_requests_get_the_grpc_gateway_error_body(gateway, body, status, words, field) -> None:
+    got, _, answer = call(gateway, "/v1/visualize", body)
+    error = json.loads(answer)
+    assert got == status and words in error["message"]
+    assert error["code"] == {400: 3, 404: 5}[status]
+    if field:
+        violations = [d for d in error["details"] if d["@type"].endswith("BadRequest")]
+        assert violations[0]["fieldViolations"][0]["field"] == field
+
+
+def test_aiohttp_refusals_are_json_too(gateway) -> None:
+    status, _, body = call(gateway, "/v2/nothing")
+    assert status == 404 and json.loads(body)["code"] == 5
+    status, _, body = call(gateway, "/v1/visualize")  # GET
+    assert status == 405 and json.loads(body)["code"] == 12
+    status, _, body = call(gateway, "/v1/visualize", b"x" * (5 * 1024 * 1024))
+    assert status == 413
+
+
+def test_a_request_over_the_queue_limit_is_429_with_retry_after() -> None:
+    small = StandIn(gateway=True, queue_limit=4)
+    with small:
+        status, headers, body = call(small, "/v1/visualize", REQUEST)
+    assert status == 429 and int(headers["Retry-After"]) >= 1
+    assert json.loads(body)["code"] == 8
+
+
+def test_cached_pictures_are_served_by_their_key(gateway) -> None:
+    _, _, body = call(gateway, "/v1/visualize", {**REQUEST, "seed": "33"})
+    assert gateway.cache is not None and gateway.cache.flush()
+    results = [line["result"]["filter"] for line in lines(body) if "filter" in line["result"]]
+    live = next(r for r in results if not r.get("dead"))
+    status, headers, png = call(gateway, f"/v1/images/{live['imageKey']}.png")
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    assert png == base64.b64decode(live["image"]["data"])
+    assert "immutable" in headers["Cache-Control"]
+    assert call(gateway, "/v1/images/" + "0" * 32 + ".png")[0] == 404
+    assert call(gateway, "/v1/images/..%2Fetc%2Fpasswd.png")[0] in (400, 404)
+    assert call(gateway, "/v1/images/XYZ.png")[0] == 400
+
+
+def test_without_a_cache_images_are_not_found_and_keys_are_empty() -> None:
+    with StandIn(gateway=True) as server:
+        _, _, body = call(server, "/v1/visualize", REQUEST)
+        status, _, answer = call(server, "/v1/images/" + "0" * 32 + ".png")
+    results = [line["result"]["filter"] for line in lines(body) if "filter" in line["result"]]
+    assert all("imageKey" not in r for r in results)
+    assert status == 404 and "no result cache" in json.loads(answer)["message"]
+
+
+def test_tokens_guard_the_gateway_as_they_guard_grpc() -> None:
+    tokens = TokenAuthenticator(
+        {"a" * 32: Identity("alice"), "b" * 32: Identity("dashboard", "read")}
+    )
+    with StandIn(gateway=True, authenticator=tokens) as server:
+        status, headers, _ = call(server, "/v1/models")
+        assert status == 401 and headers["WWW-Authenticate"] == "Bearer"
+        assert call(server, "/v1/models", headers={"Authorization": "Bearer " + "c" * 32})[0] == 401
+        assert call(server, "/v1/models", headers={"Authorization": "Bearer " + "b" * 32})[0] == 200
+        read_only = call(server, "/v1/visualize", REQUEST, {"Authorization": "Bearer " + "b" * 32})
+        assert read_only[0] == 403
+        status, _, _ = call(
+            server, "/v1/visualize", REQUEST, {"Authorization": "Bearer " + "a" * 32}
+        )
+        assert status == 200
+        assert call(server, "/")[0] == 200  # the page itself holds no data
+
+
+def test_a_client_that_leaves_cancels_its_work() -> None:
+    engine = Engine(step_seconds=0.02)
+    with StandIn(gateway=True, engine=engine) as server:
+        connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
+        body = {
+            **REQUEST,
+            "filters": {"range": {"start": 0, "stop": 64}},
+            "overrides": {"size": 32, "steps": 50},
+        }
+        connection.request("POST", "/v1/visualize", json.dumps(body))
+        response = connection.getresponse()
+        assert "accepted" in json.loads(response.readline())["result"]
+        connection.close()
+        wait_until(lambda: server.streams_open() == 0, "the stream is wound down")
+        done = len(engine.finished)
+        wait_until(lambda: server.scheduler.queued == 0, "the queue is empty")
+    assert done < 64, "the work went on after the client left"
+    assert len(engine.finished) <= done + 4, "more than the batch in hand finished after"
+
+
+def test_the_gallery_is_served_with_a_strict_content_policy(gateway) -> None:
+    status, headers, page = call(gateway, "/")
+    assert status == 200 and b"<title>filtercast gallery</title>" in page
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    for name in ("gallery.js", "gallery.css"):
+        assert call(gateway, f"/gallery/{name}")[0] == 200
+    assert call(gateway, "/gallery/../api.py")[0] == 404
+    assert call(gateway, "/gallery/secret.txt")[0] == 404
+    assert counter(gateway.metrics, "filtercast_http_requests_total", route="/", code="200") >= 1
+
+
+def test_the_page_loads_nothing_from_elsewhere() -> None:
+    folder = Path(__file__).resolve().parents[1] / "server/filtercast_server/gallery"
+    for path in folder.iterdir():
+        text = path.read_text()
+        assert "http://" not in text and "https://" not in text, f"{path.name} reaches out"
