@@ -131,7 +131,11 @@ def timed_http(url: str, overrides: dict, seed: int, filters: int) -> tuple[floa
         "seed": str(seed),
         "overrides": overrides,
     }
-    request = urllib.request.Request(f"{url}/v1/visualize", data=json.dumps(body).encode())
+    request = urllib.request.Request(
+        f"{url}/v1/visualize",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     started, first = time.perf_counter(), None
     with urllib.request.urlopen(request, timeout=600) as response:
         for line in response:

@@ -147,6 +147,7 @@ class StandIn:
         cache_backend: Backend | None = None,
         gateway: bool = False,
         authenticator: TokenAuthenticator | None = None,
+        stall_seconds: float = 30,
     ) -> None:
         self.host = host
         self.gateway = gateway
@@ -177,7 +178,7 @@ class StandIn:
             StreamAdmission(64, 8),
             server_limits=limits_message(self.limits, queue_limit=queue_limit),
             max_message_bytes=64 * 1024 * 1024,
-            stall_seconds=30,
+            stall_seconds=stall_seconds,
             cache=cache,
         )
         self.loop = asyncio.new_event_loop()
@@ -204,7 +205,7 @@ class StandIn:
         self.port = self.server.add_insecure_port(f"{host}:0")
         await self.server.start()
         if self.gateway:
-            gateway = Gateway(self.servicer, self.metrics, self.authenticator)
+            gateway = Gateway(self.servicer, self.metrics, self.authenticator, loopback=True)
             self.http_runner = await serve_gateway(gateway, self.host, 0)
             self.http_port = self.http_runner.addresses[0][1]
 

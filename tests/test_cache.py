@@ -4,7 +4,9 @@ Redis tests start a real Debian redis-server on a free port (skipped, saying
 why, where it is not installed; .ci/run installs it).
 """
 
+import json
 import multiprocessing
+import pickle
 import shutil
 import subprocess
 import time
@@ -18,7 +20,7 @@ from hypothesis.extra.numpy import arrays
 
 from filtercast_client.local_server import free_port
 from filtercast_server.cache.backends import DiskBackend, RedisBackend, open_backend
-from filtercast_server.cache.entry import CorruptEntryError, pack, unpack
+from filtercast_server.cache.entry import CorruptEntryError, ForeignEntryError, pack, unpack
 from filtercast_server.cache.results import ResultCache
 from filtercast_server.metrics import Metrics
 from filtercast_server.png import png_pixels
@@ -51,18 +53,16 @@ def counter(metrics: Metrics, name: str, **labels: str) -> float:
     ),
     index=st.integers(0, 2**31 - 1),
     loss=st.floats(allow_nan=False, allow_infinity=False, width=32),
-    dead=st.booleans(),
     revived=st.integers(0, 8),
 )
-def test_an_entry_gives_back_the_outcome_and_its_exact_pixels(
-    image, index, loss, dead, revived
-) -> None:
-    original = FilterOutcome(index, loss, dead, image, 7, 0.5, revived)
-    back = unpack(pack(original))
+def test_an_entry_gives_back_the_outcome_and_its_exact_pixels(image, index, loss, revived) -> None:
+    original = FilterOutcome(index, loss, image is None, image, 7, 0.5, revived)
+    shape = image.shape if image is not None else None
+    back = unpack(pack(original), index, shape)
     assert (back.index, back.loss, back.dead, back.steps, back.seconds, back.revived) == (
         index,
         loss,
-        dead,
+        image is None,
         7,
         0.5,
         revived,
@@ -89,13 +89,47 @@ def test_a_damaged_entry_is_refused_never_served(data) -> None:
     else:
         damaged = blob[:8] + b"{not json" + blob[17:]
     try:
-        back = unpack(damaged)
-    except CorruptEntryError:
+        back = unpack(damaged, 3, (16, 16, 3))
+    except (CorruptEntryError, ForeignEntryError):  # a damaged magic reads as another layout
         return
     # A flip inside the JSON can leave it valid (a digit of the loss): then the
     # picture itself is still intact, which the CRC guarantees.
     assert back.png is not None
     np.testing.assert_array_equal(png_pixels(back.png), outcome(side=16).image)
+
+
+@pytest.mark.parametrize(
+    ("header", "words"),
+    [
+        ({"index": 1e400}, "unreadable"),  # json gives inf; int(inf) overflows
+        ({"index": 4}, "holds filter 4"),
+        ({"dead": True}, "dead flag disagree"),
+        ({"loss": [1]}, "unreadable"),
+        ({"crc32": "x"}, "unreadable"),
+    ],
+)
+def test_a_forged_header_is_refused(header, words) -> None:
+    good = pack(outcome(index=3))
+    length = int.from_bytes(good[4:8], "little")
+    fields = {**json.loads(good[8 : 8 + length]), **header}
+    text = json.dumps(fields).encode().replace(b"Infinity", b"1e400")
+    forged = good[:4] + len(text).to_bytes(4, "little") + text + good[8 + length :]
+    with pytest.raises(CorruptEntryError, match=words):
+        unpack(forged, 3, (8, 8, 3))
+
+
+def test_a_deeply_nested_header_and_a_wrong_picture_size_are_refused() -> None:
+    nested = b"[" * 4000
+    blob = b"FCR1" + len(nested).to_bytes(4, "little") + nested
+    with pytest.raises(CorruptEntryError):
+        unpack(blob, 3, None)
+    with pytest.raises(CorruptEntryError, match=r"is \(8, 8, 3\), not \(16, 16, 3\)"):
+        unpack(pack(outcome(index=3)), 3, (16, 16, 3))
+
+
+def test_another_layout_is_foreign_not_corrupt() -> None:
+    with pytest.raises(ForeignEntryError):
+        unpack(b"FCR9" + pack(outcome())[4:], 3, None)
 
 
 # --- the directory backend --------------------------------------------------------------------
@@ -106,6 +140,7 @@ def test_a_directory_cache_survives_closing_and_reopening(tmp_path: Path) -> Non
     first.put(KEY, b"picture")
     first.close()
     again = DiskBackend(tmp_path, 10 * 1024**2, None)
+    assert again.contains_many([KEY, "f" * 32]) == {KEY}
     assert again.get_many([KEY, "f" * 32]) == {KEY: b"picture"}
     assert again.clear() == 1 and again.get_many([KEY]) == {}
 
@@ -146,6 +181,21 @@ def test_several_processes_share_one_directory(tmp_path: Path) -> None:
     assert all(found[f"{i:032x}"] == i.to_bytes(4, "little") * 100 for i in range(100))
 
 
+def test_a_pickled_value_in_the_directory_is_never_loaded(tmp_path: Path) -> None:
+    import diskcache
+
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    with diskcache.Cache(str(tmp_path)) as foreign:  # someone else's write, pickled
+        foreign.set(KEY, Boom())
+        assert pickle.dumps(Boom())  # it would run on load
+    backend = DiskBackend(tmp_path, 10 * 1024**2, None)
+    assert backend.get_many([KEY]) == {}
+    assert backend.contains_many([KEY]) == set(), "the refused value was left behind"
+
+
 def test_an_explicit_unusable_directory_is_an_error_and_off_is_none(tmp_path: Path) -> None:
     assert open_backend("off", 1024**2, None) is None
     blocker = tmp_path / "file"
@@ -162,14 +212,15 @@ def test_a_stored_filter_is_found_before_and_after_its_write(tmp_path: Path) -> 
     cache = ResultCache(DiskBackend(tmp_path, 10 * 1024**2, None), metrics)
     original = outcome(index=5)
     cache.store(KEY, original)
-    early = cache.lookup({5: KEY})[5]  # from memory or from disk, whichever is first
-    assert early.cached
+    assert cache.present({5: KEY}) == {5}  # from memory or from disk, whichever is first
+    assert cache.fetch({5: KEY}, (8, 8, 3))[5].cached
     assert cache.flush()
-    late = cache.lookup({5: KEY, 6: "f" * 32})
+    assert cache.present({5: KEY, 6: "f" * 32}) == {5}
+    late = cache.fetch({5: KEY, 6: "f" * 32}, (8, 8, 3))
     assert list(late) == [5]
     np.testing.assert_array_equal(png_pixels(late[5].png), original.image)
     assert counter(metrics, "filtercast_cache_hits_total") == 2
-    assert counter(metrics, "filtercast_cache_misses_total") == 1
+    assert counter(metrics, "filtercast_cache_misses_total") == 2  # 6, twice
     assert counter(metrics, "filtercast_cache_bytes") > 0
     assert cache.png(KEY) == late[5].png
     cache.close()
@@ -182,7 +233,7 @@ def test_a_corrupt_entry_is_counted_dropped_and_computed_again(tmp_path: Path) -
     backend.put(KEY, blob[:-10])  # a torn write
     backend.put("1" * 32, pack(outcome(index=9)))  # an entry of another filter under this key
     cache = ResultCache(backend, metrics)
-    assert cache.lookup({2: KEY, 3: "1" * 32}) == {}
+    assert cache.fetch({2: KEY, 3: "1" * 32}, (8, 8, 3)) == {}
     assert counter(metrics, "filtercast_cache_errors_total", operation="corrupt") == 2
     assert backend.get_many([KEY, "1" * 32]) == {}, "corrupt entries were left to fail again"
     cache.close()
@@ -200,7 +251,7 @@ class BrokenBackend:
         self.calls += 1
         raise ConnectionError("connection refused")
 
-    get_many = put = delete = clear = volume = _fail
+    contains_many = get_many = put = delete = clear = volume = _fail
 
     def close(self) -> None:
         pass
@@ -210,11 +261,12 @@ def test_a_failing_backend_is_a_counted_miss_and_rests_between_tries() -> None:
     metrics = Metrics()
     backend = BrokenBackend()
     cache = ResultCache(backend, metrics, retry_seconds=60)  # type: ignore[arg-type]
-    assert cache.lookup({1: KEY}) == {}
-    assert cache.lookup({1: KEY}) == {}  # resting: the backend is not asked again
-    assert backend.calls == 1
+    assert cache.present({1: KEY}) == set()
+    assert cache.present({1: KEY}) == set()  # resting: the backend is not asked again
+    assert cache.fetch({1: KEY}, None) == {}
+    assert backend.calls == 1 and not cache.available()
     assert counter(metrics, "filtercast_cache_errors_total", operation="lookup") == 1
-    assert counter(metrics, "filtercast_cache_misses_total") == 2
+    assert counter(metrics, "filtercast_cache_misses_total") == 3
     assert cache.png(KEY) is None
     cache.close()
 
@@ -298,16 +350,17 @@ def test_a_result_cache_on_redis_round_trips_a_filter(redis_url: str) -> None:
     cache.store(KEY, original)
     assert cache.flush()
     with ResultCache(RedisBackend(redis_url, 60)) as elsewhere:  # another replica
-        found = elsewhere.lookup({4: KEY})
+        assert elsewhere.present({4: KEY, 5: "f" * 32}) == {4}
+        found = elsewhere.fetch({4: KEY}, (8, 8, 3))
     np.testing.assert_array_equal(png_pixels(found[4].png), original.image)
-    cache.clear()
+    cache.backend.clear()
     cache.close()
 
 
 def test_redis_down_costs_a_counted_miss_not_a_failure() -> None:
     metrics = Metrics()
     cache = ResultCache(RedisBackend(f"redis://127.0.0.1:{free_port()}/0", 60), metrics)
-    assert cache.lookup({1: KEY}) == {}
+    assert cache.present({1: KEY}) == set()
     cache.store(KEY, outcome())
     assert cache.flush()
     assert counter(metrics, "filtercast_cache_errors_total", operation="lookup") == 1

@@ -174,3 +174,68 @@ def test_when_everyone_leaves_the_work_stops_and_a_newcomer_starts_afresh() -> N
         scheduler.stop()
     assert [o.index for o in got] == [0]
     assert engine.finished == [0], "the abandoned jobs ran on"
+
+
+def test_a_slow_reader_does_not_hold_up_a_request_sharing_its_filters() -> None:
+    engine = Engine(step_seconds=0.005)
+    scheduler = Scheduler(engine, queue_limit=100, stream_buffer=2)  # type: ignore[arg-type]
+    keys = {i: f"{i:032x}" for i in range(8)}
+
+    async def run() -> tuple[list, list]:
+        loop = asyncio.get_running_loop()
+        slow = scheduler.submit("slow", plan("l", range(8), steps=2), loop, keys=keys)
+        reader = scheduler.submit("reader", plan("l", range(8), steps=2), loop, keys=keys)
+        scheduler.start()
+        got = await results_of(scheduler, reader)  # the slow one has read nothing yet
+        return got, await results_of(scheduler, slow)
+
+    try:
+        read, slow = asyncio.run(run())
+    finally:
+        scheduler.stop()
+    assert sorted(o.index for o in read) == list(range(8))
+    assert sorted(o.index for o in slow) == list(range(8)), "the slow reader lost filters"
+    assert sorted(engine.finished) == list(range(8)), "a handed-over filter ran twice"
+
+
+class Spying(DiskBackend):
+    """Records how many entries each read asks for."""
+
+    reads: list[int]
+
+    def get_many(self, keys):
+        keys = list(keys)
+        self.reads.append(len(keys))
+        return super().get_many(keys)
+
+
+def test_cached_pictures_are_read_a_few_at_a_time(tmp_path: Path) -> None:
+    from filtercast_server.api import FETCH_BATCH
+
+    backend = Spying(tmp_path, 10 * 1024**2, None)
+    backend.reads = []
+    with StandIn(cache_backend=backend) as server:
+        stream(server, filters="0:40")
+        assert server.cache.flush()
+        again = stream(server, filters="0:40")
+    assert again[-1].cached == 40
+    assert backend.reads and max(backend.reads) <= FETCH_BATCH
+
+
+class Forgetful(DiskBackend):
+    """Says it holds what it then cannot give: evicted between the two looks."""
+
+    def get_many(self, keys):
+        return {}
+
+
+def test_a_picture_gone_between_lookup_and_fetch_is_computed(tmp_path: Path) -> None:
+    engine = Engine()
+    with StandIn(engine=engine, cache_backend=Forgetful(tmp_path, 10 * 1024**2, None)) as server:
+        stream(server, filters="0:4")
+        assert server.cache.flush()
+        events = stream(server, filters="0:4")
+    assert events[0].cached_filters == [0, 1, 2, 3]  # present when looked up
+    assert isinstance(events[-1], Summary) and events[-1].cached == 0
+    assert sorted(f.index for f in events if isinstance(f, FilterImage)) == [0, 1, 2, 3]
+    assert sorted(engine.finished) == [0, 0, 1, 1, 2, 2, 3, 3]

@@ -5,6 +5,7 @@ images, and a client that leaves cancelling its work. No TensorFlow."""
 import base64
 import http.client
 import json
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -41,6 +42,8 @@ def call(server: StandIn, path: str, body: object = None, headers: dict | None =
     data = (
         None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
     )
+    if data is not None:
+        headers = {"Content-Type": "application/json", **(headers or {})}
     request = urllib.request.Request(server.http_url + path, data=data, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -65,22 +68,28 @@ def test_models_and_layers_follow_the_proto_json_mapping(gateway) -> None:
     assert json.loads(body)["model"]["layers"][0]["name"] == "block5_conv1"
 
 
-def test_the_ndjson_stream_carries_the_same_events_as_grpc(gateway) -> None:
-    status, headers, body = call(gateway, "/v1/visualize", {**REQUEST, "seed": "21"})
+def test_the_ndjson_stream_carries_the_same_events_as_grpc() -> None:
+    with StandIn(gateway=True) as server:  # no cache: both streams compute
+        status, headers, body = call(server, "/v1/visualize", {**REQUEST, "seed": "21"})
+        with Client(server.address) as client:
+            grpc_events = list(client.visualize(filters="0:6", size=32, steps=2, seed=21))
     assert status == 200 and headers["Content-Type"] == "application/x-ndjson"
     events = [
         json_format.ParseDict(line["result"], pb.VisualizeFiltersResponse()) for line in lines(body)
     ]
     kinds = [e.WhichOneof("event") for e in events]
     assert kinds == ["accepted"] + ["filter"] * 6 + ["grid", "summary"]
-    with Client(gateway.address) as client:
-        grpc_events = list(client.visualize(filters="0:6", size=32, steps=2, seed=21))
+    accepted = events[0].accepted
+    assert accepted.params.seed == 21 and accepted.params.size == 32
+    assert list(accepted.filters) == grpc_events[0].filters
     by_index = {e.index: e for e in grpc_events if isinstance(e, FilterImage)}
     for event in events[1:7]:
         twin = by_index[event.filter.index]
         assert event.filter.dead == twin.dead and event.filter.loss == pytest.approx(twin.loss)
+        assert not event.filter.cached and not event.filter.image_key
         if not twin.dead:
             assert (png_pixels(event.filter.image.data) == twin.image).all()
+    assert events[-1].summary.kept == grpc_events[-1].kept
 
 
 def test_server_sent_events_name_each_event(gateway) -> None:
@@ -100,7 +109,7 @@ def test_server_sent_events_name_each_event(gateway) -> None:
         ({"modle": "vgg16"}, 400, "no field named", None),
         ({**REQUEST, "overrides": {"size": 4}}, 400, "size=4 is out of range", "overrides.size"),
         ({"model": "vgg99"}, 404, "not served here", "model"),
-        (b"[" * 200_000 + b"]" * 200_000, 400, "not a filtercast.v1", None),
+        (b"[" * 30_000 + b"]" * 30_000, 400, "not a filtercast.v1", None),
         (b"\xff\xfe{}", 400, "not a filtercast.v1", None),
         ({**REQUEST, "seed": "-1"}, 400, "not a filtercast.v1", None),
         ({**REQUEST, "filters": {"range": {"start": 0, "stop": 500}}}, 400, "filters", "filters"),
@@ -121,8 +130,21 @@ def test_aiohttp_refusals_are_json_too(gateway) -> None:
     assert status == 404 and json.loads(body)["code"] == 5
     status, _, body = call(gateway, "/v1/visualize")  # GET
     assert status == 405 and json.loads(body)["code"] == 12
-    status, _, body = call(gateway, "/v1/visualize", b"x" * (5 * 1024 * 1024))
+    status, _, body = call(gateway, "/v1/visualize", b"x" * (100 * 1024))
     assert status == 413
+
+
+def test_only_json_bodies_are_taken_so_other_web_pages_cannot_post(gateway) -> None:
+    plain = {"Content-Type": "text/plain"}  # what a cross-site form or fetch may send
+    status, _, body = call(gateway, "/v1/visualize", json.dumps(REQUEST).encode(), plain)
+    assert status == 415 and "application/json" in json.loads(body)["message"]
+
+
+def test_a_loopback_gateway_refuses_other_host_names(gateway) -> None:
+    evil = {"Host": f"attacker.example:{gateway.http_port}"}  # a DNS-rebound page
+    status, _, body = call(gateway, "/v1/models", headers=evil)
+    assert status == 421 and "loopback" in json.loads(body)["message"]
+    assert call(gateway, "/v1/models", headers={"Host": f"localhost:{gateway.http_port}"})[0] == 200
 
 
 def test_a_request_over_the_queue_limit_is_429_with_retry_after() -> None:
@@ -183,7 +205,9 @@ def test_a_client_that_leaves_cancels_its_work() -> None:
             "filters": {"range": {"start": 0, "stop": 64}},
             "overrides": {"size": 32, "steps": 50},
         }
-        connection.request("POST", "/v1/visualize", json.dumps(body))
+        connection.request(
+            "POST", "/v1/visualize", json.dumps(body), {"Content-Type": "application/json"}
+        )
         response = connection.getresponse()
         assert "accepted" in json.loads(response.readline())["result"]
         connection.close()
@@ -200,8 +224,8 @@ def test_the_gallery_is_served_with_a_strict_content_policy(gateway) -> None:
     assert "default-src 'self'" in headers["Content-Security-Policy"]
     for name in ("gallery.js", "gallery.css"):
         assert call(gateway, f"/gallery/{name}")[0] == 200
-    assert call(gateway, "/gallery/../api.py")[0] == 404
     assert call(gateway, "/gallery/secret.txt")[0] == 404
+    assert call(gateway, "/gallery/%2e%2e%2fapi.py")[0] == 404
     assert counter(gateway.metrics, "filtercast_http_requests_total", route="/", code="200") >= 1
 
 
@@ -209,4 +233,51 @@ def test_the_page_loads_nothing_from_elsewhere() -> None:
     folder = Path(__file__).resolve().parents[1] / "server/filtercast_server/gallery"
     for path in folder.iterdir():
         text = path.read_text()
-        assert "http://" not in text and "https://" not in text, f"{path.name} reaches out"
+        for outside in ("://", 'src="//', 'href="//', "url(//", "@import"):
+            assert outside not in text, f"{path.name} reaches out ({outside})"
+
+
+def test_a_client_that_never_reads_is_cut_off_after_the_stall_limit() -> None:
+    with StandIn(gateway=True, stall_seconds=1) as server:
+        body = {
+            **REQUEST,
+            "filters": {"range": {"start": 0, "stop": 64}},
+            "imageFormat": "IMAGE_FORMAT_RAW",  # ~260 KB a frame: the socket fills
+            "overrides": {"size": 256, "steps": 1},
+        }
+        with socket.create_connection(("127.0.0.1", server.http_port)) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            data = json.dumps(body).encode()
+            sock.sendall(
+                b"POST /v1/visualize HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\n"
+                + f"Content-Length: {len(data)}\r\n\r\n".encode()
+                + data
+            )
+            wait_until(
+                lambda: (
+                    counter(
+                        server.metrics,
+                        "filtercast_http_requests_total",
+                        route="/v1/visualize",
+                        code="499",  # it ended as a client that left
+                    )
+                    == 1
+                ),
+                "the stalled stream's handler ended",
+            )
+            assert server.streams_open() == 0
+
+
+def test_a_waiting_stream_sends_keepalives(monkeypatch) -> None:
+    import filtercast_server.gateway as gateway_module
+
+    monkeypatch.setattr(gateway_module, "HEARTBEAT_SECONDS", 0.05)
+    with StandIn(gateway=True, engine=Engine(step_seconds=0.05)) as server:
+        slow = {**REQUEST, "filters": {"range": {"start": 0, "stop": 1}}}
+        slow["overrides"] = {"size": 32, "steps": 20}  # a second before its filter
+        _, _, body = call(server, "/v1/visualize", slow)
+    text = body.decode()
+    first_filter = text.index('"filter"')
+    assert "\n\n" in text[:first_filter], "no keepalive while the filter computed"
+    assert all(json.loads(line) for line in text.splitlines() if line)

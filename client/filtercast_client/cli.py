@@ -462,8 +462,12 @@ def demo(
 
     request = request_of("classic", "vgg16", "block5_conv1", filters, "auto", seed, None, None)
     if servers:
+        if serve_gallery or http_port:
+            raise click.UsageError("--open and --http-port start a local server: not with --server")
         report(visualize_into(Connection(list(servers)), out, None, **request), out)
         return
+    if http_port and not serve_gallery:
+        raise click.UsageError("--http-port is the gallery's port: it goes with --open")
     log_path = Path(tempfile.gettempdir()) / "filtercast-demo-server.log"
     console.print(f"starting a local server (weights: {weights}; log: {log_path})")
     try:
@@ -480,27 +484,32 @@ def demo(
         server.wait_serving()
         report(visualize_into(Connection([server.address]), out, None, **request), out)
         click.echo(f"open {out / 'grid.png'}")
-        if serve_gallery:
-            query = urllib.parse.urlencode(
-                {"model": "vgg16", "layer": "block5_conv1", "preset": "classic"}
-                | {"filters": filters, "seed": seed}
-            )
-            url = f"{server.http_url}/?{query}"
-            click.echo(f"gallery: {url}  (Ctrl-C stops it)")
-            if (
-                sys.platform != "linux"
-                or os.environ.get("DISPLAY")
-                or os.environ.get("WAYLAND_DISPLAY")
-            ):
-                webbrowser.open(url)  # without a desktop it would start a text browser here
+        if not serve_gallery:
+            click.echo("see them in a browser: filtercast demo --open (serves the gallery)")
+            return
+        query = urllib.parse.urlencode(
+            {"model": "vgg16", "layer": "block5_conv1", "preset": "classic"}
+            | {"filters": filters, "seed": seed}
+        )
+        url = f"{server.http_url}/?{query}"
+        click.echo(f"gallery: {url}  (Ctrl-C stops it)")
+        if (
+            sys.platform != "linux"
+            or os.environ.get("DISPLAY")
+            or os.environ.get("WAYLAND_DISPLAY")
+        ):
+            webbrowser.open(url)  # without a desktop it would start a text browser here
+        try:
             while server.process.poll() is None:
                 time.sleep(0.5)
-        else:
-            click.echo("see them in a browser: filtercast demo --open (serves the gallery)")
+        except KeyboardInterrupt:
+            click.echo("stopped the gallery")
+            return
+        raise click.ClickException(
+            f"the server stopped ({server.process.returncode}); see {log_path}"
+        )
     except (RuntimeError, TimeoutError) as error:
         raise click.ClickException(str(error)) from error
-    except KeyboardInterrupt:
-        click.echo("stopped the gallery")
     finally:
         server.stop()
 

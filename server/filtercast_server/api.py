@@ -18,9 +18,10 @@ import functools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -64,6 +65,9 @@ if TYPE_CHECKING:  # both import TensorFlow; the servicer only reads them
 
 __all__ = ["SERVICE", "CallEndedError", "FilterVisualizerServicer", "StalledError"]
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+LOOKUP_SECONDS = 2.0  # a cache slower than this is skipped (and rests): the filters compute
+FETCH_BATCH = 16  # cached pictures read at once: a stream holds this many, not all
 NO_FACTS = ErrorFacts()
 
 
@@ -323,30 +327,39 @@ class FilterVisualizerServicer:
         return plan, preset, fmt
 
     async def _submit(self, request_id: str, plan: Plan, client: str) -> "_Work":
-        """Serve what the cache holds; queue the rest (QueueFullError when it does not fit)."""
-        keys: dict[int, str] = {}
-        cached: dict[int, FilterOutcome] = {}
-        if self.cache is not None:
-            keys = filter_keys(plan, self.models[plan.params.model].cache_identity)
-            cached = await asyncio.get_running_loop().run_in_executor(
-                self._lookups, self.cache.lookup, keys
-            )
-        rest = tuple(index for index in plan.filters if index not in cached)
-        handle = None
-        if rest:
-            handle = self.scheduler.submit(
-                request_id,
-                dataclasses.replace(plan, filters=rest),
-                asyncio.get_running_loop(),
-                client,
-                keys,
-            )
-        ordered = {index: cached[index] for index in plan.filters if index in cached}
-        return _Work(request_id, plan, client, handle, ordered, keys)
+        """Find what the cache holds; queue the rest (QueueFullError when it does not fit)."""
+        work = _Work(request_id, plan, client)
+        if self.cache is not None and self.cache.available():
+            model = self.models[plan.params.model]
+            work.keys = filter_keys(plan, model.cache_identity)
+            work.shape = (plan.params.output_size, plan.params.output_size, model.channels)
+            nothing: set[int] = set()
+            present = await self._ask_cache(self.cache.present, nothing, work.keys)
+            work.cached = [index for index in plan.filters if index in present]
+        self._queue(work, [index for index in plan.filters if index not in work.cached])
+        return work
+
+    def _queue(self, work: "_Work", filters: list[int]) -> None:
+        """Hand `filters` of the request to the scheduler (nothing when empty)."""
+        if filters:
+            plan = dataclasses.replace(work.plan, filters=tuple(filters))
+            loop = asyncio.get_running_loop()
+            handle = self.scheduler.submit(work.request_id, plan, loop, work.client, work.keys)
+            work.handles.append(handle)
+
+    async def _ask_cache(self, call: Callable[..., T], fallback: T, *args: Any) -> T:
+        """`call(*args)` on the cache's threads, or `fallback` past LOOKUP_SECONDS (counted)."""
+        assert self.cache is not None
+        future = asyncio.get_running_loop().run_in_executor(self._lookups, call, *args)
+        try:
+            return await asyncio.wait_for(future, LOOKUP_SECONDS)
+        except TimeoutError:
+            self.cache.timed_out("lookup", LOOKUP_SECONDS)
+            return fallback
 
     def _cancel(self, work: "_Work") -> None:
-        if work.handle is not None:
-            self.scheduler.cancel(work.handle)
+        for handle in work.handles:
+            self.scheduler.cancel(handle)
 
     async def _send(self, context: Any, message: pb.VisualizeFiltersResponse) -> None:
         """Write one message, or StalledError (holding the pending write) after the stall limit."""
@@ -387,12 +400,12 @@ class FilterVisualizerServicer:
                     weights_source=model.weights_source,
                     weights_sha256=model.weights_sha256,
                     device=model.device.description,
-                    cached_filters=list(work.cached),
+                    cached_filters=work.cached,
                 )
                 await self._send(context, pb.VisualizeFiltersResponse(accepted=accepted))
                 grid = None if request.grid.disabled else GridCollector(plan.grid, tally.total)
                 try:
-                    await self._send_filters(work, fmt, context, labels, tally, grid)
+                    await self._send_filters(_Outbound(work, fmt, context, labels, tally, grid))
                 except _EngineFailedError as failure:
                     outcome = "error"
                     logger.error("request failed: %s", failure)
@@ -452,41 +465,39 @@ class FilterVisualizerServicer:
                 time.perf_counter() - started
             )
 
-    async def _send_filters(
-        self,
-        work: "_Work",
-        fmt: pb.ImageFormat,
-        context: Any,
-        labels: tuple[str, str, str],
-        tally: "_Tally",
-        grid: GridCollector | None,
-    ) -> None:
-        """One FilterResult per filter: the cached ones at once, then each as it finishes."""
-        for result in work.cached.values():
-            await self._send_result(result, work, fmt, context, labels, tally, grid)
-        if work.handle is None:
-            return
-        while not isinstance(event := await self.scheduler.next_event(work.handle), Done):
-            if isinstance(event, Failed):
-                raise _EngineFailedError(event.error)
-            assert isinstance(event, Result)
-            self.metrics.filter_queue_wait.observe(event.queue_seconds)
-            self.metrics.filter_compute.observe(event.outcome.seconds)
-            await self._send_result(event.outcome, work, fmt, context, labels, tally, grid)
+    async def _send_filters(self, out: "_Outbound") -> None:
+        """One FilterResult per filter: the cached ones first, then each as it finishes.
 
-    async def _send_result(
-        self,
-        result: FilterOutcome,
-        work: "_Work",
-        fmt: pb.ImageFormat,
-        context: Any,
-        labels: tuple[str, str, str],
-        tally: "_Tally",
-        grid: GridCollector | None,
-    ) -> None:
+        Cached pictures are fetched a few at a time as they are sent; one gone
+        since the lookup (evicted, corrupt) is computed after all.
+        """
+        work, late = out.work, []
+        for start in range(0, len(work.cached), FETCH_BATCH):
+            chunk = work.cached[start : start + FETCH_BATCH]
+            found: dict[int, FilterOutcome] = {}
+            if self.cache is not None:
+                wanted = {index: work.keys[index] for index in chunk}
+                found = await self._ask_cache(self.cache.fetch, {}, wanted, work.shape)
+            for index in chunk:
+                if index in found:
+                    await self._send_result(found[index], out)
+                else:
+                    late.append(index)
+        self._queue(work, late)
+        for handle in work.handles:
+            while not isinstance(event := await self.scheduler.next_event(handle), Done):
+                if isinstance(event, Failed):
+                    raise _EngineFailedError(event.error)
+                assert isinstance(event, Result)
+                self.metrics.filter_queue_wait.observe(event.queue_seconds)
+                self.metrics.filter_compute.observe(event.outcome.seconds)
+                await self._send_result(event.outcome, out)
+
+    async def _send_result(self, result: FilterOutcome, out: "_Outbound") -> None:
+        work, tally, grid = out.work, out.tally, out.grid
         tally.add(result.dead, result.seconds, result.revived, result.cached)
         if tally.done == 1:
-            self.metrics.time_to_first_filter.labels(*labels).observe(
+            self.metrics.time_to_first_filter.labels(*out.labels).observe(
                 time.perf_counter() - tally.started
             )
         message = pb.FilterResult(
@@ -503,9 +514,9 @@ class FilterVisualizerServicer:
         )
         if result.image is not None or result.png is not None:
             loop = asyncio.get_running_loop()
-            result, image = await loop.run_in_executor(self._encoder, picture_of, result, fmt)
+            result, image = await loop.run_in_executor(self._encoder, picture_of, result, out.fmt)
             message.image.CopyFrom(image)
-        await self._send(context, pb.VisualizeFiltersResponse(filter=message))
+        await self._send(out.context, pb.VisualizeFiltersResponse(filter=message))
         if grid is not None:
             grid.add(result)
 
@@ -562,11 +573,25 @@ class _Tally:
 
 @dataclass
 class _Work:
-    """A request's filters once submitted: those the cache held, and the scheduler's handle."""
+    """A request's filters: those the cache holds, and the scheduler's handles for the rest."""
 
     request_id: str
     plan: Plan  # every filter asked for
     client: str
-    handle: RequestHandle | None  # None when the cache held them all
-    cached: dict[int, FilterOutcome]  # in request order
-    keys: dict[int, str]  # cache key per filter (empty without a cache)
+    cached: list[int] = dataclasses.field(default_factory=list)  # in request order
+    keys: dict[int, str] = dataclasses.field(default_factory=dict)  # cache key per filter
+    shape: tuple[int, int, int] | None = None  # (H, W, C) of its pictures
+    # The computed filters; a second handle for cached ones gone before they were fetched.
+    handles: list[RequestHandle] = dataclasses.field(default_factory=list)
+
+
+@dataclass
+class _Outbound:
+    """Where a stream's filter results go, and what each one updates."""
+
+    work: _Work
+    fmt: pb.ImageFormat
+    context: Any
+    labels: tuple[str, str, str]
+    tally: _Tally
+    grid: GridCollector | None

@@ -13,8 +13,9 @@ responses) serves, on `--http-port`:
     GET  /v1/images/{key}.png     a cached picture (FilterResult.image_key)
 
 Bodies follow the proto3 JSON mapping (lowerCamelCase names, enum names,
-base64 bytes) and the stream and error shapes are grpc-gateway's, so an
-Envoy or grpc-gateway in front would serve the same URLs with the same JSON.
+base64 bytes) and the stream and error shapes are grpc-gateway's, so a
+grpc-gateway put in front later (given this path mapping) would answer
+these URLs alike; it would print default values, which this one omits.
 
 It is not a second engine: each call goes to the gRPC servicer's own
 methods with a context that turns writes into lines and aborts into HTTP
@@ -38,7 +39,6 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2  # noqa: F401  (registers detail types)
 
-from filtercast.contract import MAX_REQUEST_BYTES
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.api import FilterVisualizerServicer
 from filtercast_server.auth import AuthError, TokenAuthenticator
@@ -49,7 +49,10 @@ from filtercast_server.status import DETAILS_KEY
 
 log = logging.getLogger(__name__)
 
-KEEPALIVE_SECONDS = 15.0
+KEEPALIVE_SECONDS = 15.0  # an idle connection (no request in flight) closes after this
+HEARTBEAT_SECONDS = 15.0  # a stream waiting for its filters sends a blank frame this often
+MAX_BODY_BYTES = 64 * 1024  # a request is under 2 KiB; 2,048 listed filters under 16 KiB
+SHUTDOWN_SECONDS = 1.0  # streams have had the drain already; then the gateway closes
 # google.rpc.Code -> HTTP status, as grpc-gateway maps them.
 HTTP_STATUS = {
     grpc.StatusCode.OK: 200,
@@ -93,11 +96,18 @@ SECURITY_HEADERS = {
 class CallAborted(Exception):  # noqa: N818  (named as grpc's own AbortError is)
     """The servicer ended the call with a status (an HTTP error, or a last error line)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, trailers: Any = ()) -> None:
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        trailers: Any = (),
+        http_status: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.trailers = trailers or ()
+        self.http_status = http_status or HTTP_STATUS[code]
 
     def status(self) -> dict[str, Any]:
         """google.rpc.Status as JSON: code, message and the typed details."""
@@ -107,7 +117,7 @@ class CallAborted(Exception):  # noqa: N818  (named as grpc's own AbortError is)
                 status.ParseFromString(value)
         status.code = self.code.value[0]
         status.message = self.message
-        return json_format.MessageToDict(status)
+        return json_format.MessageToDict(status, always_print_fields_with_no_presence=True)
 
     def retry_after(self) -> float | None:
         """Seconds from the RetryInfo detail, if any."""
@@ -152,16 +162,21 @@ class Gateway:
         servicer: FilterVisualizerServicer,
         metrics: Metrics,
         authenticator: TokenAuthenticator | None = None,
+        *,
+        loopback: bool = False,
     ) -> None:
         self.servicer = servicer
         self.metrics = metrics
         self.authenticator = authenticator
+        # Listening on loopback only: a Host header naming anything else is a web page's
+        # DNS-rebinding trick to reach it, and is refused.
+        self.loopback = loopback
         package = resources.files("filtercast_server") / "gallery"
         self._files = {name: (package / name).read_bytes() for name in GALLERY_FILES}
 
     def app(self) -> web.Application:
         """The aiohttp application."""
-        app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[self._observe])
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._observe])
         app.router.add_get("/", self.index)
         app.router.add_get("/gallery/{name}", self.gallery_file)
         app.router.add_get("/v1/models", self.list_models)
@@ -180,16 +195,29 @@ class Gateway:
         name = route.canonical if route is not None else "unmatched"
         status = 499  # the client left before an answer
         try:
+            if self.loopback and not _loopback_name(request.host):
+                status = 421
+                return web.json_response(
+                    {
+                        "code": grpc.StatusCode.PERMISSION_DENIED.value[0],
+                        "message": "this gateway listens on loopback: address it as 127.0.0.1, "
+                        "[::1] or localhost",
+                        "details": [],
+                    },
+                    status=421,
+                    headers=SECURITY_HEADERS,
+                )
             response = await handler(request)
             status = response.status
             return response
         except web.HTTPException as error:  # 404 for an unknown path, 405, 413...
             status = error.status
             code = HTTP_CODES.get(error.status, grpc.StatusCode.UNKNOWN)
+            allow = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else {}
             return web.json_response(
                 {"code": code.value[0], "message": error.reason, "details": []},
                 status=error.status,
-                headers=SECURITY_HEADERS,
+                headers={**SECURITY_HEADERS, **allow},
             )
         finally:
             self.metrics.http_requests.labels(name, str(status)).inc()
@@ -228,7 +256,7 @@ class Gateway:
             headers["Retry-After"] = str(max(1, round(retry)))
         if error.code is grpc.StatusCode.UNAUTHENTICATED:
             headers["WWW-Authenticate"] = "Bearer"
-        return web.json_response(error.status(), status=HTTP_STATUS[error.code], headers=headers)
+        return web.json_response(error.status(), status=error.http_status, headers=headers)
 
     async def _unary(
         self, request: web.Request, method: str, call: Callable, body: Message
@@ -299,48 +327,152 @@ class Gateway:
         return web.Response(
             body=data,
             content_type="image/png",
-            headers={**SECURITY_HEADERS, "Cache-Control": "public, max-age=31536000, immutable"},
+            # Content-addressed, so immutable; private when a token was needed to read it.
+            headers={
+                **SECURITY_HEADERS,
+                "Cache-Control": f"{'private' if self.authenticator else 'public'}, "
+                "max-age=31536000, immutable",
+            },
         )
 
     async def visualize(self, request: web.Request) -> web.StreamResponse:
         """VisualizeFilters: NDJSON lines (or server-sent events) as the filters finish."""
         try:
             self._authorize(request, "VisualizeFilters")
-            try:
-                body = json_format.Parse(await request.text() or "{}", pb.VisualizeFiltersRequest())
-            # ValueError: bad UTF-8 or JSON; RecursionError: JSON nested beyond Python's stack.
-            except (json_format.ParseError, ValueError, RecursionError) as error:
-                self.servicer.metrics.rejected.labels("malformed").inc()
-                raise CallAborted(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"the body is not a filtercast.v1.VisualizeFiltersRequest in JSON: "
-                    f"{str(error)[:300]}",
-                ) from error
+            body = await self._request_body(request)
         except CallAborted as error:
             return self._error(error)
-        events = "text/event-stream" in request.headers.get("Accept", "")
-        response = web.StreamResponse(
+        outlet = _Outlet(request, self.servicer.stall_seconds)
+        try:
+            await self.servicer.VisualizeFilters(
+                body.SerializeToString(), HttpCallContext(outlet.send)
+            )
+        except CallAborted as error:
+            if not outlet.started:
+                return self._error(error)
+            await outlet.end(_error_frame(error, outlet.events))
+            return outlet.response
+        except (asyncio.CancelledError, ConnectionError):
+            outlet.close()
+            raise
+        except Exception as error:  # a bug of ours: INTERNAL, never a truncated stream
+            log.exception("the HTTP gateway failed on a stream")
+            failure = CallAborted(grpc.StatusCode.INTERNAL, f"the gateway failed: {error}")
+            if not outlet.started:
+                return self._error(failure)
+            await outlet.end(_error_frame(failure, outlet.events))
+            return outlet.response
+        await outlet.end(b"")
+        return outlet.response
+
+    async def _request_body(self, request: web.Request) -> pb.VisualizeFiltersRequest:
+        """The JSON body as a request, or INVALID_ARGUMENT (415 for another content type)."""
+        if request.content_type != "application/json":
+            # Also what keeps other web pages out: a cross-origin JSON POST needs a CORS
+            # preflight, which this gateway never grants.
+            raise CallAborted(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "send the request as JSON with Content-Type: application/json",
+                http_status=415,
+            )
+        try:
+            text = (await request.read()).decode("utf-8") or "{}"
+            return json_format.Parse(text, pb.VisualizeFiltersRequest())
+        # ValueError: bad UTF-8 or JSON; RecursionError: JSON nested beyond Python's stack.
+        except (json_format.ParseError, ValueError, RecursionError) as error:
+            self.servicer.metrics.rejected.labels("malformed").inc()
+            raise CallAborted(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the body is not a filtercast.v1.VisualizeFiltersRequest in JSON: "
+                f"{str(error)[:300]}",
+            ) from error
+
+
+class _Outlet:
+    """One HTTP stream's writer.
+
+    Frames are built off the event loop, a heartbeat goes out while the
+    stream waits, and a client that stops reading is cut off after the stall
+    limit: nothing waits on it forever.
+    """
+
+    def __init__(self, request: web.Request, stall_seconds: float) -> None:
+        self.request = request
+        self.stall_seconds = stall_seconds
+        self.events = "text/event-stream" in request.headers.get("Accept", "")
+        self.response = web.StreamResponse(
             headers={
                 **SECURITY_HEADERS,
-                "Content-Type": "text/event-stream" if events else "application/x-ndjson",
+                "Content-Type": "text/event-stream" if self.events else "application/x-ndjson",
                 "Cache-Control": "no-store",
                 "X-Accel-Buffering": "no",  # proxies pass each line on at once
             }
         )
+        self._lock = asyncio.Lock()
+        self._heartbeat: asyncio.Task | None = None
 
-        async def emit(message: Message) -> None:
-            if not response.prepared:
-                await response.prepare(request)
-            await response.write(_frame(message, events))
+    @property
+    def started(self) -> bool:
+        """The status line is out: later errors can only be a last frame."""
+        return self.response.prepared
 
+    async def send(self, message: Message) -> None:
+        """Write one message as a frame (the first starts the response and the heartbeat)."""
+        loop = asyncio.get_running_loop()
         try:
-            await self.servicer.VisualizeFilters(body.SerializeToString(), HttpCallContext(emit))
-        except CallAborted as error:
-            if not response.prepared:
-                return self._error(error)
-            await response.write(_error_frame(error, events))
-        await response.write_eof()
-        return response
+            frame = await loop.run_in_executor(None, _frame, message, self.events)
+        except Exception:  # ours, not the client's: the servicer would see only a lost client
+            log.exception("the HTTP gateway could not encode a %s", type(message).__name__)
+            raise
+        if not self.started:
+            await self.response.prepare(self.request)
+            self._heartbeat = asyncio.ensure_future(self._beat())
+        await self._write(frame)
+
+    async def end(self, frame: bytes) -> None:
+        """The last frame (if any) and the end of the body."""
+        self.close()
+        if frame:
+            await self._write(frame)
+        async with self._lock:
+            await self._bounded(self.response.write_eof())
+
+    def close(self) -> None:
+        """Stop the heartbeat."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+
+    async def _write(self, data: bytes) -> None:
+        async with self._lock:
+            await self._bounded(self.response.write(data))
+
+    async def _bounded(self, write: Any) -> None:
+        """A write the client does not take within the stall limit closes the connection."""
+        try:
+            await asyncio.wait_for(write, self.stall_seconds)
+        except TimeoutError:
+            if self.request.transport is not None:
+                self.request.transport.abort()
+            raise ConnectionResetError("the client read nothing within the stall limit") from None
+
+    async def _beat(self) -> None:
+        """A blank line (NDJSON) or an SSE comment while filters wait: proxies keep the stream."""
+        beat = b": keepalive\n\n" if self.events else b"\n"
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            if self._lock.locked():
+                continue
+            try:
+                await self._write(beat)
+            except ConnectionError:
+                return
+
+
+def _loopback_name(host: str) -> bool:
+    """Whether a Host header names this machine's loopback (with or without a port)."""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.strip("[]").split("]")[0].lower()
+    return name in ("localhost", "127.0.0.1", "::1") or name.endswith(".localhost")
 
 
 def _frame(message: Message, events: bool) -> bytes:
@@ -369,6 +501,7 @@ async def serve_gateway(
         handle_signals=False,
         keepalive_timeout=KEEPALIVE_SECONDS,
         handler_cancellation=True,  # a client that leaves cancels its stream's work
+        shutdown_timeout=SHUTDOWN_SECONDS,
     )
     await runner.setup()
     await web.TCPSite(runner, host.strip("[]"), port, backlog=128, ssl_context=tls).start()

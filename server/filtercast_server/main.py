@@ -236,6 +236,7 @@ async def drain(servicer: FilterVisualizerServicer, grace: float) -> None:
 
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
+    cache: ResultCache | None = None
     try:
         settings.check()
         capped = settings.consistent()
@@ -304,11 +305,14 @@ async def serve(settings: Settings) -> int:
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, probes)
             probes.add_insecure_port(join_host_port(settings.host, settings.health_port))
             servers.append(probes)
-        gateway_tls = (
-            tls_context(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
-            if settings.tls_cert and settings.http_port
-            else None
-        )
+        gateway_tls = None
+        if settings.tls_cert and settings.http_port:
+            try:
+                gateway_tls = tls_context(
+                    settings.tls_cert, settings.tls_key, settings.tls_client_ca
+                )
+            except (ssl.SSLError, OSError) as error:
+                raise TLSConfigError(f"the HTTP gateway's TLS files: {error}") from error
     except (
         SettingsError,
         RegistryError,
@@ -317,15 +321,15 @@ async def serve(settings: Settings) -> int:
         CacheConfigError,
     ) as error:
         log.error("cannot start: %s", error)
-        return 2
-    except (ssl.SSLError, OSError) as error:
-        log.error("cannot start: the HTTP gateway's TLS files: %s", error)
+        if cache is not None:
+            cache.close()
         return 2
     metrics_runner = gateway_runner = None
     if settings.metrics_port:
         metrics_runner = await serve_metrics(metrics.registry, settings.host, settings.metrics_port)
     if settings.http_port:
-        gateway = Gateway(servicer, metrics, authenticator)
+        loopback = settings.host.strip("[]") in ("127.0.0.1", "::1", "localhost")
+        gateway = Gateway(servicer, metrics, authenticator, loopback=loopback)
         gateway_runner = await serve_gateway(
             gateway, settings.host, settings.http_port, gateway_tls
         )

@@ -281,7 +281,8 @@ class LoadedModel:
 
         The architecture (a built-in's name, or the file's sha256), its weights
         (file sha256, imagenet, or random with the seed), both preprocessings
-        and the kind of device (CPU and GPU arithmetic differ in the last bits).
+        and the device (its model and instruction set: GPUs and CPUs of other
+        kinds differ in the last bits, e.g. TF32 on recent GPUs).
         """
         if self.spec is not None:
             weights = self.weights_sha256 or self.weights_source
@@ -295,7 +296,7 @@ class LoadedModel:
                 source,
                 self.preprocessing.describe(),
                 self.training_preprocessing.describe(),
-                self.device.kind,
+                self.device.description,
             )
         )
 

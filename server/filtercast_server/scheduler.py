@@ -94,6 +94,7 @@ class RequestHandle:
     paused: bool = False  # its buffer filled up; runs again once half of it is read
     cancelled: bool = False
     finished: bool = False
+    following: list[Job] = field(default_factory=list)  # other requests' jobs it waits for
 
     @functools.cached_property
     def key(self) -> tuple:
@@ -202,7 +203,8 @@ class Scheduler:
             shared: list[Job] = []
             fresh: list[int] = []
             for index in plan.filters:
-                job = self._in_flight.get(keys.get(index, ""))
+                key = keys.get(index)
+                job = self._in_flight.get(key) if key else None
                 if job is not None and not _abandoned(job):
                     shared.append(job)
                 else:
@@ -226,6 +228,7 @@ class Scheduler:
                 )
             for job in shared:
                 job.followers.append(handle)
+                handle.following.append(job)
             for index in fresh:
                 job = Job(index, plan.seed, owner=handle, key=keys.get(index, ""))
                 job.is_cancelled = functools.partial(_abandoned, job)
@@ -260,17 +263,15 @@ class Scheduler:
             if handle.finished or handle.cancelled:
                 return
             handle.cancelled = True
+            for job in handle.following:  # it waits no more: not a follower to deliver to
+                if handle in job.followers:
+                    job.followers.remove(handle)
+            handle.following.clear()
             dropped = 0
             for job in handle.pending:
-                heir = next((h for h in job.followers if not h.cancelled), None)
-                if heir is None:
+                if not self._pass_on(job, handle, lambda h: not h.cancelled):
                     dropped += 1
                     self._release(job)
-                    continue
-                job.followers.remove(heir)
-                job.owner = heir
-                heir.pending.appendleft(job)
-                self._dequeued(heir, -1)
             self._dequeued(handle, len(handle.pending))
             handle.pending.clear()
             self._forget(handle)
@@ -294,6 +295,23 @@ class Scheduler:
         span = self._completions[-1] - self._completions[0]
         rate = (len(self._completions) - 1) / span if span > 0 else 1.0
         return min(60.0, max(1.0, excess / rate))
+
+    def _pass_on(
+        self, job: Job, owner: RequestHandle, fit: Callable[[RequestHandle], bool]
+    ) -> bool:
+        """Give a queued job of `owner` to its first follower that is `fit`; False if none.
+
+        The heir queues it as its own; the caller takes it out of `owner`'s queue.
+        """
+        heir = next((h for h in job.followers if fit(h)), None)
+        if heir is None:
+            return False
+        job.followers.remove(heir)
+        heir.following.remove(job)
+        job.owner = heir
+        heir.pending.appendleft(job)
+        self._dequeued(heir, -1)
+        return True
 
     def _release(self, job: Job) -> None:
         """The job no longer computes its key: later requests start their own."""
@@ -406,11 +424,16 @@ class Scheduler:
         )
 
     def _deliver(self, job: Job, outcome: FilterOutcome | None) -> None:
+        if outcome is not None and job.key:
+            # Stored (in memory at once) before the job stops being in flight: a request
+            # arriving in between finds one or the other.
+            self._on_result(job.key, outcome)
         with self._lock:
             self._release(job)
+            # _abandoned never turns back: a dropped job (None) has no one left to wait.
             owners = [h for h in (job.owner, *job.followers) if not h.cancelled]
-        if outcome is not None and job.key:
-            self._on_result(job.key, outcome)  # kept even when every requester left
+            if outcome is not None:
+                self._completions.append(time.perf_counter())
         if outcome is None or not owners:
             self._on_filters("cancelled", 1)
             return
@@ -423,11 +446,12 @@ class Scheduler:
         with self._lock:
             if handle.cancelled or handle.finished:
                 return
-            self._completions.append(time.perf_counter())
             handle.buffered += 1
             # Hysteresis: a paused stream resumes at half its buffer, not one result
             # later, so a slow reader does not reopen a batch for every picture it takes.
-            handle.paused = handle.paused or handle.buffered >= self.stream_buffer
+            if not handle.paused and handle.buffered >= self.stream_buffer:
+                handle.paused = True
+                self._hand_over_paused(handle)
             handle.remaining -= 1
             if handle.remaining == 0:
                 handle.finished = True
@@ -435,6 +459,22 @@ class Scheduler:
         handle.post(Result(outcome, queue_seconds))
         if handle.finished:
             handle.post(Done())
+
+    def _hand_over_paused(self, handle: RequestHandle) -> None:
+        """A slow reader does not hold up the requests that share its queued jobs.
+
+        Each queued job another request follows passes to a follower still
+        reading; the paused request follows it instead.
+        """
+        kept: deque[Job] = deque()
+        for job in handle.pending:
+            if self._pass_on(job, handle, lambda h: not h.cancelled and not h.paused):
+                job.followers.append(handle)
+                handle.following.append(job)
+                self._dequeued(handle, 1)
+            else:
+                kept.append(job)
+        handle.pending = kept
 
     def _fail(self, key: tuple, error: BaseException) -> None:
         """Fail every unfinished request of `key`: in the failed batch or waiting for it."""

@@ -22,14 +22,22 @@ log = logging.getLogger(__name__)
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 REDIS_PREFIX = "filtercast:result:"
-REDIS_TIMEOUT_SECONDS = 0.5  # a slow Redis costs a request this much, then it computes
+REDIS_TIMEOUT_SECONDS = 0.5  # per command, no retry: a dead Redis costs one timeout, then a rest
 DISK_TIMEOUT_SECONDS = 2.0  # SQLite lock wait before a lookup counts as a fault
+
+
+class RefusedValueError(ValueError):
+    """A stored value of a kind this cache never writes (a pickle): never loaded."""
 
 
 class Backend(Protocol):
     """Bytes by key."""
 
     description: str
+
+    def contains_many(self, keys: Iterable[str]) -> set[str]:
+        """Which of `keys` are stored (without reading them)."""
+        ...
 
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
         """The entries found among `keys`."""
@@ -68,7 +76,15 @@ class DiskBackend:
     def __init__(self, directory: Path, max_bytes: int, ttl: float | None) -> None:
         import diskcache
 
-        directory.mkdir(parents=True, exist_ok=True)
+        class BytesOnly(diskcache.Disk):
+            """Values are bytes: a pickled row (someone else's write) is refused, never loaded."""
+
+            def fetch(self, mode: int, filename: str, value: object, read: bool) -> object:
+                if mode == diskcache.core.MODE_PICKLE:
+                    raise RefusedValueError("a pickled value in the cache directory")
+                return super().fetch(mode, filename, value, read)
+
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.description = f"directory {directory}"
         self.ttl = ttl
         self.max_bytes = max_bytes
@@ -79,13 +95,23 @@ class DiskBackend:
             timeout=DISK_TIMEOUT_SECONDS,
             statistics=False,
             cull_limit=1,  # diskcache's default (10 a time) empties a small cache in one go
+            disk=BytesOnly,
         )
+
+    def contains_many(self, keys: Iterable[str]) -> set[str]:
+        """Which of `keys` are stored (an index lookup each; no value read)."""
+        return {key for key in keys if key in self._cache}
 
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
         """The entries found among `keys` (each read refreshes its LRU time)."""
         found = {}
         for key in keys:
-            blob = self._cache.get(key)
+            try:
+                blob = self._cache.get(key)
+            except RefusedValueError:  # not ours: dropped, like a corrupt entry
+                log.warning("%s: dropped a pickled value under %s", self.description, key)
+                self._cache.delete(key)
+                continue
             if isinstance(blob, bytes):
                 found[key] = blob
         return found
@@ -118,12 +144,15 @@ class RedisBackend:
 
     def __init__(self, url: str, ttl: float | None) -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         self.ttl = None if ttl is None else max(1, round(ttl))
         self._redis = redis.Redis.from_url(
             url,
             socket_timeout=REDIS_TIMEOUT_SECONDS,
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            retry=Retry(NoBackoff(), 0),  # one try: the cache rests rather than retrying
             health_check_interval=30,
         )
         # The URL may carry a password: describe it without.
@@ -146,6 +175,14 @@ class RedisBackend:
                 policy or "?",
                 self.ttl,
             )
+
+    def contains_many(self, keys: Iterable[str]) -> set[str]:
+        """Which of `keys` are stored, in one round trip."""
+        keys = list(keys)
+        pipeline = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipeline.exists(REDIS_PREFIX + key)
+        return {key for key, found in zip(keys, pipeline.execute(), strict=True) if found}
 
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
         """The entries found among `keys`, in one round trip."""

@@ -13,7 +13,7 @@ tests/test_cache_keys.py fails when the numbers move and the version did not.
 import hashlib
 import json
 from dataclasses import asdict
-from functools import cache
+from functools import lru_cache
 from importlib import metadata
 
 from filtercast_server.work import Plan
@@ -22,15 +22,28 @@ ENGINE_VERSION = 1
 KEY_HEX = 32  # 128 bits: collisions are out of reach, keys stay short in URLs
 
 
-@cache
+# Each library under the distribution names it ships as (the first installed counts).
+RUNTIME = {
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tf-nightly"),
+    "keras": ("keras", "keras-nightly"),
+    "numpy": ("numpy",),
+    "filtercast": ("filtercast",),  # the native deprocess kernels
+}
+
+
+@lru_cache(maxsize=1)
 def runtime_versions() -> str:
-    """The numeric libraries whose versions can move a picture's bits."""
+    """The libraries whose versions can move a picture's bits."""
     versions = []
-    for package in ("tensorflow", "keras", "numpy"):
-        try:
-            versions.append(f"{package}={metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            versions.append(f"{package}=-")
+    for library, distributions in RUNTIME.items():
+        found = "-"
+        for distribution in distributions:
+            try:
+                found = f"{distribution} {metadata.version(distribution)}"
+                break
+            except metadata.PackageNotFoundError:
+                continue
+        versions.append(f"{library}={found}")
     return ",".join(versions)
 
 

@@ -7,6 +7,7 @@ const $ = (id) => document.getElementById(id);
 const FIELDS = ["model", "layer", "preset", "filters", "seed", "size", "steps"];
 let models = [];
 let running = null; // the AbortController of the stream in progress
+let download = null; // the object URL of the picture the detail offers to save
 
 function headers(extra) {
   const token = $("token").value.trim();
@@ -52,7 +53,9 @@ async function loadModels() {
   fillSelect($("model"), models.map((m) => [m.name, m.displayName || m.name]), url.get("model"));
   fillLayers(url.get("layer"));
   const presets = (listing.presets || []).map((p) => [p.name, p.name]);
-  fillSelect($("preset"), presets, url.get("preset") || "classic");
+  const model = models.find((m) => m.name === $("model").value) || {};
+  const preferred = (model.defaultPreset || "PRESET_CLASSIC").replace("PRESET_", "").toLowerCase();
+  fillSelect($("preset"), presets, url.get("preset") || preferred);
   for (const name of ["filters", "seed", "size", "steps"]) {
     if (url.has(name)) $(name).value = url.get(name);
   }
@@ -77,6 +80,7 @@ function request() {
     layer: $("layer").value,
     preset: "PRESET_" + $("preset").value.toUpperCase(),
     filters: selection($("filters").value),
+    grid: { disabled: true }, // the page lays the pictures out itself
   };
   if ($("seed").value !== "") body.seed = $("seed").value;
   const overrides = {};
@@ -95,13 +99,21 @@ function remember() {
 
 const tally = { done: 0, total: 0, dead: 0, cached: 0, started: 0 };
 
+// proto3 JSON leaves zeros out and writes NaN and Infinity as strings.
+function number(value, digits) {
+  const n = Number(value || 0);
+  return Number.isFinite(n) ? n.toFixed(digits) : String(value);
+}
+
 function progress(final) {
   const seconds = ((performance.now() - tally.started) / 1000).toFixed(1);
   const parts = [`${tally.done} of ${tally.total} filters`];
   if (tally.dead) parts.push(`${tally.dead} dead`);
   if (tally.cached) parts.push(`${tally.cached} from the cache`);
   parts.push(`${seconds} s`);
-  $("progress").textContent = (final ? "Done: " : "") + parts.join(" · ");
+  const text = (final ? "Done: " : "") + parts.join(" · ");
+  $("progress").textContent = text;
+  if (final) $("announce").textContent = text; // screen readers hear the end, not every filter
 }
 
 function tile(result, accepted) {
@@ -111,6 +123,7 @@ function tile(result, accepted) {
   button.className = "tile" + (result.dead ? " dead" : "") + (result.cached ? " cached" : "");
   button.dataset.index = result.index || 0;
   button.dataset.cached = Boolean(result.cached);
+  button.tabIndex = -1; // one tab stop for the whole grid (see handle); arrows move
   const name = `${p.model} ${p.layer} filter ${result.index || 0}`;
   if (result.image) {
     const img = document.createElement("img");
@@ -127,7 +140,7 @@ function tile(result, accepted) {
   }
   const caption = document.createElement("span");
   caption.className = "caption";
-  caption.textContent = `#${result.index || 0} · ${result.dead ? "dead" : "loss " + (result.loss || 0).toFixed(2)}`;
+  caption.textContent = `#${result.index || 0} · ${result.dead ? "dead" : "loss " + number(result.loss, 2)}`;
   button.append(caption);
   button.addEventListener("click", () => detail(result, name));
   const item = document.createElement("li");
@@ -139,15 +152,13 @@ function detail(result, name) {
   $("detail-title").textContent = name;
   const image = $("detail-image");
   image.hidden = !result.image;
-  if (result.image) {
-    image.src = "data:image/png;base64," + result.image.data;
-    image.alt = name;
-  }
+  image.src = result.image ? "data:image/png;base64," + result.image.data : "";
+  image.alt = result.image ? name : "";
   const numbers = [
-    ["Loss", (result.loss || 0).toFixed(4)],
+    ["Loss", number(result.loss, 4)],
     ["Dead", result.dead ? "yes" : "no"],
     ["Steps", result.steps || 0],
-    ["Seconds", (result.seconds || 0).toFixed(3)],
+    ["Seconds", number(result.seconds, 3)],
     ["Revived", result.revived || 0],
     ["Cached", result.cached ? "yes" : "no"],
   ];
@@ -160,9 +171,17 @@ function detail(result, name) {
       return [dt, dd];
     }),
   );
+  // The picture from the bytes already here: no second request, no token needed.
   const link = $("detail-link");
   link.hidden = !result.image;
-  link.href = result.imageKey ? `/v1/images/${result.imageKey}.png` : image.src;
+  if (download) URL.revokeObjectURL(download);
+  download = null;
+  if (result.image) {
+    const bytes = Uint8Array.from(atob(result.image.data), (c) => c.charCodeAt(0));
+    download = URL.createObjectURL(new Blob([bytes], { type: "image/png" }));
+    link.href = download;
+    link.download = name.replaceAll(" ", "-") + ".png";
+  }
   $("detail").showModal();
 }
 
@@ -181,6 +200,9 @@ function handle(event, state) {
     const index = filter.index || 0;
     const after = [...$("tiles").children].find((li) => Number(li.firstChild.dataset.index) > index);
     $("tiles").insertBefore(tile(filter, state.accepted), after || null);
+    if (!$("tiles").querySelector('.tile[tabindex="0"]')) {
+      $("tiles").querySelector(".tile").tabIndex = 0;
+    }
     progress(false);
   } else if (result.summary) {
     progress(true);
@@ -223,15 +245,20 @@ async function run(submit) {
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
+      // Lines end in this chunk or later: search only what arrived.
+      let from = buffer.length;
       buffer += value;
       let newline;
-      while ((newline = buffer.indexOf("\n")) >= 0) {
+      while ((newline = buffer.indexOf("\n", from)) >= 0) {
         const line = buffer.slice(0, newline);
         buffer = buffer.slice(newline + 1);
-        if (line.trim()) handle(JSON.parse(line), state);
+        from = 0;
+        if (line.trim()) handle(JSON.parse(line), state); // blank lines: keepalives
       }
     }
   } catch (error) {
+    if (running !== controller) return; // a newer run replaced this one
+    controller.abort(); // stop the server's work too
     if (error.name !== "AbortError") showError(error.message);
     else $("progress").textContent += " · stopped";
   } finally {
@@ -253,7 +280,9 @@ function navigate(event) {
   const next = step !== undefined ? at + step : home;
   if (next === undefined) return;
   event.preventDefault();
-  tiles[Math.max(0, Math.min(tiles.length - 1, next))].focus();
+  const target = tiles[Math.max(0, Math.min(tiles.length - 1, next))];
+  for (const tile of tiles) tile.tabIndex = tile === target ? 0 : -1;
+  target.focus();
 }
 
 async function start() {
