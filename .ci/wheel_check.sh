@@ -32,16 +32,22 @@ cd "$work"   # away from the source tree: only the installed wheel is importable
 venv/bin/filtercast --version
 venv/bin/python -m filtercast_server --help >/dev/null
 port=$(venv/bin/python -c "from filtercast_client.local_server import free_port; print(free_port())")
+http=$(venv/bin/python -c "from filtercast_client.local_server import free_port; print(free_port())")
 venv/bin/python -m filtercast_server --weights random --port "$port" --metrics-port 0 \
-  >server.log 2>&1 &
+  --http-port "$http" --cache "$work/cache" >server.log 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 120); do
   if venv/bin/python -m filtercast_client.health --address "127.0.0.1:$port" >/dev/null 2>&1; then
     venv/bin/python -m filtercast_client.health --address "127.0.0.1:$port"
+    # The gallery's files are package data: the wheel must carry them.
+    for file in "" gallery/gallery.js gallery/gallery.css; do
+      venv/bin/python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=30)" \
+        "http://127.0.0.1:$http/$file"
+    done
     kill -TERM "$server"
     wait "$server"
-    echo "wheel check: built, installed, served and stopped cleanly"
+    echo "wheel check: built, installed, served (gRPC and the gallery) and stopped cleanly"
     exit 0
   fi
   sleep 1

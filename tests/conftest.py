@@ -24,6 +24,13 @@ SHARED = Path(
 VGG16_WEIGHTS = SHARED / "models" / "vgg16_imagenet_notop.weights.h5"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_home(tmp_path_factory) -> None:
+    """Servers the tests start with the default cache write under a temporary
+    $XDG_CACHE_HOME, never into the home directory (subprocesses inherit it)."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+
+
 @pytest.fixture(scope="session")
 def vgg16_weights() -> Path:
     """The real ImageNet VGG16 weights from ../shared, or a skip saying why."""
