@@ -268,3 +268,46 @@ def test_an_ipv6_server_serves_grpc_and_metrics(tmp_path: Path) -> None:
         assert '"client": "::1"' in server.log_path.read_text()
     finally:
         assert server.stop() == 0
+
+
+def test_demo_open_serves_the_gallery_until_stopped(tmp_path: Path) -> None:
+    import re
+    import urllib.request
+
+    demo = subprocess.Popen(
+        [
+            FILTERCAST,
+            "demo",
+            "--weights",
+            "random",
+            "--filters",
+            "0:2",
+            "--out",
+            str(tmp_path),
+            "--open",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "DISPLAY": ""},
+    )
+    try:
+        assert demo.stdout is not None
+        lines = []
+        for line in demo.stdout:
+            lines.append(line)
+            if line.startswith("gallery: "):
+                break
+        found = re.search(r"gallery: (http://\S+)", "".join(lines))
+        assert found, "".join(lines)
+        url = found.group(1)
+        with urllib.request.urlopen(url, timeout=30) as page:
+            assert b"filtercast gallery" in page.read()
+        manifest = json.loads((tmp_path / "manifest.json").read_text())
+        assert len(manifest["filters"]) == 2
+        demo.send_signal(signal.SIGTERM)  # as a service manager stops it
+        assert demo.wait(60) == 0
+        with pytest.raises(OSError):  # its server went with it
+            urllib.request.urlopen(url, timeout=5)
+    finally:
+        demo.kill()

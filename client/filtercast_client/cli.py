@@ -2,6 +2,7 @@
 
 import functools
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -499,6 +500,9 @@ def demo(
             or os.environ.get("WAYLAND_DISPLAY")
         ):
             webbrowser.open(url)  # without a desktop it would start a text browser here
+        # SIGTERM (a service manager, `kill`) stops it like Ctrl-C: the server goes too.
+        signal.signal(signal.SIGTERM, stop_on_signal)
+        signal.signal(signal.SIGINT, stop_on_signal)  # also when started with SIGINT ignored
         try:
             while server.process.poll() is None:
                 time.sleep(0.5)
@@ -512,6 +516,11 @@ def demo(
         raise click.ClickException(str(error)) from error
     finally:
         server.stop()
+
+
+def stop_on_signal(signum: int, frame: object) -> None:
+    """A signal handler that stops the gallery as Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 @main.command()
