@@ -148,6 +148,7 @@ class StandIn:
         gateway: bool = False,
         authenticator: TokenAuthenticator | None = None,
         stall_seconds: float = 30,
+        cache_rest_seconds: float = 0,
     ) -> None:
         self.host = host
         self.gateway = gateway
@@ -158,7 +159,9 @@ class StandIn:
         self.queue_limit = queue_limit
         self.metrics = Metrics()
         self.cache = (
-            ResultCache(cache_backend, self.metrics, retry_seconds=0) if cache_backend else None
+            ResultCache(cache_backend, self.metrics, retry_seconds=cache_rest_seconds)
+            if cache_backend
+            else None
         )
         cache = self.cache
         self.scheduler = Scheduler(

@@ -4,6 +4,7 @@ request, and the stream says which filters were cached."""
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -239,3 +240,25 @@ def test_a_picture_gone_between_lookup_and_fetch_is_computed(tmp_path: Path) -> 
     assert isinstance(events[-1], Summary) and events[-1].cached == 0
     assert sorted(f.index for f in events if isinstance(f, FilterImage)) == [0, 1, 2, 3]
     assert sorted(engine.finished) == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+class Hanging(DiskBackend):
+    """A disk or a Redis that stops answering."""
+
+    def contains_many(self, keys):
+        time.sleep(3)
+        return set()
+
+
+def test_a_hanging_cache_costs_a_deadline_then_is_skipped(tmp_path: Path, monkeypatch) -> None:
+    import filtercast_server.api as api
+
+    monkeypatch.setattr(api, "LOOKUP_SECONDS", 0.2)
+    engine = Engine()
+    hanging = Hanging(tmp_path, 10 * 1024**2, None)
+    with StandIn(engine=engine, cache_backend=hanging, cache_rest_seconds=60) as server:
+        first, second = stream(server, filters="0:3"), stream(server, filters="0:3")
+        timeouts = counter(server.metrics, "filtercast_cache_errors_total", operation="lookup")
+    assert isinstance(first[-1], Summary) and isinstance(second[-1], Summary)
+    assert timeouts == 1, "the resting cache was asked again"
+    assert len(engine.finished) == 6

@@ -475,7 +475,7 @@ class FilterVisualizerServicer:
         for start in range(0, len(work.cached), FETCH_BATCH):
             chunk = work.cached[start : start + FETCH_BATCH]
             found: dict[int, FilterOutcome] = {}
-            if self.cache is not None:
+            if self.cache is not None and self.cache.available():  # resting: not even queued
                 wanted = {index: work.keys[index] for index in chunk}
                 found = await self._ask_cache(self.cache.fetch, {}, wanted, work.shape)
             for index in chunk:
