@@ -196,35 +196,30 @@ class Gateway:
         status = 499  # the client left before an answer
         try:
             if self.loopback and not _loopback_name(request.host):
-                status = 421
-                return web.json_response(
-                    {
-                        "code": grpc.StatusCode.PERMISSION_DENIED.value[0],
-                        "message": "this gateway listens on loopback: address it as 127.0.0.1, "
-                        "[::1] or localhost",
-                        "details": [],
-                    },
-                    status=421,
-                    headers=SECURITY_HEADERS,
+                refusal = CallAborted(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "this gateway listens on loopback: address it as 127.0.0.1, [::1] or localhost",
+                    http_status=421,
                 )
-            response = await handler(request)
+                response = self._error(refusal)
+            else:
+                response = await handler(request)
             status = response.status
             return response
         except web.HTTPException as error:  # 404 for an unknown path, 405, 413...
             status = error.status
             code = HTTP_CODES.get(error.status, grpc.StatusCode.UNKNOWN)
             allow = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else {}
-            return web.json_response(
-                {"code": code.value[0], "message": error.reason, "details": []},
-                status=error.status,
-                headers={**SECURITY_HEADERS, **allow},
-            )
+            return self._error(CallAborted(code, error.reason, http_status=status), allow)
         finally:
             self.metrics.http_requests.labels(name, str(status)).inc()
             self.metrics.http_duration.labels(name).observe(time.perf_counter() - started)
 
     def _authorize(self, request: web.Request, method: str) -> None:
-        """Bind the caller's identity; CallAborted for a missing, wrong or weak token."""
+        """Bind the caller's identity.
+
+        CallAborted without a valid token, or for a role that may not call `method`.
+        """
         caller = request.remote or "unknown"
         if self.authenticator is not None:
             try:
@@ -249,8 +244,9 @@ class Gateway:
         bind_caller(caller)
 
     @staticmethod
-    def _error(error: CallAborted) -> web.Response:
-        headers = dict(SECURITY_HEADERS)
+    def _error(error: CallAborted, extra: dict[str, str] | None = None) -> web.Response:
+        """The error as its HTTP status and a google.rpc.Status body."""
+        headers = {**SECURITY_HEADERS, **(extra or {})}
         retry = error.retry_after()
         if retry is not None:
             headers["Retry-After"] = str(max(1, round(retry)))
