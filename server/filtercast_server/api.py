@@ -514,7 +514,9 @@ class FilterVisualizerServicer:
         )
         if result.image is not None or result.png is not None:
             loop = asyncio.get_running_loop()
-            result, image = await loop.run_in_executor(self._encoder, picture_of, result, out.fmt)
+            result, image = await loop.run_in_executor(
+                self._encoder, picture_of, result, out.fmt, grid is not None
+            )
             message.image.CopyFrom(image)
         await self._send(out.context, pb.VisualizeFiltersResponse(filter=message))
         if grid is not None:

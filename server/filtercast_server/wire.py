@@ -11,7 +11,7 @@ from filtercast import contract
 from filtercast.contract import IMAGE_FORMATS, PRECISIONS, PRESETS, ContractError
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.errors import InvalidRequestError
-from filtercast_server.png import png_bytes, png_pixels
+from filtercast_server.png import png_bytes, png_pixels, png_shape
 from filtercast_server.presets import PRESETS as PRESET_PARAMS
 from filtercast_server.presets import AscentParams, FilterSelection, GridParams, Limits
 from filtercast_server.work import FilterOutcome, Plan
@@ -193,23 +193,29 @@ def encode_image(image: np.ndarray, fmt: pb.ImageFormat) -> pb.Image:
     return pb.Image(format=fmt, data=data, width=width, height=height, channels=channels)
 
 
-def picture_of(outcome: FilterOutcome, fmt: pb.ImageFormat) -> tuple[FilterOutcome, pb.Image]:
-    """A finished filter's wire Image, and the outcome with its pixels.
+def picture_of(
+    outcome: FilterOutcome, fmt: pb.ImageFormat, pixels: bool = True
+) -> tuple[FilterOutcome, pb.Image]:
+    """A finished filter's wire Image, and the outcome with its pixels when `pixels`.
 
-    A cached outcome brings only its PNG: it is decoded (the grid needs the
-    pixels) and, when PNG is what the request wants, sent as it was stored.
+    A cached outcome brings only its PNG: when PNG is what the request wants
+    it is sent as stored, and decoded only when the pixels are needed (the
+    grid, or a RAW request).
     """
-    if outcome.image is None:
-        assert outcome.png is not None, "a filter without a picture has no Image"
-        outcome = dataclasses.replace(outcome, image=png_pixels(outcome.png))
-    assert outcome.image is not None
-    if fmt == pb.IMAGE_FORMAT_PNG and outcome.png is not None:
-        height, width, channels = outcome.image.shape
-        image = pb.Image(
-            format=fmt, data=outcome.png, width=width, height=height, channels=channels
-        )
+    stored = outcome.png
+    if stored is not None and fmt == pb.IMAGE_FORMAT_PNG:
+        if pixels and outcome.image is None:
+            outcome = dataclasses.replace(outcome, image=png_pixels(stored))
+        shape = outcome.image.shape if outcome.image is not None else png_shape(stored)
+        height, width, channels = shape
+        image = pb.Image(format=fmt, data=stored, width=width, height=height, channels=channels)
         return outcome, image
-    return outcome, encode_image(outcome.image, fmt)
+    pixels_of = outcome.image
+    if pixels_of is None:
+        assert stored is not None, "a filter without a picture has no Image"
+        pixels_of = png_pixels(stored)
+        outcome = dataclasses.replace(outcome, image=pixels_of)
+    return outcome, encode_image(pixels_of, fmt)
 
 
 def preset_infos() -> list[pb.PresetInfo]:
