@@ -4,20 +4,28 @@
 
 Starts its own server on loopback (real VGG16 weights from ../shared when
 present, else random; default limits; bearer tokens: one per legitimate
-client, one for the attacker), then runs four roles, each in its own process
-so that no role's GIL distorts another's timings:
+client, one for the attacker; the HTTP gateway on; a result cache in a Redis
+the tool starts, under a secret, or in a directory where redis-server is not
+installed; 4,096 open files, set with prlimit, so that the descriptor budget
+is within an attacker's reach), then runs four roles, each in its own
+process so that no role's GIL distorts another's timings:
 
 - health: grpc.health.v1 Check every 0.2 s on a kept channel and every 1 s on a
   fresh connection (as a kubelet probe), each with a 1 s deadline;
-- legit: N clients in a loop, 1-4 filters of 32 or 64 px, 4 or 8 steps; a
-  RESOURCE_EXHAUSTED must carry a retry hint, which the client then waits out;
+- legit: N clients in a loop, 1-4 filters of 32 or 64 px, 4 or 8 steps, seed
+  0 or 1 (so that repeats come from the cache); a RESOURCE_EXHAUSTED must carry
+  a retry hint, which the client then waits out; a picture that is the
+  forger's (flat white) counts as served forged;
 - probe: one small request (1 filter, 32 px, 2 steps) every 2 s: its time to
   first filter is the bound the run reports;
 - hostile: huge filter ranges, the largest request the compute budget admits
   (512 px, 200 steps, 57 filters), never-read streams of 786 KB pictures
   (16 tries; the attacker may hold 8), undecodable bytes, calls without a
   token, 300 silent TCP connections and 200 half-sent /metrics requests,
-  each replaced as soon as the server closes it.
+  3,000 half-sent HTTP bodies (headers with a Content-Length, then one
+  byte), each replaced as soon as the server closes it; and a forger with
+  write access to the shared Redis that overwrites every cached entry it
+  finds, in the previous layout (a good CRC) and in today's (a tag of its own).
 
 The server's RSS is read from its /metrics every 5 s. Prints (and writes with
 --json) a report: health latencies and failures, legitimate requests by
@@ -29,12 +37,16 @@ import argparse
 import json
 import random
 import re
+import resource
+import secrets
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 
 import grpc
@@ -44,12 +56,17 @@ from grpc_health.v1 import health_pb2
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_client.client import Client, FilterImage, retry_after
 from filtercast_client.health import check
-from filtercast_client.local_server import LocalServer
+from filtercast_client.local_server import LocalServer, free_port
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "shared/models/vgg16_imagenet_notop.weights.h5"
 ATTACKER = "mallory"
 METHOD = "/filtercast.v1.FilterVisualizerService/VisualizeFilters"
 SERVING = health_pb2.HealthCheckResponse.SERVING
+SERVER_OPEN_FILES = 4096
+HALF_SENT_BODY = (
+    b"POST /v1/visualize HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+)
 
 
 def token_of(name: str) -> str:
@@ -102,6 +119,7 @@ def role_health(address: str, until: float) -> dict:
 def role_legit(address: str, until: float, clients: int) -> dict:
     rows: list[dict] = []
     details: list[str] = []
+    served = {"pictures": 0, "cached": 0, "forged": 0}
     lock = threading.Lock()
 
     def loop(k: int) -> None:
@@ -109,17 +127,26 @@ def role_legit(address: str, until: float, clients: int) -> dict:
         with Client(address, token=token_of(f"client{k}")) as client:
             while time.monotonic() < until:
                 count = rng.randint(1, 4)
-                start = rng.randrange(0, 500)
+                start = rng.randrange(0, 64)
                 started, first, code, hint = time.monotonic(), None, "OK", None
                 try:
                     for event in client.visualize(
                         filters=f"{start}:{start + count}",
                         overrides={"size": rng.choice((32, 64)), "steps": rng.choice((4, 8))},
+                        seed=rng.choice((0, 1)),
                         timeout=300,
                         grid=False,
                     ):
                         if isinstance(event, FilterImage) and first is None:
                             first = time.monotonic() - started
+                        if isinstance(event, FilterImage):
+                            with lock:
+                                served["cached"] += event.cached
+                                served["pictures"] += 1
+                                forged = event.image is not None and bool(
+                                    np.all(event.image == 255)
+                                )
+                                served["forged"] += forged
                 except grpc.RpcError as error:
                     code, hint = error.code().name, retry_after(error)
                     detail = f"{code}: {error.details()} after {time.monotonic() - started:.1f}s"
@@ -146,6 +173,9 @@ def role_legit(address: str, until: float, clients: int) -> dict:
         "unexpected": sorted(set(codes) - {"OK", "RESOURCE_EXHAUSTED"}),
         "unexpected_details": details[:10],
         "time_to_first_filter_s": percentiles([r["ttff"] for r in rows if r["ttff"] is not None]),
+        "pictures": served["pictures"],
+        "pictures_from_the_cache": served["cached"],
+        "forged_pictures_served": served["forged"],
     }
 
 
@@ -176,8 +206,12 @@ def role_probe(address: str, until: float) -> dict:
     }
 
 
-def role_hostile(address: str, metrics_port: int, until: float) -> dict:
+def role_hostile(
+    address: str, metrics_port: int, http_port: int, redis_url: str, until: float
+) -> dict:
     host, port = address.rsplit(":", 1)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # thousands of sockets
     tally: dict[str, dict[str, int]] = {}
     lock = threading.Lock()
 
@@ -283,6 +317,35 @@ def role_hostile(address: str, metrics_port: int, until: float) -> dict:
         for sock in sockets:
             sock.close()
 
+    def forger() -> None:
+        """Overwrite every cached entry in the shared Redis with a flat white picture."""
+        import redis
+
+        from filtercast_server.cache.entry import EntryCodec
+        from filtercast_server.png import png_bytes
+        from filtercast_server.work import FilterOutcome
+
+        store = redis.Redis.from_url(redis_url)
+        own = EntryCodec(b"mallory's own secret, not the servers'")
+        white = np.full((32, 32, 3), 255, np.uint8)
+        body = png_bytes(white)
+        while time.monotonic() < until:
+            for n, name in enumerate(store.scan_iter(match="filtercast:result:*", count=1000)):
+                key = name.decode().rsplit(":", 1)[1]
+                if n % 2:
+                    header = {"index": 0, "loss": 99.0, "dead": False, "steps": 4}
+                    text = json.dumps(
+                        {**header, "seconds": 0.1, "revived": 0, "crc32": zlib.crc32(body)}
+                        | {"length": len(body)}
+                    ).encode()
+                    blob = b"FCR1" + len(text).to_bytes(4, "little") + text + body
+                    count("forged entry", "old layout written")
+                else:
+                    blob = own.pack(key, FilterOutcome(0, 99.0, False, white, 4, 0.1))
+                    count("forged entry", "new layout written")
+                store.set(name, blob)
+            time.sleep(0.5)
+
     jobs = [
         threading.Thread(target=huge_ranges),
         threading.Thread(target=garbage),
@@ -293,6 +356,10 @@ def role_hostile(address: str, metrics_port: int, until: float) -> dict:
             target=silent,
             args=(metrics_port, "half-sent /metrics request", b"GET /metrics HTTP/1.1\r\n", 200),
         ),
+        threading.Thread(
+            target=silent, args=(http_port, "half-sent HTTP body", HALF_SENT_BODY, 3000)
+        ),
+        *([threading.Thread(target=forger)] if redis_url else []),
     ]
     for job in jobs:
         job.start()
@@ -310,6 +377,48 @@ def rss_bytes(metrics_port: int) -> float:
     return float(re.search(r"^process_resident_memory_bytes (\S+)$", text, re.M).group(1))
 
 
+def cache_faults(metrics_port: int) -> dict[str, float]:
+    """filtercast_cache_errors_total by operation, and the hits."""
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    found = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(
+            r'^filtercast_cache_errors_total\{operation="(\w+)"\} (\S+)$', text, re.M
+        )
+    }
+    hits = re.search(r"^filtercast_cache_hits_total (\S+)$", text, re.M)
+    return {**found, "hits": float(hits.group(1)) if hits else 0.0}
+
+
+def start_redis(work: Path) -> tuple[subprocess.Popen | None, str]:
+    """A redis-server of its own, bounded and LRU, and its URL; else a directory cache."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        print("redis-server not installed: the cache is a directory and the forger sits out")
+        return None, str(work / "cache")
+    port = free_port()
+    bounds = ("--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru")
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(work),
+            *bounds,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    time.sleep(1)
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=64)
@@ -320,6 +429,8 @@ def main() -> None:
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
     parser.add_argument("--metrics-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--http-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--redis", default="", help=argparse.SUPPRESS)
     parser.add_argument("--until", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -330,7 +441,9 @@ def main() -> None:
             "health": lambda: role_health(args.address, until),
             "legit": lambda: role_legit(args.address, until, args.clients),
             "probe": lambda: role_probe(args.address, until),
-            "hostile": lambda: role_hostile(args.address, args.metrics_port, until),
+            "hostile": lambda: role_hostile(
+                args.address, args.metrics_port, args.http_port, args.redis, until
+            ),
         }[args.role]()
         Path(args.out).write_text(json.dumps(result))
         return
@@ -341,9 +454,15 @@ def main() -> None:
     names = [f"client{k}" for k in range(args.clients)] + ["probe", ATTACKER]
     tokens.write_text("".join(f"{name} {token_of(name)}\n" for name in names))
     weights = str(WEIGHTS) if WEIGHTS.is_file() else "random"
+    secret = work / "cache.secret"
+    secret.write_text(secrets.token_hex(32))
+    secret.chmod(0o600)
+    redis_server, cache = start_redis(work)
     server = LocalServer(
         "--cache",
-        "off",
+        cache,
+        "--cache-secret-file",
+        str(secret),
         "--weights",
         weights,
         "--auth-tokens-file",
@@ -352,6 +471,10 @@ def main() -> None:
         args.log_level,
         log_path=work / "server.log",
         env={"MALLOC_ARENA_MAX": "2"},  # as the container image sets it
+        http_port=0,
+    )
+    resource.prlimit(
+        server.process.pid, resource.RLIMIT_NOFILE, (SERVER_OPEN_FILES, SERVER_OPEN_FILES)
     )
     server.wait_serving()
     with Client(server.address, token=token_of("probe")) as client:  # trace the common steps
@@ -370,6 +493,10 @@ def main() -> None:
                 server.address,
                 "--metrics-port",
                 str(server.metrics_port),
+                "--http-port",
+                str(server.http_port),
+                "--redis",
+                cache if redis_server else "",
                 "--until",
                 str(until),
                 "--clients",
@@ -387,7 +514,14 @@ def main() -> None:
         time.sleep(5)
     alive = server.process.poll() is None
     rss_end = rss_bytes(server.metrics_port) if alive else None
+    faults = cache_faults(server.metrics_port) if alive else {}
     code = server.stop()
+    if redis_server is not None:
+        redis_server.terminate()
+    log_levels: dict[str, int] = {}
+    for line in (work / "server.log").read_text().splitlines():
+        level = json.loads(line).get("levelname", "?") if line.startswith("{") else "raw"
+        log_levels[level] = log_levels.get(level, 0) + 1
     settled = [rss for t, rss in samples if t >= args.warmup]
     report = {
         "seconds": args.seconds,
@@ -395,6 +529,9 @@ def main() -> None:
         "weights": Path(weights).name,
         "server_alive_at_end": alive,
         "server_exit_code": code,
+        "server_log_lines": log_levels,
+        "cache": cache.split("?")[0] if redis_server else "directory",
+        "cache_faults": faults,
         **{role: json.loads((work / f"{role}.json").read_text()) for role in children},
         "rss_mib_after_warmup": settled[0] / 2**20 if settled else None,
         "rss_mib_end": rss_end / 2**20 if rss_end else None,

@@ -10,13 +10,17 @@ cache (classic, 64 filters):
    empty cache, alternating, each pair with a new seed: the cache's overhead.
 4. Warm: the request repeated on the caching server: its time against the
    cold one, and the time to its first filter over gRPC and HTTP/NDJSON.
+repeats:
+5. 200 identical cached requests at once (16 filters each) on a directory
+   cache: lookup faults, filters computed again, and the requests' times.
 
-    .venv/bin/python bench/serve_bench.py [--only serving|cache] [--weights PATH]
-        [--size 128] [--steps 20] [--pairs 2]
+    .venv/bin/python bench/serve_bench.py [--only serving|cache|repeats] [--weights PATH]
+        [--size 128] [--steps 20] [--pairs 2] [--repeats 200]
 """
 
 import argparse
 import json
+import re
 import statistics
 import tempfile
 import threading
@@ -206,14 +210,78 @@ def cache_rows(weights: str, overrides: dict, precision: str, pairs: int) -> Non
     print(f"cold overhead of the cache: {t_on / t_off - 1:+.1%}; warm repeat: {t_warm / t_on:.2%}")
 
 
+def repeat_rows(weights: str, overrides: dict, precision: str, repeats: int) -> None:
+    """Row 5: many identical cached requests at once against one directory cache."""
+    folder = tempfile.mkdtemp(prefix="filtercast-repeats-bench-")
+    server = LocalServer(
+        "--cache",
+        folder,
+        "--weights",
+        weights,
+        "--precision",
+        precision,
+        "--max-concurrent-streams",
+        str(repeats + 8),
+        "--client-max-streams",
+        str(repeats + 8),
+        log_path=Path("/tmp/filtercast-bench-repeats.log"),
+    )
+    metric = re.compile(
+        r"^filtercast_(cache_errors_total\{operation=\"lookup\"\}|filters_total"
+        r"\{outcome=\"ok\"\}|cache_hits_total) (\S+)$",
+        re.M,
+    )
+
+    def counts() -> dict[str, float]:
+        url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        return {m.group(1).split("{")[0]: float(m.group(2)) for m in metric.finditer(text)}
+
+    try:
+        server.wait_serving()
+        with Client(server.address) as client:
+            timed_stream(client, overrides, 0, 16)  # computed once, then cached
+        time.sleep(2)  # the writer thread stores them
+        before = counts()
+        times: list[float] = []
+        lock = threading.Lock()
+
+        def one() -> None:
+            with Client(server.address) as client:
+                seconds = timed_stream(client, overrides, 0, 16)[1]
+            with lock:
+                times.append(seconds)
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=one) for _ in range(repeats)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - started
+        after = counts()
+    finally:
+        server.stop()
+    times.sort()
+    print(f"{repeats} concurrent cached repeats of 16 filters, directory cache:")
+    print(f"  lookup faults: {after['cache_errors_total'] - before['cache_errors_total']:.0f}")
+    print(f"  filters computed again: {after['filters_total'] - before['filters_total']:.0f}")
+    print(f"  cache hits: {after['cache_hits_total'] - before['cache_hits_total']:.0f}")
+    print(
+        f"  all done in {wall:.2f} s; per request p50 {times[len(times) // 2]:.2f} s, "
+        f"max {times[-1]:.2f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--only", choices=["serving", "cache"])
+    parser.add_argument("--only", choices=["serving", "cache", "repeats"])
     parser.add_argument("--pairs", type=int, default=2, help="cold off/on pairs (cache)")
+    parser.add_argument("--repeats", type=int, default=200, help="concurrent cached repeats")
     args = parser.parse_args()
     overrides = {"size": args.size, "steps": args.steps}
     weights = args.weights if Path(args.weights).is_file() else "random"
@@ -221,10 +289,12 @@ def main() -> None:
         f"weights: {weights}; classic vgg16/block5_conv1, {args.size} px, {args.steps} steps, "
         f"precision {args.precision}"
     )
-    if args.only != "cache":
+    if args.only in (None, "serving"):
         serving_rows(weights, overrides, args.precision)
-    if args.only != "serving":
+    if args.only in (None, "cache"):
         cache_rows(weights, overrides, args.precision, args.pairs)
+    if args.only in (None, "repeats"):
+        repeat_rows(weights, overrides, args.precision, args.repeats)
 
 
 if __name__ == "__main__":

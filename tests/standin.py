@@ -24,7 +24,7 @@ from filtercast_server.api import FilterVisualizerServicer
 from filtercast_server.auth import TokenAuthenticator
 from filtercast_server.cache.backends import Backend
 from filtercast_server.cache.results import ResultCache
-from filtercast_server.gateway import Gateway, serve_gateway
+from filtercast_server.gateway import Gateway, HttpLimits, serve_gateway
 from filtercast_server.interceptor import ServerPolicy
 from filtercast_server.metrics import Metrics
 from filtercast_server.presets import AscentParams, Limits
@@ -35,6 +35,7 @@ from filtercast_server.wire import limits_message
 from filtercast_server.work import FilterOutcome, JobSource, Precision
 
 CHANNELS = 64
+SECRET = b"a stand-in secret of 32 bytes!!!"  # entries are authenticated under it
 
 
 @dataclass(frozen=True)
@@ -149,17 +150,20 @@ class StandIn:
         authenticator: TokenAuthenticator | None = None,
         stall_seconds: float = 30,
         cache_rest_seconds: float = 0,
+        http_limits: HttpLimits | None = None,
+        admission: StreamAdmission | None = None,
     ) -> None:
         self.host = host
         self.gateway = gateway
         self.authenticator = authenticator
+        self.http_limits = http_limits or HttpLimits()
         self.http_port = 0
         self.engine = engine or Engine()
         self.limits = limits or Limits()
         self.queue_limit = queue_limit
         self.metrics = Metrics()
         self.cache = (
-            ResultCache(cache_backend, self.metrics, retry_seconds=cache_rest_seconds)
+            ResultCache(cache_backend, SECRET, self.metrics, retry_seconds=cache_rest_seconds)
             if cache_backend
             else None
         )
@@ -178,7 +182,7 @@ class StandIn:
             self.scheduler,
             self.metrics,
             self.limits,
-            StreamAdmission(64, 8),
+            admission or StreamAdmission(64, 8),
             server_limits=limits_message(self.limits, queue_limit=queue_limit),
             max_message_bytes=64 * 1024 * 1024,
             stall_seconds=stall_seconds,
@@ -208,9 +212,15 @@ class StandIn:
         self.port = self.server.add_insecure_port(f"{host}:0")
         await self.server.start()
         if self.gateway:
-            gateway = Gateway(self.servicer, self.metrics, self.authenticator, loopback=True)
-            self.http_runner = await serve_gateway(gateway, self.host, 0)
-            self.http_port = self.http_runner.addresses[0][1]
+            gateway = Gateway(
+                self.servicer,
+                self.metrics,
+                self.authenticator,
+                loopback=True,
+                limits=self.http_limits,
+            )
+            self.http_listener = await serve_gateway(gateway, self.host, 0)
+            self.http_port = self.http_listener.port
 
     def __enter__(self) -> "StandIn":
         self.scheduler.start()
@@ -226,7 +236,7 @@ class StandIn:
 
     def __exit__(self, *exc: object) -> None:
         if self.gateway:
-            asyncio.run_coroutine_threadsafe(self.http_runner.cleanup(), self.loop).result(30)
+            asyncio.run_coroutine_threadsafe(self.http_listener.close(), self.loop).result(30)
         asyncio.run_coroutine_threadsafe(self.server.stop(0), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(30)

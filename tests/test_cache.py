@@ -4,12 +4,12 @@ Redis tests start a real Debian redis-server on a free port (skipped, saying
 why, where it is not installed; .ci/run installs it).
 """
 
+import io
 import json
-import multiprocessing
-import pickle
 import shutil
 import subprocess
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +17,29 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from PIL import Image
 
 from filtercast_client.local_server import free_port
 from filtercast_server.cache.backends import DiskBackend, RedisBackend, open_backend
-from filtercast_server.cache.entry import CorruptEntryError, ForeignEntryError, pack, unpack
+from filtercast_server.cache.entry import (
+    MAGIC,
+    MAX_ENTRY_BYTES,
+    CorruptEntryError,
+    EntryCodec,
+    Expectation,
+    ForeignEntryError,
+    ForgedEntryError,
+)
 from filtercast_server.cache.results import ResultCache
 from filtercast_server.metrics import Metrics
-from filtercast_server.png import png_pixels
+from filtercast_server.png import png_bytes, png_pixels
 from filtercast_server.work import FilterOutcome
 from tests.serving import wait_until
+from tests.standin import SECRET
 
 KEY = "0123456789abcdef0123456789abcdef"
+CODEC = EntryCodec(SECRET)
+EXPECT = Expectation(index=3, shape=(8, 8, 3), max_steps=20, max_restarts=1)
 
 
 def outcome(index: int = 3, side: int = 8, dead: bool = False, value: int = 0) -> FilterOutcome:
@@ -39,6 +51,19 @@ def outcome(index: int = 3, side: int = 8, dead: bool = False, value: int = 0) -
 def counter(metrics: Metrics, name: str, **labels: str) -> float:
     value = metrics.registry.get_sample_value(name, labels)
     return value or 0.0
+
+
+def signed(header: dict, body: bytes, key: str = KEY, codec: EntryCodec = CODEC) -> bytes:
+    """An entry with a valid tag around any header and body: what only a holder of
+    the secret could write (a bug of ours, or a leaked secret), checked all the same."""
+    text = json.dumps(header).encode().replace(b"Infinity", b"1e400")
+    payload = len(text).to_bytes(4, "little") + text + body
+    return MAGIC + codec.tag(key, payload) + payload
+
+
+def fields_of(blob: bytes) -> tuple[dict, bytes]:
+    length = int.from_bytes(blob[36:40], "little")
+    return json.loads(blob[40 : 40 + length]), blob[40 + length :]
 
 
 # --- entries ------------------------------------------------------------------------------
@@ -54,11 +79,15 @@ def counter(metrics: Metrics, name: str, **labels: str) -> float:
     index=st.integers(0, 2**31 - 1),
     loss=st.floats(allow_nan=False, allow_infinity=False, width=32),
     revived=st.integers(0, 8),
+    expires=st.integers(0, 2**40),
 )
-def test_an_entry_gives_back_the_outcome_and_its_exact_pixels(image, index, loss, revived) -> None:
+def test_an_entry_gives_back_the_outcome_and_its_exact_pixels(
+    image, index, loss, revived, expires
+) -> None:
     original = FilterOutcome(index, loss, image is None, image, 7, 0.5, revived)
     shape = image.shape if image is not None else None
-    back = unpack(pack(original), index, shape)
+    stored = CODEC.unpack(KEY, CODEC.pack(KEY, original, expires), Expectation(index, shape))
+    back = stored.outcome
     assert (back.index, back.loss, back.dead, back.steps, back.seconds, back.revived) == (
         index,
         loss,
@@ -67,141 +96,138 @@ def test_an_entry_gives_back_the_outcome_and_its_exact_pixels(image, index, loss
         0.5,
         revived,
     )
-    assert back.cached and back.image is None
+    assert back.cached and stored.expires == expires
     if image is None:
-        assert back.png is None
+        assert back.png is None and back.image is None
     else:
-        assert back.png is not None
+        np.testing.assert_array_equal(back.image, image)  # decoded (and so checked) already
         np.testing.assert_array_equal(png_pixels(back.png), image)
 
 
 @given(data=st.data())
-def test_a_damaged_entry_is_refused_never_served(data) -> None:
-    blob = pack(outcome(side=16))
-    how = data.draw(st.sampled_from(["truncate", "flip", "magic", "header"]))
+def test_any_damage_to_an_entry_is_refused_never_served(data) -> None:
+    blob = CODEC.pack(KEY, outcome(side=16))
+    how = data.draw(st.sampled_from(["truncate", "flip", "append"]))
     if how == "truncate":
         damaged = blob[: data.draw(st.integers(0, len(blob) - 1))]
     elif how == "flip":
-        at = data.draw(st.integers(0, len(blob) - 1))
+        at = data.draw(st.integers(len(MAGIC), len(blob) - 1))
         damaged = blob[:at] + bytes([blob[at] ^ data.draw(st.integers(1, 255))]) + blob[at + 1 :]
-    elif how == "magic":
-        damaged = b"XXXX" + blob[4:]
     else:
-        damaged = blob[:8] + b"{not json" + blob[17:]
-    try:
-        back = unpack(damaged, 3, (16, 16, 3))
-    except (CorruptEntryError, ForeignEntryError):  # a damaged magic reads as another layout
-        return
-    # A flip inside the JSON can leave it valid (a digit of the loss): then the
-    # picture itself is still intact, which the CRC guarantees.
-    assert back.png is not None
-    np.testing.assert_array_equal(png_pixels(back.png), outcome(side=16).image)
+        damaged = blob + data.draw(st.binary(min_size=1, max_size=64))
+    with pytest.raises(CorruptEntryError):
+        CODEC.unpack(KEY, damaged, Expectation(3, (16, 16, 3)))
+
+
+def test_an_entry_under_another_secret_or_key_is_forged() -> None:
+    blob = CODEC.pack(KEY, outcome())
+    elsewhere = EntryCodec(b"another secret, held by no replica")
+    with pytest.raises(ForgedEntryError, match="does not verify"):
+        elsewhere.unpack(KEY, blob, EXPECT)
+    with pytest.raises(ForgedEntryError):  # a genuine entry moved to another filter's key
+        CODEC.unpack("f" * 32, blob, EXPECT)
+    header, body = fields_of(blob)
+    with pytest.raises(ForgedEntryError):  # what an attacker without the secret can write
+        CODEC.unpack(KEY, blob[:4] + bytes(32) + blob[36:], EXPECT)
+    assert CODEC.unpack(KEY, signed(header, body), EXPECT).outcome.index == 3  # the helper
+
+
+def test_the_old_crc_layout_is_never_served() -> None:
+    """Forged in the layout the probe used (CRC-32 and nothing else): another layout, a miss."""
+    body = png_bytes(outcome().image)
+    header = {"index": 3, "loss": 9.0, "dead": False, "steps": 20, "seconds": 0.1}
+    text = json.dumps({**header, "revived": 0, "crc32": zlib.crc32(body), "length": len(body)})
+    forged = b"FCR1" + len(text).to_bytes(4, "little") + text.encode() + body
+    with pytest.raises(ForeignEntryError):
+        CODEC.unpack(KEY, forged, EXPECT)
+
+
+GOOD = {
+    "index": 3,
+    "loss": 4.5,
+    "dead": False,
+    "steps": 20,
+    "seconds": 0.25,
+    "revived": 1,
+    "expires": 0,
+}
+PICTURE = png_bytes(outcome().image)
+
+
+def rgba_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGBA", (8, 8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+# Every shape of a forged entry that carries a valid tag: each refused as corrupt.
+FORGED_SHAPES = {
+    "steps 2**40": ({"steps": 2**40}, PICTURE, "steps"),
+    "steps 0": ({"steps": 0}, PICTURE, "steps"),
+    "more steps than the plan": ({"steps": 21}, PICTURE, "steps"),
+    "steps as text": ({"steps": "20"}, PICTURE, "steps"),
+    "steps as a bool": ({"steps": True}, PICTURE, "steps"),
+    "another filter": ({"index": 4}, PICTURE, "holds filter 4"),
+    "negative index": ({"index": -3}, PICTURE, "index"),
+    "index 1e400": ({"index": float("inf")}, PICTURE, "index"),
+    "loss NaN": ({"loss": float("nan")}, PICTURE, "loss"),
+    "loss beyond float32": ({"loss": 1e39}, PICTURE, "loss"),
+    "loss as a list": ({"loss": [1]}, PICTURE, "loss"),
+    "negative seconds": ({"seconds": -1}, PICTURE, "seconds"),
+    "seconds 1e400": ({"seconds": float("inf")}, PICTURE, "seconds"),
+    "more restarts than the plan": ({"revived": 2}, PICTURE, "revived"),
+    "dead as text": ({"dead": "false"}, PICTURE, "dead flag"),
+    "dead with a picture": ({"dead": True}, PICTURE, "disagree"),
+    "alive without a picture": ({}, b"", "disagree"),
+    "length that lies": ({"length": 5}, PICTURE, "bytes, not 5"),
+    "an extra field": ({"crc32": 1}, PICTURE, "fields"),
+    "a missing field": ({"expires": None}, PICTURE, "expires"),
+    "negative expiry": ({"expires": -1}, PICTURE, "expires"),
+    "garbled PNG behind a good header": ({}, PICTURE[:40] + bytes(60) + PICTURE[100:], "picture"),
+    "truncated PNG": ({}, PICTURE[: len(PICTURE) // 2], "picture"),
+    "a picture of another size": ({}, png_bytes(outcome(side=16).image), r"\(16, 16, 3\)"),
+    "an RGBA picture": ({}, rgba_png(), "colour type 6"),
+    "a JPEG": ({}, jpeg(), "not a PNG"),
+    "HTML as the picture": ({}, b"<html><script>alert(1)</script></html>", "not a PNG"),
+}
+
+
+@pytest.mark.parametrize("shape", FORGED_SHAPES, ids=list(FORGED_SHAPES))
+def test_every_field_of_an_authentic_entry_is_checked(shape) -> None:
+    changes, body, words = FORGED_SHAPES[shape]
+    header = {**GOOD, "length": len(body), **changes}
+    header = {k: v for k, v in header.items() if v is not None}
+    with pytest.raises(CorruptEntryError, match=words) as refused:
+        CODEC.unpack(KEY, signed(header, body), EXPECT)
+    assert not isinstance(refused.value, ForgedEntryError)
 
 
 @pytest.mark.parametrize(
-    ("header", "words"),
-    [
-        ({"index": 1e400}, "unreadable"),  # json gives inf; int(inf) overflows
-        ({"index": 4}, "holds filter 4"),
-        ({"dead": True}, "dead flag disagree"),
-        ({"loss": [1]}, "unreadable"),
-        ({"crc32": "x"}, "unreadable"),
-    ],
+    "header",
+    [b"[" * 4000, b"[1, 2]", b'"text"', b"{not json", b"x" * 5000],
+    ids=["nested", "a list", "a string", "not JSON", "oversized"],
 )
-def test_a_forged_header_is_refused(header, words) -> None:
-    good = pack(outcome(index=3))
-    length = int.from_bytes(good[4:8], "little")
-    fields = {**json.loads(good[8 : 8 + length]), **header}
-    text = json.dumps(fields).encode().replace(b"Infinity", b"1e400")
-    forged = good[:4] + len(text).to_bytes(4, "little") + text + good[8 + length :]
-    with pytest.raises(CorruptEntryError, match=words):
-        unpack(forged, 3, (8, 8, 3))
-
-
-def test_a_deeply_nested_header_and_a_wrong_picture_size_are_refused() -> None:
-    nested = b"[" * 4000
-    blob = b"FCR1" + len(nested).to_bytes(4, "little") + nested
+def test_a_header_that_is_not_our_object_is_refused(header) -> None:
+    payload = len(header).to_bytes(4, "little") + header
     with pytest.raises(CorruptEntryError):
-        unpack(blob, 3, None)
-    with pytest.raises(CorruptEntryError, match=r"is \(8, 8, 3\), not \(16, 16, 3\)"):
-        unpack(pack(outcome(index=3)), 3, (16, 16, 3))
+        CODEC.unpack(KEY, MAGIC + CODEC.tag(KEY, payload) + payload, EXPECT)
+
+
+def test_an_outcome_no_reader_would_accept_is_never_stored() -> None:
+    broken = FilterOutcome(3, float("nan"), False, outcome().image, 20, 0.25)
+    with pytest.raises(CorruptEntryError, match="loss"):
+        CODEC.pack(KEY, broken)
 
 
 def test_another_layout_is_foreign_not_corrupt() -> None:
     with pytest.raises(ForeignEntryError):
-        unpack(b"FCR9" + pack(outcome())[4:], 3, None)
-
-
-# --- the directory backend --------------------------------------------------------------------
-
-
-def test_a_directory_cache_survives_closing_and_reopening(tmp_path: Path) -> None:
-    first = DiskBackend(tmp_path, 10 * 1024**2, None)
-    first.put(KEY, b"picture")
-    first.close()
-    again = DiskBackend(tmp_path, 10 * 1024**2, None)
-    assert again.contains_many([KEY, "f" * 32]) == {KEY}
-    assert again.get_many([KEY, "f" * 32]) == {KEY: b"picture"}
-    assert again.clear() == 1 and again.get_many([KEY]) == {}
-
-
-def test_a_directory_cache_evicts_the_least_recently_used_beyond_its_size(tmp_path: Path) -> None:
-    backend = DiskBackend(tmp_path, 1024**2, None)  # 1 MiB
-    blob = bytes(100 * 1024)
-    keys = [f"{i:032x}" for i in range(30)]  # 3 MB in all
-    backend.put(keys[0], blob)
-    for key in keys[1:]:
-        backend.get_many([keys[0]])  # keep the first one in use
-        backend.put(key, blob)
-    held = backend.get_many(keys)
-    assert backend.volume() <= 1.3 * 1024**2
-    assert keys[0] in held, "the entry read all along was evicted"
-    assert keys[1] not in held, "the oldest unread entry was kept"
-    assert keys[-1] in held
-
-
-def _write_entries(directory: str, start: int) -> None:
-    backend = DiskBackend(Path(directory), 10 * 1024**2, None)
-    for i in range(start, start + 50):
-        backend.put(f"{i:032x}", i.to_bytes(4, "little") * 100)
-    backend.close()
-
-
-def test_several_processes_share_one_directory(tmp_path: Path) -> None:
-    context = multiprocessing.get_context("spawn")
-    writers = [context.Process(target=_write_entries, args=(str(tmp_path), s)) for s in (0, 50)]
-    for writer in writers:
-        writer.start()
-    for writer in writers:
-        writer.join(120)
-        assert writer.exitcode == 0
-    backend = DiskBackend(tmp_path, 10 * 1024**2, None)
-    found = backend.get_many(f"{i:032x}" for i in range(100))
-    assert len(found) == 100
-    assert all(found[f"{i:032x}"] == i.to_bytes(4, "little") * 100 for i in range(100))
-
-
-def test_a_pickled_value_in_the_directory_is_never_loaded(tmp_path: Path) -> None:
-    import diskcache
-
-    class Boom:
-        def __reduce__(self):
-            return (exec, ("raise SystemExit('unpickled!')",))
-
-    with diskcache.Cache(str(tmp_path)) as foreign:  # someone else's write, pickled
-        foreign.set(KEY, Boom())
-        assert pickle.dumps(Boom())  # it would run on load
-    backend = DiskBackend(tmp_path, 10 * 1024**2, None)
-    assert backend.get_many([KEY]) == {}
-    assert backend.contains_many([KEY]) == set(), "the refused value was left behind"
-
-
-def test_an_explicit_unusable_directory_is_an_error_and_off_is_none(tmp_path: Path) -> None:
-    assert open_backend("off", 1024**2, None) is None
-    blocker = tmp_path / "file"
-    blocker.write_text("not a directory")
-    with pytest.raises(OSError):
-        open_backend(str(blocker / "cache"), 1024**2, None)
+        CODEC.unpack(KEY, b"FCR9" + CODEC.pack(KEY, outcome())[4:], EXPECT)
 
 
 # --- ResultCache: stores, lookups, faults ------------------------------------------------------
@@ -209,33 +235,45 @@ def test_an_explicit_unusable_directory_is_an_error_and_off_is_none(tmp_path: Pa
 
 def test_a_stored_filter_is_found_before_and_after_its_write(tmp_path: Path) -> None:
     metrics = Metrics()
-    cache = ResultCache(DiskBackend(tmp_path, 10 * 1024**2, None), metrics)
+    cache = ResultCache(DiskBackend(tmp_path, 10 * 1024**2, 3600), SECRET, metrics)
     original = outcome(index=5)
+    expect = Expectation(shape=(8, 8, 3), max_steps=20, max_restarts=1)
     cache.store(KEY, original)
     assert cache.present({5: KEY}) == {5}  # from memory or from disk, whichever is first
-    assert cache.fetch({5: KEY}, (8, 8, 3))[5].cached
+    assert cache.fetch({5: KEY}, expect)[5].cached
     assert cache.flush()
     assert cache.present({5: KEY, 6: "f" * 32}) == {5}
-    late = cache.fetch({5: KEY, 6: "f" * 32}, (8, 8, 3))
+    late = cache.fetch({5: KEY, 6: "f" * 32}, expect)
     assert list(late) == [5]
-    np.testing.assert_array_equal(png_pixels(late[5].png), original.image)
+    np.testing.assert_array_equal(late[5].image, original.image)
     assert counter(metrics, "filtercast_cache_hits_total") == 2
     assert counter(metrics, "filtercast_cache_misses_total") == 2  # 6, twice
     assert counter(metrics, "filtercast_cache_bytes") > 0
-    assert cache.png(KEY) == late[5].png
+    picture, expires = cache.picture(KEY)
+    assert picture == late[5].png
+    assert 3500 < expires - time.time() <= 3601, "the entry's expiry travels with it"
     cache.close()
 
 
-def test_a_corrupt_entry_is_counted_dropped_and_computed_again(tmp_path: Path) -> None:
+def test_forged_and_corrupt_entries_are_counted_dropped_and_computed_again(
+    tmp_path: Path,
+) -> None:
     metrics = Metrics()
     backend = DiskBackend(tmp_path, 10 * 1024**2, None)
-    blob = pack(outcome(index=2))
-    backend.put(KEY, blob[:-10])  # a torn write
-    backend.put("1" * 32, pack(outcome(index=9)))  # an entry of another filter under this key
-    cache = ResultCache(backend, metrics)
-    assert cache.fetch({2: KEY, 3: "1" * 32}, (8, 8, 3)) == {}
+    keys = [f"{i:032x}" for i in range(4)]
+    genuine = CODEC.pack(keys[0], outcome(index=0))
+    backend.put(keys[0], genuine[:-10])  # a torn write
+    backend.put(keys[1], genuine)  # filter 0's entry moved under filter 1's key
+    header, body = fields_of(genuine)
+    backend.put(keys[2], signed({**header, "index": 2, "steps": 2**40}, body, keys[2]))
+    backend.put(keys[3], EntryCodec(b"the attacker's own secret!!!").pack(keys[3], outcome(3)))
+    cache = ResultCache(backend, SECRET, metrics)
+    wanted = dict(enumerate(keys))
+    assert cache.fetch(wanted, Expectation(shape=(8, 8, 3), max_steps=20, max_restarts=1)) == {}
     assert counter(metrics, "filtercast_cache_errors_total", operation="corrupt") == 2
-    assert backend.get_many([KEY, "1" * 32]) == {}, "corrupt entries were left to fail again"
+    assert counter(metrics, "filtercast_cache_errors_total", operation="forged") == 2
+    assert backend.get_many(keys) == {}, "refused entries were left to fail again"
+    assert cache.picture(keys[1]) is None
     cache.close()
 
 
@@ -252,6 +290,7 @@ class BrokenBackend:
         raise ConnectionError("connection refused")
 
     contains_many = get_many = put = delete = clear = volume = _fail
+    ttl = None
 
     def close(self) -> None:
         pass
@@ -260,20 +299,20 @@ class BrokenBackend:
 def test_a_failing_backend_is_a_counted_miss_and_rests_between_tries() -> None:
     metrics = Metrics()
     backend = BrokenBackend()
-    cache = ResultCache(backend, metrics, retry_seconds=60)  # type: ignore[arg-type]
+    cache = ResultCache(backend, SECRET, metrics, retry_seconds=60)  # type: ignore[arg-type]
     assert cache.present({1: KEY}) == set()
     assert cache.present({1: KEY}) == set()  # resting: the backend is not asked again
-    assert cache.fetch({1: KEY}, None) == {}
+    assert cache.fetch({1: KEY}, EXPECT) == {}
     assert backend.calls == 1 and not cache.available()
     assert counter(metrics, "filtercast_cache_errors_total", operation="lookup") == 1
     assert counter(metrics, "filtercast_cache_misses_total") == 3
-    assert cache.png(KEY) is None
+    assert cache.picture(KEY) is None
     cache.close()
 
 
 def test_a_failing_store_is_counted_and_never_raises() -> None:
     metrics = Metrics()
-    cache = ResultCache(BrokenBackend(), metrics, retry_seconds=0)  # type: ignore[arg-type]
+    cache = ResultCache(BrokenBackend(), SECRET, metrics, retry_seconds=0)  # type: ignore[arg-type]
     cache.store(KEY, outcome())
     assert cache.flush()
     assert counter(metrics, "filtercast_cache_errors_total", operation="store") == 1
@@ -284,11 +323,11 @@ def test_stores_beyond_the_write_queue_are_dropped_and_counted(tmp_path: Path) -
     metrics = Metrics()
 
     class SlowBackend(DiskBackend):
-        def put(self, key: str, blob: bytes) -> None:
+        def put(self, key: str, blob: bytes) -> int:
             time.sleep(0.2)
-            super().put(key, blob)
+            return super().put(key, blob)
 
-    cache = ResultCache(SlowBackend(tmp_path, 10 * 1024**2, None), metrics, write_queue=2)
+    cache = ResultCache(SlowBackend(tmp_path, 10 * 1024**2, None), SECRET, metrics, write_queue=2)
     for i in range(10):
         cache.store(f"{i:032x}", outcome(index=i))
     assert counter(metrics, "filtercast_cache_errors_total", operation="store") >= 6
@@ -345,13 +384,13 @@ def test_redis_keeps_entries_with_a_ttl_and_clears_only_its_own(redis_url: str) 
 
 
 def test_a_result_cache_on_redis_round_trips_a_filter(redis_url: str) -> None:
-    cache = ResultCache(open_backend(redis_url, 0, 60), Metrics())  # type: ignore[arg-type]
+    cache = ResultCache(open_backend(redis_url, 0, 60), SECRET, Metrics())  # type: ignore[arg-type]
     original = outcome(index=4)
     cache.store(KEY, original)
     assert cache.flush()
-    with ResultCache(RedisBackend(redis_url, 60)) as elsewhere:  # another replica
+    with ResultCache(RedisBackend(redis_url, 60), SECRET) as elsewhere:  # another replica
         assert elsewhere.present({4: KEY, 5: "f" * 32}) == {4}
-        found = elsewhere.fetch({4: KEY}, (8, 8, 3))
+        found = elsewhere.fetch({4: KEY}, Expectation(shape=(8, 8, 3), max_steps=20))
     np.testing.assert_array_equal(png_pixels(found[4].png), original.image)
     cache.backend.clear()
     cache.close()
@@ -359,9 +398,17 @@ def test_a_result_cache_on_redis_round_trips_a_filter(redis_url: str) -> None:
 
 def test_redis_down_costs_a_counted_miss_not_a_failure() -> None:
     metrics = Metrics()
-    cache = ResultCache(RedisBackend(f"redis://127.0.0.1:{free_port()}/0", 60), metrics)
+    cache = ResultCache(RedisBackend(f"redis://127.0.0.1:{free_port()}/0", 60), SECRET, metrics)
     assert cache.present({1: KEY}) == set()
     cache.store(KEY, outcome())
     assert cache.flush()
     assert counter(metrics, "filtercast_cache_errors_total", operation="lookup") == 1
     cache.close()
+
+
+def test_redis_reads_stop_at_the_entry_bound(redis_url: str) -> None:
+    backend = RedisBackend(redis_url, 60)
+    backend.put(KEY, bytes(MAX_ENTRY_BYTES + 5000))  # nothing of ours is this large
+    assert len(backend.get_many([KEY])[KEY]) == MAX_ENTRY_BYTES + 1
+    backend.clear()
+    backend.close()

@@ -2,15 +2,21 @@
 fresh computation gives, it survives a restart, replicas share it through a real Redis,
 and an operator can clear it."""
 
+import secrets
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
 
 from filtercast_client import Accepted, Client, FilterImage, Summary
+from filtercast_server.png import png_bytes
+from filtercast_server.work import FilterOutcome
 from tests.serving import ServerProcess
 from tests.test_cache import redis_url  # noqa: F401  (the real redis-server fixture)
+from tests.test_cache_forgery import FLAT, OUTSIDER, old_layout
 
 REQUEST = {"layer": "block3_conv1", "filters": "0:6", "size": 32, "steps": 3, "seed": 5}
 
@@ -73,21 +79,80 @@ def test_cached_pictures_equal_fresh_ones_and_survive_a_restart(tmp_path) -> Non
     same_pictures(fresh, second)
 
 
-def test_replicas_share_pictures_through_redis_and_clear_empties_it(tmp_path, redis_url) -> None:  # noqa: F811
-    one = ServerProcess("--cache", redis_url, log_dir=tmp_path).wait_serving()
-    two = ServerProcess("--cache", redis_url, log_dir=tmp_path).wait_serving()
+@pytest.fixture
+def secret_file(tmp_path) -> str:
+    path = tmp_path / "cache.secret"
+    path.write_text(secrets.token_hex(32) + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+def test_replicas_share_pictures_through_redis_and_clear_empties_it(
+    tmp_path,
+    redis_url,  # noqa: F811
+    secret_file,
+) -> None:
+    shared = ("--cache", redis_url, "--cache-secret-file", secret_file)
+    one = ServerProcess(*shared, log_dir=tmp_path).wait_serving()
+    two = ServerProcess(*shared, log_dir=tmp_path).wait_serving()
     try:
         computed = visualize(one)
         one.stop()
-        shared = visualize(two)
+        shared_events = visualize(two)
         assert "removed 6 cached filters" in clear(redis_url)
         after_clear = visualize(two)
     finally:
         one.stop()
         two.stop()
-    assert shared[-1].cached == 6
-    same_pictures(computed, shared)
+    assert shared_events[-1].cached == 6
+    same_pictures(computed, shared_events)
     assert after_clear[-1].cached == 0
+
+
+def test_pictures_forged_into_a_shared_redis_are_never_served(
+    tmp_path,
+    redis_url,  # noqa: F811
+    secret_file,
+) -> None:
+    """Another tenant of the Redis writes under our keys: in the previous layout with a
+    good CRC (what the outside probe did) and in today's with a tag of its own."""
+    import redis
+
+    store = redis.Redis.from_url(redis_url)
+    server = ServerProcess(
+        "--cache", redis_url, "--cache-secret-file", secret_file, log_dir=tmp_path, http=True
+    ).wait_serving()
+    try:
+        computed = visualize(server)
+        keys = sorted(store.scan_iter(match="filtercast:result:*"))
+        assert len(keys) == 6
+        flat = png_bytes(np.full((32, 32, 3), 255, np.uint8))
+        for n, key in enumerate(keys):
+            index = int(key[-2:], 16) % 6  # any index: the forger does not know which
+            if n % 2:
+                store.set(key, old_layout(flat, index))
+            else:
+                name = key.decode().removeprefix("filtercast:result:")
+                store.set(key, OUTSIDER.pack(name, FilterOutcome(index, 9.0, False, FLAT, 3, 0.1)))
+        for key in keys[:2]:
+            url = f"{server.http_url}/v1/images/{key.decode().rsplit(':', 1)[1]}.png"
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(url, timeout=30)
+            assert refused.value.code == 404
+        again = visualize(server)
+        forged = server.metric("filtercast_cache_errors_total", operation="forged")
+    finally:
+        server.stop()
+    assert not any(e.cached for e in again if isinstance(e, FilterImage))
+    same_pictures(computed, again)
+    assert forged >= 3
+
+
+def test_a_shared_redis_without_a_secret_stops_the_start(tmp_path, redis_url) -> None:  # noqa: F811
+    server = ServerProcess("--cache", redis_url, log_dir=tmp_path)
+    with pytest.raises(RuntimeError, match=r"exited \(2\)[\s\S]*--cache-secret-file"):
+        server.wait_serving()
+    server.stop()
 
 
 def test_an_unusable_cache_directory_stops_the_start(tmp_path) -> None:

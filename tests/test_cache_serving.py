@@ -5,12 +5,14 @@ request, and the stream says which filters were cached."""
 import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from filtercast_client import Accepted, Client, FilterImage, GridImage, Summary
+from filtercast_server.admission import StreamAdmission
 from filtercast_server.cache.backends import DiskBackend
 from filtercast_server.scheduler import Done, Result, Scheduler
 from filtercast_server.work import FilterOutcome
@@ -262,3 +264,32 @@ def test_a_hanging_cache_costs_a_deadline_then_is_skipped(tmp_path: Path, monkey
     assert isinstance(first[-1], Summary) and isinstance(second[-1], Summary)
     assert timeouts == 1, "the resting cache was asked again"
     assert len(engine.finished) == 6
+
+
+class Slow(DiskBackend):
+    """A healthy disk that takes its time: every lookup costs 0.3 s."""
+
+    def contains_many(self, keys):
+        time.sleep(0.3)
+        return super().contains_many(keys)
+
+    def get_many(self, keys):
+        time.sleep(0.3)
+        return super().get_many(keys)
+
+
+def test_many_repeats_at_once_queue_for_lookups_without_a_fault(tmp_path: Path) -> None:
+    """40 lookups of 0.3 s on 4 threads: the last waits ~3 s, past the 2 s deadline, yet
+    each lookup itself is quick: load, not a fault, and nothing is computed again."""
+    engine = Engine()
+    slow = Slow(tmp_path, 10 * 1024**2, None)
+    with StandIn(engine=engine, cache_backend=slow, admission=StreamAdmission(64, 64)) as server:
+        stream(server)
+        assert server.cache is not None and server.cache.flush()
+        computed = len(engine.finished)
+        with ThreadPoolExecutor(40) as pool:
+            repeats = list(pool.map(lambda _: stream(server), range(40)))
+        faults = counter(server.metrics, "filtercast_cache_errors_total", operation="lookup")
+    assert faults == 0, "a slow but healthy cache was declared faulty"
+    assert all(isinstance(r[-1], Summary) and r[-1].cached == 8 for r in repeats)
+    assert len(engine.finished) == computed, "cached filters were computed again"

@@ -125,9 +125,16 @@ def test_pod_is_hardened_and_wired_to_its_volumes_and_ports() -> None:
     # The result cache lives on its own writable volume, bounded below its size limit.
     assert env["FILTERCAST_CACHE"] == "/cache"
     assert int(env["FILTERCAST_CACHE_MAX_BYTES"]) < 3 * 1024**3
-    for path, secret in (("/tls", "filtercast-tls"), ("/auth", "filtercast-auth")):
+    secrets = (
+        ("/tls", "filtercast-tls"),
+        ("/auth", "filtercast-auth"),
+        ("/cache-secret", "filtercast-cache"),
+    )
+    for path, secret in secrets:
         assert mounts[path]["readOnly"] is True
         assert volumes[mounts[path]["name"]]["secret"]["secretName"] == secret
+    # Cached pictures are authenticated with the mounted secret (shared by replicas).
+    assert env["FILTERCAST_CACHE_SECRET_FILE"] == "/cache-secret/secret"
     assert (
         env["FILTERCAST_TLS_CERT"] == "/tls/tls.crt" and env["FILTERCAST_TLS_KEY"] == "/tls/tls.key"
     )

@@ -120,3 +120,63 @@ def test_a_bad_selection_is_shown_not_thrown(browser, server) -> None:
     # The refused request is the page's only complaint: the 400 the browser logs.
     logged = errors(browser)
     assert logged and all("400" in entry["message"] for entry in logged)
+
+
+VISUALIZE_TOKEN = "gallery-visualize-0123456789"
+READ_TOKEN = "gallery-reader-0123456789ab"
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """A server whose every call but health needs a bearer token."""
+    folder = tmp_path_factory.mktemp("guarded")
+    tokens = folder / "tokens"
+    tokens.write_text(f"painter {VISUALIZE_TOKEN}\nlooker {READ_TOKEN} read\n")
+    process = ServerProcess(
+        "--auth-tokens-file", str(tokens), "--precision", "float32", log_dir=folder, http=True
+    ).wait_serving()
+    yield process
+    process.stop()
+
+
+def show_with_token(driver, token: str) -> None:
+    """Type a token under More and press Show, as a visitor told to would."""
+    from selenium.webdriver.common.by import By
+
+    field = driver.find_element(By.ID, "token")
+    field.clear()
+    field.send_keys(token)
+    driver.find_element(By.ID, "show").click()
+
+
+def test_a_token_entered_after_the_first_401_shows_the_pictures(browser, guarded) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{guarded.http_url}/?{urllib.parse.urlencode(SELECTION)}")
+    alert = browser.find_element(By.ID, "error")
+    WebDriverWait(browser, 60).until(lambda _: alert.is_displayed())
+    assert "bearer token" in alert.text and "enter a token under More" in alert.text
+    assert browser.find_element(By.ID, "token").is_displayed(), "More did not open"
+    show_with_token(browser, VISUALIZE_TOKEN)
+    assert f"{FILTERS} of {FILTERS} filters" in wait_done(browser)
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".tile")) == FILTERS
+    assert not alert.is_displayed()
+    stored = browser.execute_script(
+        "return JSON.stringify(localStorage) + JSON.stringify(sessionStorage) + document.cookie"
+    )
+    assert VISUALIZE_TOKEN not in stored and VISUALIZE_TOKEN not in browser.current_url
+
+
+def test_a_read_only_token_is_told_why_show_is_refused(browser, guarded) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{guarded.http_url}/?{urllib.parse.urlencode(SELECTION)}")
+    alert = browser.find_element(By.ID, "error")
+    WebDriverWait(browser, 60).until(lambda _: alert.is_displayed())
+    show_with_token(browser, READ_TOKEN)  # lists the models, may not visualize
+    WebDriverWait(browser, 60).until(lambda _: "visualize role" in alert.text)
+    assert "may not call VisualizeFilters" in alert.text
+    assert browser.find_elements(By.CSS_SELECTOR, ".tile") == []
+    assert browser.find_element(By.ID, "model").get_attribute("value") == "vgg16"

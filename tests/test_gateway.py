@@ -163,7 +163,8 @@ def test_cached_pictures_are_served_by_their_key(gateway) -> None:
     status, headers, png = call(gateway, f"/v1/images/{live['imageKey']}.png")
     assert status == 200 and headers["Content-Type"] == "image/png"
     assert png == base64.b64decode(live["image"]["data"])
-    assert "immutable" in headers["Cache-Control"]
+    # The entry never expires (no TTL): browsers keep the picture a day, not a year.
+    assert headers["Cache-Control"] == "public, max-age=86400"
     assert call(gateway, "/v1/images/" + "0" * 32 + ".png")[0] == 404
     assert call(gateway, "/v1/images/..%2Fetc%2Fpasswd.png")[0] in (400, 404)
     assert call(gateway, "/v1/images/XYZ.png")[0] == 400

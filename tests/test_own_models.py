@@ -78,6 +78,15 @@ def build_models(folder: Path) -> dict[str, Path]:
     paths["lam"] = folder / "lam.keras"
     keras.Model(inputs, layers.Conv2D(4, 3, name="lc")(doubled)).save(paths["lam"])
 
+    # Names Keras accepts and TensorFlow's graph nodes do not.
+    inner = keras.Sequential(
+        [keras.Input((None, None, 3)), layers.Conv2D(2, 3, name="a b")], name="inner"
+    )
+    inputs = keras.Input((None, None, 3))
+    odd = layers.Conv2D(4, 3, name="x>y\\z")(inner(inputs))
+    paths["oddnames"] = folder / "oddnames.keras"
+    keras.Model(inputs, odd).save(paths["oddnames"])
+
     a, b = keras.Input((None, None, 3)), keras.Input((None, None, 3))
     paths["multi"] = folder / "multi.keras"
     keras.Model([a, b], layers.Conv2D(2, 3)(layers.Add()([a, b]))).save(paths["multi"])
@@ -267,6 +276,7 @@ def start_failure(*args: str) -> subprocess.CompletedProcess:
     [
         (("lam",), "Keras safe mode refused it"),
         (("multi",), "takes 2 inputs"),
+        (("oddnames",), "cannot trace layers named 'inner/a b', 'x>y"),
     ],
 )
 def test_unservable_models_stop_the_start_with_their_reason(model_files, args, words) -> None:

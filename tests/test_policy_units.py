@@ -14,7 +14,7 @@ from filtercast_server.api import CallEndedError, FilterVisualizerServicer, Stal
 from filtercast_server.auth import AuthConfigError, AuthError, TokenAuthenticator
 from filtercast_server.errors import RefusedError
 from filtercast_server.interceptor import final_code, peer_host
-from filtercast_server.throttle import ThrottledLog
+from filtercast_server.throttle import ThrottledLog, throttle_loop_errors
 
 
 class FakeContext:
@@ -148,3 +148,26 @@ def test_throttled_log_says_what_it_held_back(caplog) -> None:
         "bad input from c",
         "bad input from a",
     ]
+
+
+def test_the_event_loops_own_errors_are_throttled_with_their_traceback(caplog) -> None:
+    """A descriptor flood made asyncio log 56,575 ERROR lines a minute; now one per kind."""
+    logger = logging.getLogger("test.loop")
+    loop = asyncio.new_event_loop()
+    try:
+        throttle_loop_errors(loop, logger)
+        with caplog.at_level(logging.ERROR, logger="test.loop"):
+            for _ in range(1000):
+                error = OSError(24, "Too many open files")
+                loop.call_exception_handler(
+                    {"message": "socket.accept() out of system resource", "exception": error}
+                )
+            loop.call_exception_handler({"message": "Task exception was never retrieved"})
+    finally:
+        loop.close()
+    lines = [r for r in caplog.records if r.name == "test.loop"]
+    assert [r.getMessage() for r in lines] == [
+        "socket.accept() out of system resource",
+        "Task exception was never retrieved",
+    ]
+    assert lines[0].levelno == logging.ERROR and lines[0].exc_info[0] is OSError

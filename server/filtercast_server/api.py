@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError, Message
 from filtercast.contract import PRECISIONS, PRESETS, SERVICE
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.admission import Slot, StreamAdmission
+from filtercast_server.cache.entry import Expectation
 from filtercast_server.cache.keys import filter_keys
 from filtercast_server.cache.results import ResultCache
 from filtercast_server.errors import (
@@ -66,7 +67,8 @@ if TYPE_CHECKING:  # both import TensorFlow; the servicer only reads them
 __all__ = ["SERVICE", "CallEndedError", "FilterVisualizerServicer", "StalledError"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-LOOKUP_SECONDS = 2.0  # a cache slower than this is skipped (and rests): the filters compute
+LOOKUP_SECONDS = 2.0  # a lookup running longer is skipped (reads rest): the filters compute
+LOOKUP_THREADS = 4  # lookups at once; more wait their turn, which is not counted against them
 FETCH_BATCH = 16  # cached pictures read at once: a stream holds this many, not all
 NO_FACTS = ErrorFacts()
 
@@ -123,7 +125,9 @@ class FilterVisualizerServicer:
         # Planning may build a layer's extractor (Keras): off the event loop, one at a time.
         self._planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="filtercast-plan")
         # Cache lookups block on a disk or a network: off the event loop too.
-        self._lookups = ThreadPoolExecutor(max_workers=2, thread_name_prefix="filtercast-cache")
+        self._lookups = ThreadPoolExecutor(
+            max_workers=LOOKUP_THREADS, thread_name_prefix="filtercast-cache"
+        )
 
     def rpc_handler(self) -> grpc.GenericRpcHandler:
         """The service's methods, taking raw request bytes (decoded by the servicer)."""
@@ -332,7 +336,12 @@ class FilterVisualizerServicer:
         if self.cache is not None and self.cache.available():
             model = self.models[plan.params.model]
             work.keys = filter_keys(plan, model.cache_identity)
-            work.shape = (plan.params.output_size, plan.params.output_size, model.channels)
+            side = plan.params.output_size
+            work.expect = Expectation(
+                shape=(side, side, model.channels),
+                max_steps=plan.params.max_steps(),
+                max_restarts=plan.params.revive,
+            )
             nothing: set[int] = set()
             present = await self._ask_cache(self.cache.present, nothing, work.keys)
             work.cached = [index for index in plan.filters if index in present]
@@ -348,14 +357,29 @@ class FilterVisualizerServicer:
             work.handles.append(handle)
 
     async def _ask_cache(self, call: Callable[..., T], fallback: T, *args: Any) -> T:
-        """`call(*args)` on the cache's threads, or `fallback` past LOOKUP_SECONDS (counted)."""
-        assert self.cache is not None
-        future = asyncio.get_running_loop().run_in_executor(self._lookups, call, *args)
-        try:
-            return await asyncio.wait_for(future, LOOKUP_SECONDS)
-        except TimeoutError:
-            self.cache.timed_out("lookup", LOOKUP_SECONDS)
-            return fallback
+        """`call(*args)` on the cache's threads; `fallback` once it has run LOOKUP_SECONDS.
+
+        The deadline counts from when a thread takes the call: waiting for a
+        thread behind other lookups (many requests at once) is load, not a
+        fault of the cache, and is bounded by the stream admission limits.
+        """
+        cache = self.cache
+        assert cache is not None
+        started: list[float] = []
+
+        def timed() -> T:
+            started.append(time.monotonic())
+            return call(*args) if cache.available() else fallback  # it may rest by now
+
+        future = asyncio.get_running_loop().run_in_executor(self._lookups, timed)
+        while True:
+            left = started[0] + LOOKUP_SECONDS - time.monotonic() if started else LOOKUP_SECONDS
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), max(0.0, left))
+            except TimeoutError:
+                if started and time.monotonic() >= started[0] + LOOKUP_SECONDS:
+                    cache.timed_out("lookup", LOOKUP_SECONDS)
+                    return fallback
 
     def _cancel(self, work: "_Work") -> None:
         for handle in work.handles:
@@ -370,6 +394,9 @@ class FilterVisualizerServicer:
             raise StalledError(write) from None
         except asyncio.CancelledError:
             write.cancel()
+            # It may have failed already (the client's connection went first): nobody
+            # else will look at that, and asyncio would log it as never retrieved.
+            write.add_done_callback(_retrieve)
             raise
         except Exception as error:  # the call ended under the write: the client left
             raise CallEndedError from error
@@ -477,7 +504,7 @@ class FilterVisualizerServicer:
             found: dict[int, FilterOutcome] = {}
             if self.cache is not None and self.cache.available():  # resting: not even queued
                 wanted = {index: work.keys[index] for index in chunk}
-                found = await self._ask_cache(self.cache.fetch, {}, wanted, work.shape)
+                found = await self._ask_cache(self.cache.fetch, {}, wanted, work.expect)
             for index in chunk:
                 if index in found:
                     await self._send_result(found[index], out)
@@ -512,11 +539,9 @@ class FilterVisualizerServicer:
             cached=result.cached,
             image_key=work.keys.get(result.index, ""),
         )
-        if result.image is not None or result.png is not None:
+        if result.image is not None:
             loop = asyncio.get_running_loop()
-            result, image = await loop.run_in_executor(
-                self._encoder, picture_of, result, out.fmt, grid is not None
-            )
+            image = await loop.run_in_executor(self._encoder, picture_of, result, out.fmt)
             message.image.CopyFrom(image)
         await self._send(out.context, pb.VisualizeFiltersResponse(filter=message))
         if grid is not None:
@@ -546,6 +571,12 @@ class FilterVisualizerServicer:
             cached=tally.cached,
         )
         await self._send(context, pb.VisualizeFiltersResponse(summary=summary))
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    """Mark a finished future's outcome as seen (it needs no one to act on it)."""
+    if not future.cancelled():
+        future.exception()
 
 
 class _EngineFailedError(Exception):
@@ -582,7 +613,7 @@ class _Work:
     client: str
     cached: list[int] = dataclasses.field(default_factory=list)  # in request order
     keys: dict[int, str] = dataclasses.field(default_factory=dict)  # cache key per filter
-    shape: tuple[int, int, int] | None = None  # (H, W, C) of its pictures
+    expect: Expectation = dataclasses.field(default_factory=Expectation)  # its entries' checks
     # The computed filters; a second handle for cached ones gone before they were fetched.
     handles: list[RequestHandle] = dataclasses.field(default_factory=list)
 

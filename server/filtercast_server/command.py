@@ -42,18 +42,12 @@ def clear_cache(cache: str) -> None:
 
     Safe while servers use it; they compute what they no longer find.
     """
-    from filtercast_server.cache.backends import open_backend
+    from filtercast_server.cache.backends import empty_cache
 
-    try:
-        backend = open_backend(cache, Settings.cache_max_bytes, None)
-    except Exception as error:
-        raise click.ClickException(f"cannot open the cache {cache}: {error}") from error
-    if backend is None:
+    if cache == "off":
         raise click.UsageError("--cache off names no cache to clear")
     try:
-        removed = backend.clear()
+        where, removed = empty_cache(cache)
     except Exception as error:
-        raise click.ClickException(f"could not clear {backend.description}: {error}") from error
-    finally:
-        backend.close()
-    click.echo(f"removed {removed} cached filters from {backend.description}")
+        raise click.ClickException(f"could not clear the cache {cache}: {error}") from error
+    click.echo(f"removed {removed} cached filters from {where}")

@@ -72,7 +72,10 @@ class Settings:
     cache: str = "auto"
     cache_max_bytes: int = 2 * 1024**3
     cache_ttl_seconds: float = 30 * 24 * 3600.0
+    cache_secret_file: str = ""
     http_port: int = 0
+    http_max_connections: int = 256
+    http_read_seconds: float = 10.0
 
     def model_configs(self) -> list[ModelConfig]:
         """The models to serve (RegistryError, a SettingsError, when the settings are wrong)."""
@@ -119,6 +122,8 @@ class Settings:
             "connection_idle_seconds",
             "connection_max_age_seconds",
             "handshake_timeout_seconds",
+            "http_max_connections",
+            "http_read_seconds",
             "max_concurrent_streams",
             "client_max_streams",
         )
@@ -186,7 +191,14 @@ HELP = {
     "cache_max_bytes": "a cache directory's size bound: least recently used pictures go first "
     "(Redis: bound it with its own maxmemory and maxmemory-policy allkeys-lru)",
     "cache_ttl_seconds": "cached pictures expire after this long (0: never)",
+    "cache_secret_file": "file holding the secret (32+ bytes) that authenticates cache entries; "
+    "the same on every replica sharing a cache, required for Redis (a directory keeps its own "
+    "in DIR/secret)",
     "http_port": "HTTP/JSON gateway and browser gallery port (0: off); TLS as --port when set",
+    "http_max_connections": "most HTTP gateway connections at once (more are answered 503 and "
+    "closed); with --max-connections, capped below the open-file limit",
+    "http_read_seconds": "an HTTP request's headers, then its body, must each arrive within "
+    "this; idle HTTP connections close after it too",
 }
 
 

@@ -22,6 +22,11 @@ methods with a context that turns writes into lines and aborts into HTTP
 errors, so validation, admission, queue limits, the scheduler, the cache
 and the metrics are the same. A client that disconnects cancels its stream
 (handler cancellation). Bearer tokens and TLS are the gRPC port's.
+
+Limits of its own (HttpLimits): connections at once (http_limits), the time
+a request's headers and then its body may take to arrive (a client that
+sends either slowly is cut off), and a body size checked before reading,
+also before answering `Expect: 100-continue`.
 """
 
 import asyncio
@@ -30,11 +35,12 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, NoReturn
 
 import grpc
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2  # noqa: F401  (registers detail types)
@@ -43,16 +49,32 @@ from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.api import FilterVisualizerServicer
 from filtercast_server.auth import AuthError, TokenAuthenticator
 from filtercast_server.cache.keys import is_key
+from filtercast_server.http_limits import ConnectionLimit
 from filtercast_server.interceptor import bind_caller
 from filtercast_server.metrics import Metrics
 from filtercast_server.status import DETAILS_KEY
 
 log = logging.getLogger(__name__)
 
-KEEPALIVE_SECONDS = 15.0  # an idle connection (no request in flight) closes after this
 HEARTBEAT_SECONDS = 15.0  # a stream waiting for its filters sends a blank frame this often
 MAX_BODY_BYTES = 64 * 1024  # a request is under 2 KiB; 2,048 listed filters under 16 KiB
 SHUTDOWN_SECONDS = 1.0  # streams have had the drain already; then the gateway closes
+LINGER_SECONDS = 1.0
+NEVER_EXPIRES_MAX_AGE = 24 * 3600  # browsers keep a picture whose entry has no TTL a day
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """What one HTTP client may hold: connections in all, time to send a request."""
+
+    max_connections: int = 256
+    # A request's headers must arrive within this of the connection opening (or of
+    # its last response: aiohttp's keep-alive timer, which also closes idle ones),
+    # and its body within this of its headers.
+    read_seconds: float = 10.0
+    handshake_seconds: float = 10.0  # TLS
+
+
 # google.rpc.Code -> HTTP status, as grpc-gateway maps them.
 HTTP_STATUS = {
     grpc.StatusCode.OK: 200,
@@ -164,10 +186,12 @@ class Gateway:
         authenticator: TokenAuthenticator | None = None,
         *,
         loopback: bool = False,
+        limits: HttpLimits = HttpLimits(),
     ) -> None:
         self.servicer = servicer
         self.metrics = metrics
         self.authenticator = authenticator
+        self.limits = limits
         # Listening on loopback only: a Host header naming anything else is a web page's
         # DNS-rebinding trick to reach it, and is refused.
         self.loopback = loopback
@@ -181,7 +205,7 @@ class Gateway:
         app.router.add_get("/gallery/{name}", self.gallery_file)
         app.router.add_get("/v1/models", self.list_models)
         app.router.add_get("/v1/models/{model}", self.describe_model)
-        app.router.add_post("/v1/visualize", self.visualize)
+        app.router.add_post("/v1/visualize", self.visualize, expect_handler=self._expect)
         app.router.add_get("/v1/images/{key}.png", self.image)
         return app
 
@@ -311,8 +335,8 @@ class Gateway:
                     "an image key is 32 lowercase hex digits (FilterResult.image_key)",
                 )
             )
-        data = await asyncio.get_running_loop().run_in_executor(None, cache.png, key)
-        if data is None:
+        found = await asyncio.get_running_loop().run_in_executor(None, cache.picture, key)
+        if found is None:
             return self._error(
                 CallAborted(
                     grpc.StatusCode.NOT_FOUND,
@@ -320,14 +344,17 @@ class Gateway:
                     "ask POST /v1/visualize again",
                 )
             )
+        data, expires = found
+        # Verified bytes only, kept by browsers no longer than the entry lives; private
+        # when a token was needed to read it.
+        max_age = NEVER_EXPIRES_MAX_AGE if not expires else max(0, int(expires - time.time()))
         return web.Response(
             body=data,
             content_type="image/png",
-            # Content-addressed, so immutable; private when a token was needed to read it.
             headers={
                 **SECURITY_HEADERS,
                 "Cache-Control": f"{'private' if self.authenticator else 'public'}, "
-                "max-age=31536000, immutable",
+                f"max-age={max_age}",
             },
         )
 
@@ -361,8 +388,36 @@ class Gateway:
         await outlet.end(b"")
         return outlet.response
 
-    async def _request_body(self, request: web.Request) -> pb.VisualizeFiltersRequest:
-        """The JSON body as a request, or INVALID_ARGUMENT (415 for another content type)."""
+    async def _expect(self, request: web.Request) -> web.StreamResponse | None:
+        """`Expect: 100-continue`: the body's declared size and type are checked first."""
+        if request.version != HttpVersion11:
+            return None  # HTTP/1.0 has no interim responses
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            return self._counted(
+                request,
+                CallAborted(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "the only expectation this gateway meets is 100-continue",
+                    http_status=417,
+                ),
+            )
+        try:
+            self._check_body(request)
+        except CallAborted as error:
+            return self._counted(request, error)
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the response proper has not started
+        return None
+
+    def _counted(self, request: web.Request, error: CallAborted) -> web.Response:
+        """An error answered before the middleware runs (expectations), counted as it would."""
+        name = request.match_info.route.resource
+        route = name.canonical if name is not None else "unmatched"
+        self.metrics.http_requests.labels(route, str(error.http_status)).inc()
+        return self._error(error)
+
+    def _check_body(self, request: web.Request) -> None:
+        """CallAborted for a body that is not JSON (415) or declares more than the limit (413)."""
         if request.content_type != "application/json":
             # Also what keeps other web pages out: a cross-origin JSON POST needs a CORS
             # preflight, which this gateway never grants.
@@ -371,8 +426,28 @@ class Gateway:
                 "send the request as JSON with Content-Type: application/json",
                 http_status=415,
             )
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            raise CallAborted(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"a request body is at most {MAX_BODY_BYTES} bytes",
+                http_status=413,
+            )
+
+    async def _request_body(self, request: web.Request) -> pb.VisualizeFiltersRequest:
+        """The JSON body as a request, or INVALID_ARGUMENT (415, 413, 408 for a slow body)."""
+        self._check_body(request)
         try:
-            text = (await request.read()).decode("utf-8") or "{}"
+            async with asyncio.timeout(self.limits.read_seconds):
+                data = await request.read()
+        except TimeoutError:
+            self.metrics.rejected.labels("http_slow_body").inc()
+            raise CallAborted(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the request body did not arrive within {self.limits.read_seconds:.0f} s",
+                http_status=408,
+            ) from None
+        try:
+            text = data.decode("utf-8") or "{}"
             return json_format.Parse(text, pb.VisualizeFiltersRequest())
         # ValueError: bad UTF-8 or JSON; RecursionError: JSON nested beyond Python's stack.
         except (json_format.ParseError, ValueError, RecursionError) as error:
@@ -487,21 +562,60 @@ def _error_frame(error: CallAborted, events: bool) -> bytes:
     return ('{"error":' + text + "}\n").encode()
 
 
+class GatewayListener:
+    """The gateway's socket and aiohttp runner; `await close()` stops both."""
+
+    def __init__(self, server: asyncio.Server, runner: web.AppRunner) -> None:
+        self.server = server
+        self.runner = runner
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the one chosen when 0 was asked for)."""
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        """Stop accepting, then end the connections (SHUTDOWN_SECONDS at most)."""
+        self.server.close()
+        await self.runner.cleanup()
+
+
 async def serve_gateway(
     gateway: Gateway, host: str, port: int, tls: ssl.SSLContext | None = None
-) -> web.AppRunner:
-    """Start the gateway on host:port; stop it with `await runner.cleanup()`."""
+) -> GatewayListener:
+    """Start the gateway on host:port, at most `gateway.limits.max_connections` at once."""
+    limits = gateway.limits
     runner = web.AppRunner(
         gateway.app(),
         access_log=None,
         handle_signals=False,
-        keepalive_timeout=KEEPALIVE_SECONDS,
+        # Also the time a new request's headers may take: see HttpLimits.read_seconds.
+        keepalive_timeout=limits.read_seconds,
+        # A body left unread (a refused request) is drained this long so the client
+        # can read the answer, then the connection closes: not aiohttp's 10 s.
+        lingering_time=LINGER_SECONDS,
         handler_cancellation=True,  # a client that leaves cancels its stream's work
         shutdown_timeout=SHUTDOWN_SECONDS,
     )
     await runner.setup()
-    await web.TCPSite(runner, host.strip("[]"), port, backlog=128, ssl_context=tls).start()
-    return runner
+    assert runner.server is not None
+    factory = ConnectionLimit(
+        runner.server,
+        limits.max_connections,
+        limits.handshake_seconds,
+        on_change=gateway.metrics.http_connections.set,
+        on_refuse=gateway.metrics.rejected.labels("http_connections").inc,
+    )
+    server = await asyncio.get_running_loop().create_server(
+        factory,
+        host.strip("[]"),
+        port,
+        ssl=tls,
+        ssl_handshake_timeout=limits.handshake_seconds if tls else None,
+        backlog=128,
+        reuse_address=True,
+    )
+    return GatewayListener(server, runner)
 
 
 def tls_context(cert: str, key: str, client_ca: str = "") -> ssl.SSLContext:

@@ -31,12 +31,13 @@ from filtercast_server.admission import StreamAdmission
 from filtercast_server.api import FilterVisualizerServicer
 from filtercast_server.ascent import AscentEngine
 from filtercast_server.auth import AuthConfigError, TokenAuthenticator
-from filtercast_server.cache.backends import open_backend
+from filtercast_server.cache.backends import cache_secret, open_backend
 from filtercast_server.cache.results import ResultCache
+from filtercast_server.cache.secret import CacheSecretError
 from filtercast_server.config import Settings, SettingsError
 from filtercast_server.devices import select_device
 from filtercast_server.errors import InvalidRequestError, ModelLoadError
-from filtercast_server.gateway import Gateway, serve_gateway, tls_context
+from filtercast_server.gateway import Gateway, HttpLimits, serve_gateway, tls_context
 from filtercast_server.interceptor import ServerPolicy
 from filtercast_server.metrics import Metrics
 from filtercast_server.metrics_http import serve_metrics
@@ -45,6 +46,7 @@ from filtercast_server.planning import make_plan
 from filtercast_server.reflection import enable_reflection
 from filtercast_server.registry import ModelConfig, RegistryError
 from filtercast_server.scheduler import Scheduler
+from filtercast_server.throttle import throttle_loop_errors
 from filtercast_server.tls import ReloadingCredentials, TLSConfigError
 from filtercast_server.wire import limits_message
 
@@ -63,8 +65,12 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
 
 
-def connection_budget(wanted: int) -> int:
-    """Raise the open-file limit to its hard cap; the connections that fit below it."""
+def connection_budget(grpc_wanted: int, http_wanted: int = 0) -> tuple[int, int]:
+    """Raise the open-file limit to its hard cap; the gRPC and HTTP connections under it.
+
+    When both do not fit below the limit (less FD_RESERVE), each is lowered in
+    proportion, so a flood on one port leaves descriptors for the other.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
         target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
@@ -73,12 +79,22 @@ def connection_budget(wanted: int) -> int:
             soft = target
         except (ValueError, OSError):
             log.warning("could not raise the open-file limit above %d", soft)
-    allowed = max(16, min(wanted, soft - FD_RESERVE))
-    if allowed < wanted:
-        log.warning(
-            "--max-connections %d lowered to %d: the open-file limit is %d", wanted, allowed, soft
-        )
-    return allowed
+    room = max(32, soft - FD_RESERVE)
+    wanted = grpc_wanted + http_wanted
+    if wanted <= room:
+        return grpc_wanted, http_wanted
+    grpc_allowed = max(16, grpc_wanted * room // wanted)
+    http_allowed = max(16, room - grpc_allowed) if http_wanted else 0
+    log.warning(
+        "--max-connections %d and --http-max-connections %d lowered to %d and %d: the open-file "
+        "limit is %d",
+        grpc_wanted,
+        http_wanted,
+        grpc_allowed,
+        http_allowed,
+        soft,
+    )
+    return grpc_allowed, http_allowed
 
 
 def server_options(settings: Settings, max_connections: int) -> list[tuple[str, int]]:
@@ -205,23 +221,33 @@ class CacheConfigError(ValueError):
 
 
 def open_cache(settings: Settings, metrics: Metrics) -> ResultCache | None:
-    """The result cache `--cache` names; None when off.
+    """The result cache `--cache` names, under its secret; None when off.
 
-    An explicit directory or URL that cannot be opened stops the start; the
-    default directory that cannot be created is logged and the server runs
-    without a cache (a read-only home must not keep a replica down).
+    An explicit directory or URL that cannot be opened, or a missing or bad
+    secret, stops the start; the default directory that cannot be created is
+    logged and the server runs without a cache (a read-only home must not keep
+    a replica down).
     """
+    backend = None
     try:
         backend = open_backend(
             settings.cache, settings.cache_max_bytes, settings.cache_ttl_seconds or None
         )
+        if backend is None:
+            return None
+        return ResultCache(backend, cache_secret(backend, settings.cache_secret_file), metrics)
+    except CacheSecretError as error:
+        if backend is not None:
+            backend.close()
+        raise CacheConfigError(f"--cache-secret-file: {error}") from error
     except Exception as error:
+        if backend is not None:
+            backend.close()
         if settings.cache != "auto":
             raise CacheConfigError(f"--cache {settings.cache}: {error}") from error
         log.warning("result cache off: the default directory cannot be used (%s)", error)
         metrics.cache_errors.labels("open").inc()
         return None
-    return ResultCache(backend, metrics) if backend is not None else None
 
 
 async def drain(servicer: FilterVisualizerServicer, grace: float) -> None:
@@ -236,6 +262,7 @@ async def drain(servicer: FilterVisualizerServicer, grace: float) -> None:
 
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
+    throttle_loop_errors(asyncio.get_running_loop(), log)
     cache: ResultCache | None = None
     try:
         settings.check()
@@ -254,7 +281,9 @@ async def serve(settings: Settings) -> int:
             if settings.auth_tokens_file
             else None
         )
-        max_connections = connection_budget(settings.max_connections)
+        max_connections, http_connections = connection_budget(
+            settings.max_connections, settings.http_max_connections if settings.http_port else 0
+        )
         metrics = Metrics()
         cache = open_cache(settings, metrics)
         # Batch limits are set once the device is known (load_models).
@@ -324,13 +353,18 @@ async def serve(settings: Settings) -> int:
         if cache is not None:
             cache.close()
         return 2
-    metrics_runner = gateway_runner = None
+    metrics_runner = gateway_listener = None
     if settings.metrics_port:
         metrics_runner = await serve_metrics(metrics.registry, settings.host, settings.metrics_port)
     if settings.http_port:
         loopback = settings.host.strip("[]") in ("127.0.0.1", "::1", "localhost")
-        gateway = Gateway(servicer, metrics, authenticator, loopback=loopback)
-        gateway_runner = await serve_gateway(
+        limits = HttpLimits(
+            max_connections=http_connections,
+            read_seconds=settings.http_read_seconds,
+            handshake_seconds=settings.handshake_timeout_seconds,
+        )
+        gateway = Gateway(servicer, metrics, authenticator, loopback=loopback, limits=limits)
+        gateway_listener = await serve_gateway(
             gateway, settings.host, settings.http_port, gateway_tls
         )
     for service in ("", SERVICE):
@@ -384,8 +418,8 @@ async def serve(settings: Settings) -> int:
     await drain(servicer, settings.grace_seconds)
     for each in servers:
         await each.stop(1.0)
-    if gateway_runner is not None:
-        await gateway_runner.cleanup()
+    if gateway_listener is not None:
+        await gateway_listener.close()
     scheduler.stop()
     if cache is not None:
         await asyncio.to_thread(cache.close)

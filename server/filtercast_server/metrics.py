@@ -133,7 +133,8 @@ class Metrics(EngineObserver):
             "filtercast_rejected_total",
             "Requests refused or ended by a limit, by reason (malformed, invalid, over_budget, "
             "streams, client_streams, queue, client_queue, not_ready, draining, "
-            "unauthenticated, permission_denied, stalled, lifetime)",
+            "unauthenticated, permission_denied, stalled, lifetime, http_connections: over the "
+            "HTTP connection cap, http_slow_body: a body slower than --http-read-seconds)",
             ["reason"],
             registry=r,
         )
@@ -159,8 +160,9 @@ class Metrics(EngineObserver):
         )
         self.cache_errors = Counter(
             "filtercast_cache_errors_total",
-            "Result cache faults, by operation (open, lookup, store, corrupt, delete): each is "
-            "logged and the filter computed",
+            "Result cache faults, by operation (open, lookup, store, forged: an entry whose "
+            "tag fails, corrupt: one whose fields fail, delete, volume): each is logged and "
+            "the filter computed",
             ["operation"],
             registry=r,
         )
@@ -172,6 +174,18 @@ class Metrics(EngineObserver):
         self.cache_shared = Counter(
             "filtercast_cache_shared_total",
             "Filters a request got from another request's computation in flight (de-duplicated)",
+            registry=r,
+        )
+        self.cache_evictions = Counter(
+            "filtercast_cache_evictions_total",
+            "Cached filters dropped early, by reason (free_space: the directory's filesystem "
+            "was short of its reserve)",
+            ["reason"],
+            registry=r,
+        )
+        self.http_connections = Gauge(
+            "filtercast_http_connections",
+            "Connections open on the HTTP gateway",
             registry=r,
         )
         self.http_requests = Counter(
@@ -187,8 +201,9 @@ class Metrics(EngineObserver):
             buckets=REQUEST_BUCKETS,
             registry=r,
         )
-        for operation in ("open", "lookup", "store", "corrupt", "delete"):
+        for operation in ("open", "lookup", "store", "forged", "corrupt", "delete"):
             self.cache_errors.labels(operation)
+        self.cache_evictions.labels("free_space")
         for outcome in ("ok", "dead", "cancelled", "error"):
             self.filters.labels(outcome)
 

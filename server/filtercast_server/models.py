@@ -11,6 +11,7 @@ use, cached per (layer, precision).
 import hashlib
 import logging
 import math
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -147,6 +148,37 @@ def _fused_activation(layer: Any) -> bool:
     return callable(activation) and activation is not keras.activations.linear
 
 
+# What TensorFlow accepts inside a graph node's name (node_def_util's IsValidNodeName):
+# letters, digits and _ . -, with ">" only before a letter, digit or dot. A layer's name
+# becomes part of its nodes' names when a step is traced.
+TRACEABLE_NAME = re.compile(r"(?:[A-Za-z0-9_.\-]|>[A-Za-z0-9.])+")
+
+
+def _untraceable(model: Any, prefix: str = "") -> list[str]:
+    """Paths of the layers (nested ones too) whose names TensorFlow cannot trace."""
+    found = []
+    for layer in model.layers:
+        path = prefix + layer.name
+        if not TRACEABLE_NAME.fullmatch(layer.name):
+            found.append(path)
+        if isinstance(layer, keras.Model):
+            found += _untraceable(layer, path + "/")
+    return found
+
+
+def _check_layer_names(name: str, model: Any) -> None:
+    """Refuse at load a model whose layers would fail every trace through them."""
+    untraceable = _untraceable(model)
+    if untraceable:
+        listed = ", ".join(quoted(path) for path in untraceable[:5])
+        more = f" and {len(untraceable) - 5} more" if len(untraceable) > 5 else ""
+        raise ModelLoadError(
+            f"model {name}: TensorFlow cannot trace layers named {listed}{more} (a name may "
+            "use letters, digits, _ . - and > before a letter, digit or dot); rename them "
+            "in Keras and save the model again"
+        )
+
+
 def _check_input(name: str, model: Any) -> tuple[int | None, int]:
     """(fixed square side or None, channels) of a model's one image input, or ModelLoadError."""
     inputs = getattr(model, "inputs", None)
@@ -250,6 +282,7 @@ class LoadedModel:
             self.weights_source = self.config.path.name
             self.weights_sha256 = sha256_of(self.config.path)
         model = self._variants[Precision.FLOAT32]
+        _check_layer_names(self.name, model)
         self.input_size, self.channels = _check_input(self.name, model)
         if not self.preprocessing.fits(self.channels):
             raise ModelLoadError(

@@ -78,6 +78,10 @@ class AscentParams:
         """Side of what the network sees for an image of `size` px (padding included)."""
         return size + 2 * self.pad
 
+    def max_steps(self) -> int:
+        """The most steps a filter can count: every round's, plus one per restart (revive)."""
+        return len(self.round_sizes()) * self.steps + self.revive
+
     def pixel_steps(self) -> int:
         """Pixels the network sees times steps over every round: one filter's cost."""
         return sum(self.view_size(size) ** 2 * self.steps for size in self.round_sizes())

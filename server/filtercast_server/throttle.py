@@ -1,12 +1,14 @@
 """Log lines a hostile client can trigger at will, at most once per key per interval."""
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
+from typing import Any
 
 
 class ThrottledLog:
-    """One WARNING per key (e.g. client and kind of fault) per `interval` seconds.
+    """One line per key (e.g. client and kind of fault) per `interval` seconds.
 
     The next line of a key says how many were held back. At most `max_keys`
     keys are remembered (least recently seen forgotten first), so many
@@ -22,7 +24,19 @@ class ThrottledLog:
         self._seen: OrderedDict[tuple, list[float]] = OrderedDict()  # key -> [last, held]
 
     def warning(self, key: tuple, message: str, *args: object, **extra: object) -> bool:
-        """Log `message % args` unless `key` logged within the interval; True if logged."""
+        """Log `message % args` at WARNING unless `key` logged within the interval."""
+        return self.log(logging.WARNING, key, message, *args, **extra)
+
+    def log(
+        self,
+        level: int,
+        key: tuple,
+        message: str,
+        *args: object,
+        exc_info: Any = None,
+        **extra: object,
+    ) -> bool:
+        """Log `message % args` at `level` unless `key` logged within the interval; True if so."""
         now = time.monotonic()
         entry = self._seen.get(key)
         if entry is not None and now - entry[0] < self.interval:
@@ -35,5 +49,29 @@ class ThrottledLog:
         while len(self._seen) > self.max_keys:
             self._seen.popitem(last=False)
         suffix = f" ({held} more like it since the last such line)" if held else ""
-        self.logger.warning(message + suffix, *args, extra=extra or None)
+        self.logger.log(level, message + suffix, *args, exc_info=exc_info, extra=extra or None)
         return True
+
+
+def throttle_loop_errors(loop: asyncio.AbstractEventLoop, logger: logging.Logger) -> None:
+    """Send the event loop's own error reports through a ThrottledLog.
+
+    asyncio reports what it cannot hand to anyone (a failed accept, an
+    exception in a callback) at ERROR, every time: a flood of connections can
+    make thousands a second. Each kind is now logged once a minute, with its
+    traceback, and says how many were held back.
+    """
+    throttled = ThrottledLog(logger)
+
+    def report(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        message = str(context.get("message") or "asyncio reported an error")
+        throttled.log(
+            logging.ERROR,
+            ("asyncio", message.split("\n", 1)[0][:100], type(error).__name__),
+            "%s",
+            message,
+            exc_info=(type(error), error, error.__traceback__) if error is not None else None,
+        )
+
+    loop.set_exception_handler(report)

@@ -1,6 +1,5 @@
 """Conversions between the wire messages and the engine's types (no I/O, no gRPC calls)."""
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -11,7 +10,7 @@ from filtercast import contract
 from filtercast.contract import IMAGE_FORMATS, PRECISIONS, PRESETS, ContractError
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.errors import InvalidRequestError
-from filtercast_server.png import png_bytes, png_pixels, png_shape
+from filtercast_server.png import png_bytes
 from filtercast_server.presets import PRESETS as PRESET_PARAMS
 from filtercast_server.presets import AscentParams, FilterSelection, GridParams, Limits
 from filtercast_server.work import FilterOutcome, Plan
@@ -193,29 +192,13 @@ def encode_image(image: np.ndarray, fmt: pb.ImageFormat) -> pb.Image:
     return pb.Image(format=fmt, data=data, width=width, height=height, channels=channels)
 
 
-def picture_of(
-    outcome: FilterOutcome, fmt: pb.ImageFormat, pixels: bool = True
-) -> tuple[FilterOutcome, pb.Image]:
-    """A finished filter's wire Image, and the outcome with its pixels when `pixels`.
-
-    A cached outcome brings only its PNG: when PNG is what the request wants
-    it is sent as stored, and decoded only when the pixels are needed (the
-    grid, or a RAW request).
-    """
-    stored = outcome.png
-    if stored is not None and fmt == pb.IMAGE_FORMAT_PNG:
-        if pixels and outcome.image is None:
-            outcome = dataclasses.replace(outcome, image=png_pixels(stored))
-        shape = outcome.image.shape if outcome.image is not None else png_shape(stored)
-        height, width, channels = shape
-        image = pb.Image(format=fmt, data=stored, width=width, height=height, channels=channels)
-        return outcome, image
-    pixels_of = outcome.image
-    if pixels_of is None:
-        assert stored is not None, "a filter without a picture has no Image"
-        pixels_of = png_pixels(stored)
-        outcome = dataclasses.replace(outcome, image=pixels_of)
-    return outcome, encode_image(pixels_of, fmt)
+def picture_of(outcome: FilterOutcome, fmt: pb.ImageFormat) -> pb.Image:
+    """A finished filter's wire Image: a cached PNG as it was stored, anything else encoded."""
+    assert outcome.image is not None, "a filter without a picture has no Image"
+    if outcome.png is not None and fmt == pb.IMAGE_FORMAT_PNG:
+        height, width, channels = outcome.image.shape
+        return pb.Image(format=fmt, data=outcome.png, width=width, height=height, channels=channels)
+    return encode_image(outcome.image, fmt)
 
 
 def preset_infos() -> list[pb.PresetInfo]:

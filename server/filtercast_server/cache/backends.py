@@ -2,28 +2,45 @@
 
 Both take and give opaque bytes under a cache key; neither knows what an
 entry holds. Every method may raise: results.ResultCache turns a fault into
-a counted, logged miss, never a failed request.
+a counted, logged miss, never a failed request. Reads are bounded: no
+value longer than entry.MAX_ENTRY_BYTES is read whole.
 
-- DiskBackend: diskcache (SQLite index + files) in a directory. Evicts the
-  least recently used entries once `max_bytes` is exceeded, survives
-  restarts, and is safe with several processes on one directory.
+- DiskBackend: diskcache (a SQLite index, each value in a file of its own)
+  in a directory. A lookup never writes (a full disk still serves what it
+  holds), so eviction goes by age of storage: the oldest-stored entries go
+  once `max_bytes` is exceeded, or when the filesystem's free space falls
+  under a reserve. Survives restarts, is safe with several processes on one
+  directory, and comes back 0700 if the directory is deleted under it.
 - RedisBackend: one Redis for replicas that share results. Entries expire
   after `ttl` seconds; the memory bound is Redis's own (`maxmemory` with an
   `allkeys-lru` policy), which it checks and warns about at start.
 """
 
+import errno
 import logging
 import os
+import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
+
+from filtercast_server.cache.entry import MAX_ENTRY_BYTES
+from filtercast_server.cache.secret import (
+    HOW_TO_MAKE,
+    CacheSecretError,
+    directory_secret,
+    read_secret,
+    restore_secret,
+)
 
 log = logging.getLogger(__name__)
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 REDIS_PREFIX = "filtercast:result:"
 REDIS_TIMEOUT_SECONDS = 0.5  # per command, no retry: a dead Redis costs one timeout, then a rest
-DISK_TIMEOUT_SECONDS = 2.0  # SQLite lock wait before a lookup counts as a fault
+DISK_TIMEOUT_SECONDS = 2.0  # SQLite lock wait before a store counts as a fault
+MAX_RESERVE_BYTES = 64 * 1024**2  # free space a directory cache leaves on its filesystem...
+RESERVE_SHARE = 20  # ...or 1/20 of the filesystem, when that is less
 
 
 class RefusedValueError(ValueError):
@@ -34,17 +51,18 @@ class Backend(Protocol):
     """Bytes by key."""
 
     description: str
+    ttl: float | None  # seconds an entry lives; None: until evicted
 
     def contains_many(self, keys: Iterable[str]) -> set[str]:
         """Which of `keys` are stored (without reading them)."""
         ...
 
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
-        """The entries found among `keys`."""
+        """The entries found among `keys` (each cut at MAX_ENTRY_BYTES + 1 bytes)."""
         ...
 
-    def put(self, key: str, blob: bytes) -> None:
-        """Store (or replace) one entry."""
+    def put(self, key: str, blob: bytes) -> int:
+        """Store (or replace) one entry; how many others were evicted for want of space."""
         ...
 
     def delete(self, key: str) -> None:
@@ -70,10 +88,25 @@ def default_directory() -> Path:
     return Path(base) / "filtercast"
 
 
+def disk_full(error: BaseException) -> bool:
+    """Whether `error` is a filesystem out of space (SQLite's or the OS's words for it)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(error, sqlite3.OperationalError) and "full" in str(error)
+
+
 class DiskBackend:
-    """diskcache in `directory`, LRU-evicted above `max_bytes`, entries expiring after `ttl`."""
+    """diskcache in `directory`, evicted oldest-stored first, entries expiring after `ttl`."""
 
     def __init__(self, directory: Path, max_bytes: int, ttl: float | None) -> None:
+        self.directory = directory
+        self.description = f"directory {directory}"
+        self.ttl = ttl
+        self.max_bytes = max_bytes
+        self._secret: bytes | None = None  # the directory's own, once asked for
+        self._open()
+
+    def _open(self) -> None:
         import diskcache
 
         class BytesOnly(diskcache.Disk):
@@ -84,51 +117,107 @@ class DiskBackend:
                     raise RefusedValueError("a pickled value in the cache directory")
                 return super().fetch(mode, filename, value, read)
 
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.description = f"directory {directory}"
-        self.ttl = ttl
-        self.max_bytes = max_bytes
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._identity = _identity(self.directory)
         self._cache = diskcache.Cache(
-            str(directory),
-            size_limit=max_bytes,
-            eviction_policy="least-recently-used",
+            str(self.directory),
+            size_limit=self.max_bytes,
+            # Least recently *used* would make every lookup a write (its access time):
+            # a full disk would fail reads too, and concurrent hits queue for the lock.
+            eviction_policy="least-recently-stored",
             timeout=DISK_TIMEOUT_SECONDS,
             statistics=False,
             cull_limit=1,  # diskcache's default (10 a time) empties a small cache in one go
             disk=BytesOnly,
+            # Every value in its own file: evicting one frees its space on the filesystem
+            # at once, and the SQLite index stays small.
+            disk_min_file_size=0,
         )
 
+    def own_secret(self) -> bytes:
+        """The secret kept in the directory (made on first use), for entries of a lone server."""
+        self._secret = directory_secret(self.directory)
+        return self._secret
+
     def contains_many(self, keys: Iterable[str]) -> set[str]:
-        """Which of `keys` are stored (an index lookup each; no value read)."""
+        """Which of `keys` are stored (an index lookup each; no value read, nothing written)."""
         return {key for key in keys if key in self._cache}
 
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
-        """The entries found among `keys` (each read refreshes its LRU time)."""
+        """The entries found among `keys` (reads only: no access time is written)."""
         found = {}
         for key in keys:
             try:
-                blob = self._cache.get(key)
+                value = self._cache.get(key, read=True)
             except RefusedValueError:  # not ours: dropped, like a corrupt entry
                 log.warning("%s: dropped a pickled value under %s", self.description, key)
                 self._cache.delete(key)
                 continue
-            if isinstance(blob, bytes):
-                found[key] = blob
+            if isinstance(value, bytes):  # an older layout kept small values in the index
+                found[key] = value[: MAX_ENTRY_BYTES + 1]
+            elif value is not None:
+                with value:
+                    found[key] = value.read(MAX_ENTRY_BYTES + 1)
         return found
 
-    def put(self, key: str, blob: bytes) -> None:
-        """Store one entry; the least recently used go when the size limit is passed."""
-        self._cache.set(key, blob, expire=self.ttl)
+    def put(self, key: str, blob: bytes) -> int:
+        """Store one entry, evicting the oldest-stored beyond the size bound or the free space.
+
+        The filesystem's free space is kept above a reserve (64 MiB, or 1/20 of a
+        smaller filesystem) so that deletions, which SQLite must write too, still
+        fit; a write that finds the disk full all the same evicts and tries once more.
+        """
+        self._ensure_directory()
+        evicted = self._evict(len(blob) + self._reserve() - _free_bytes(self.directory))
+        try:
+            self._cache.set(key, blob, expire=self.ttl)
+        except Exception as error:
+            if not disk_full(error):
+                raise
+            evicted += self._evict(len(blob) + self._reserve())
+            self._cache.set(key, blob, expire=self.ttl)
         if self._cache.volume() > self.max_bytes:  # a large entry: one cull was not enough
             self._cache.cull()
+        return evicted
+
+    def _reserve(self) -> int:
+        info = os.statvfs(self.directory)
+        return min(MAX_RESERVE_BYTES, info.f_blocks * info.f_frsize // RESERVE_SHARE)
+
+    def _evict(self, shortfall: int) -> int:
+        """Drop the oldest-stored entries until `shortfall` more bytes are free; how many."""
+        if shortfall <= 0:
+            return 0
+        target = max(0, self._cache.volume() - shortfall)
+        # diskcache culls down to its size limit: lower it in memory for this cull only.
+        self._cache.reset("size_limit", target, update=False)
+        try:
+            return int(self._cache.cull())
+        finally:
+            self._cache.reset("size_limit", self.max_bytes, update=False)
+
+    def _ensure_directory(self) -> None:
+        """Open a fresh index in a fresh 0700 directory if ours was deleted or replaced."""
+        try:
+            if _identity(self.directory) == self._identity:
+                return
+        except FileNotFoundError:
+            pass
+        log.warning("%s: the directory was removed or replaced; starting again", self.description)
+        old = self._cache
+        self._open()
+        if self._secret is not None:
+            restore_secret(self.directory, self._secret)
+        old.close()
 
     def delete(self, key: str) -> None:
         """Drop one entry."""
         self._cache.delete(key)
 
     def clear(self) -> int:
-        """Drop every entry."""
-        return int(self._cache.clear())
+        """Drop every entry: the value files first (that needs no space), then the index."""
+        files = remove_value_files(self.directory)
+        return max(files, int(self._cache.clear()))
 
     def volume(self) -> int:
         """Bytes on disk (index and files)."""
@@ -139,6 +228,29 @@ class DiskBackend:
         self._cache.close()
 
 
+def remove_value_files(directory: Path) -> int:
+    """Delete the value files of the diskcache in `directory`; how many.
+
+    Frees the space of every entry without writing anything, so a cache on a
+    full disk can be emptied; servers reading it find their entries gone (a miss).
+    """
+    removed = 0
+    for value in directory.glob("[0-9a-f][0-9a-f]/[0-9a-f][0-9a-f]/*.val"):
+        value.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _identity(directory: Path) -> tuple[int, int]:
+    info = directory.stat()
+    return info.st_dev, info.st_ino
+
+
+def _free_bytes(directory: Path) -> int:
+    info = os.statvfs(directory)
+    return info.f_bavail * info.f_frsize
+
+
 class RedisBackend:
     """Entries under `filtercast:result:<key>` in the Redis at `url`, expiring after `ttl`."""
 
@@ -147,7 +259,7 @@ class RedisBackend:
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        self.ttl = None if ttl is None else max(1, round(ttl))
+        self.ttl: float | None = None if ttl is None else max(1, round(ttl))
         self._redis = redis.Redis.from_url(
             url,
             socket_timeout=REDIS_TIMEOUT_SECONDS,
@@ -185,16 +297,19 @@ class RedisBackend:
         return {key for key, found in zip(keys, pipeline.execute(), strict=True) if found}
 
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
-        """The entries found among `keys`, in one round trip."""
+        """The entries found among `keys`, in one round trip, each cut at the entry bound."""
         keys = list(keys)
-        if not keys:
-            return {}
-        values: list[Any] = self._redis.mget([REDIS_PREFIX + key for key in keys])
-        return {key: bytes(v) for key, v in zip(keys, values, strict=True) if v is not None}
+        pipeline = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipeline.getrange(REDIS_PREFIX + key, 0, MAX_ENTRY_BYTES)  # end inclusive: bound + 1
+        values: list[Any] = pipeline.execute() if keys else []
+        # A missing key reads as b"": no entry is empty.
+        return {key: bytes(v) for key, v in zip(keys, values, strict=True) if v}
 
-    def put(self, key: str, blob: bytes) -> None:
-        """Store one entry with the TTL."""
-        self._redis.set(REDIS_PREFIX + key, blob, ex=self.ttl)
+    def put(self, key: str, blob: bytes) -> int:
+        """Store one entry with the TTL (Redis evicts by its own policy: none counted here)."""
+        self._redis.set(REDIS_PREFIX + key, blob, ex=None if self.ttl is None else int(self.ttl))
+        return 0
 
     def delete(self, key: str) -> None:
         """Drop one entry."""
@@ -239,3 +354,35 @@ def open_backend(spec: str, max_bytes: int, ttl: float | None) -> Backend | None
         return backend
     directory = default_directory() if spec == "auto" else Path(spec).expanduser()
     return DiskBackend(directory, max_bytes, ttl)
+
+
+def cache_secret(backend: Backend, secret_file: str) -> bytes:
+    """The secret for `backend`: the file's when one is named, else a directory's own.
+
+    CacheSecretError for Redis without a file: it is shared, and a secret of
+    this process alone would make every other replica's entries forgeries.
+    """
+    if secret_file:
+        return read_secret(Path(secret_file))
+    if isinstance(backend, DiskBackend):
+        return backend.own_secret()
+    raise CacheSecretError(
+        f"{backend.description} is shared: give every replica the same --cache-secret-file "
+        f"(make one with: {HOW_TO_MAKE})"
+    )
+
+
+def empty_cache(spec: str) -> tuple[str, int]:
+    """Empty the cache `spec` names (a directory also on a full disk): where, entries removed."""
+    files = 0
+    if spec != "off" and not spec.startswith(REDIS_SCHEMES):
+        directory = default_directory() if spec == "auto" else Path(spec).expanduser()
+        if directory.is_dir():  # its index may not even open before space is freed
+            files = remove_value_files(directory)
+    backend = open_backend(spec, MAX_RESERVE_BYTES, None)
+    if backend is None:
+        raise ValueError("--cache off names no cache to clear")
+    try:
+        return backend.description, max(files, backend.clear())
+    finally:
+        backend.close()

@@ -26,7 +26,9 @@ async function failure(response) {
   } catch (ignored) { /* not JSON: keep the status line */ }
   if (response.status === 401) {
     $("controls").querySelector("details").open = true;
-    message += " (enter a token under More)";
+    message += " (enter a token under More, then Show)";
+  } else if (response.status === 403) {
+    message += " (this token may only list models: Show needs one with the visualize role)";
   }
   return message;
 }
@@ -213,6 +215,7 @@ async function run(submit) {
   if (submit) submit.preventDefault();
   if (!models.length) {
     // The listing failed (a token was missing): try again with what is entered now.
+    // The form does not validate itself (novalidate) so that this runs with empty lists.
     try {
       await loadModels();
       showError("");
