@@ -11,7 +11,7 @@ cache (classic, 64 filters):
 4. Warm: the request repeated on the caching server: its time against the
    cold one, and the time to its first filter over gRPC and HTTP/NDJSON.
 repeats:
-5. 200 identical cached requests at once (16 filters each) on a directory
+5. 200 identical cached requests at once (64 filters each) on a directory
    cache: lookup faults, filters computed again, and the requests' times.
 
     .venv/bin/python bench/serve_bench.py [--only serving|cache|repeats] [--weights PATH]
@@ -210,6 +210,9 @@ def cache_rows(weights: str, overrides: dict, precision: str, pairs: int) -> Non
     print(f"cold overhead of the cache: {t_on / t_off - 1:+.1%}; warm repeat: {t_warm / t_on:.2%}")
 
 
+REPEAT_FILTERS = 64
+
+
 def repeat_rows(weights: str, overrides: dict, precision: str, repeats: int) -> None:
     """Row 5: many identical cached requests at once against one directory cache."""
     folder = tempfile.mkdtemp(prefix="filtercast-repeats-bench-")
@@ -240,7 +243,7 @@ def repeat_rows(weights: str, overrides: dict, precision: str, repeats: int) -> 
     try:
         server.wait_serving()
         with Client(server.address) as client:
-            timed_stream(client, overrides, 0, 16)  # computed once, then cached
+            timed_stream(client, overrides, 0, REPEAT_FILTERS)  # computed once, then cached
         time.sleep(2)  # the writer thread stores them
         before = counts()
         times: list[float] = []
@@ -248,7 +251,7 @@ def repeat_rows(weights: str, overrides: dict, precision: str, repeats: int) -> 
 
         def one() -> None:
             with Client(server.address) as client:
-                seconds = timed_stream(client, overrides, 0, 16)[1]
+                seconds = timed_stream(client, overrides, 0, REPEAT_FILTERS)[1]
             with lock:
                 times.append(seconds)
 
@@ -263,7 +266,7 @@ def repeat_rows(weights: str, overrides: dict, precision: str, repeats: int) -> 
     finally:
         server.stop()
     times.sort()
-    print(f"{repeats} concurrent cached repeats of 16 filters, directory cache:")
+    print(f"{repeats} concurrent cached repeats of {REPEAT_FILTERS} filters, directory cache:")
     print(f"  lookup faults: {after['cache_errors_total'] - before['cache_errors_total']:.0f}")
     print(f"  filters computed again: {after['filters_total'] - before['filters_total']:.0f}")
     print(f"  cache hits: {after['cache_hits_total'] - before['cache_hits_total']:.0f}")

@@ -4,6 +4,7 @@ cancellation, discovery, reflection and addresses, through the real client. No T
 import asyncio
 import socket
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -308,3 +309,28 @@ def test_a_write_that_fails_as_its_stream_is_cancelled_leaves_nothing_unretrieve
 
     asyncio.run(scenario())
     assert not [c for c in reported if "never retrieved" in c.get("message", "")]
+
+
+def established_to(port: int) -> int:
+    """TCP connections of this machine established to 127.0.0.1:`port` (also v4-mapped)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            remote, state = line.split()[2:4]
+            count += state == "01" and remote.endswith(f"0100007F:{port:04X}")
+    return count
+
+
+def test_each_client_has_its_own_connection(standin) -> None:
+    """grpcio shares one connection between channels of a process by default, and the
+    server's per-connection stream limit then refused streams of many clients (the
+    abuse run: 64 clients in one process, 3 streams ended UNAVAILABLE, REFUSED_STREAM)."""
+    before = established_to(standin.port)
+    clients = [Client(standin.address) for _ in range(5)]
+    try:
+        for client in clients:
+            client.list_models()
+        assert established_to(standin.port) - before == 5
+    finally:
+        for client in clients:
+            client.close()

@@ -204,6 +204,11 @@ def channel_options(
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.enable_retries", int(attempts > 1)),
         ("grpc.service_config", service_config(attempts)),
+        # A connection of its own: grpcio otherwise shares one between every channel of
+        # the process with the same target, and the server's per-connection stream limit
+        # (twice the per-client limit, plus 16) then refuses the streams of many clients
+        # in one process (REFUSED_STREAM, seen as UNAVAILABLE).
+        ("grpc.use_local_subchannel_pool", 1),
     ]
     if tls is not None and tls.server_name:
         options.append(("grpc.ssl_target_name_override", tls.server_name))
