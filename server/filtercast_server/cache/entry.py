@@ -132,11 +132,9 @@ class EntryCodec:
         tag, signed = blob[len(MAGIC) : len(MAGIC) + TAG_BYTES], blob[len(MAGIC) + TAG_BYTES :]
         if len(tag) != TAG_BYTES or not hmac.compare_digest(tag, self.tag(key, signed)):
             # Refused either way; the kind only tells an operator what happened.
-            raise (ForgedEntryError if _whole(blob) else CorruptEntryError)(
-                "entry tag does not verify under this cache's secret"
-                if _whole(blob)
-                else "entry is truncated"
-            )
+            if _whole(blob):
+                raise ForgedEntryError("entry tag does not verify under this cache's secret")
+            raise CorruptEntryError("entry is truncated")
         (length,) = _LENGTH.unpack_from(signed)
         start = _LENGTH.size
         if length > MAX_HEADER_BYTES:
