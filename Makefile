@@ -15,7 +15,7 @@ WEIGHTS ?= $(or $(FILTERCAST_WEIGHTS),$(if $(wildcard $(SHARED_WEIGHTS)),$(SHARE
 
 NATIVE_SOURCES := $(wildcard native/src/*.cpp native/src/*.hpp) CMakeLists.txt pyproject.toml
 
-.PHONY: all install demo test lint typecheck proto proto-lint bench wheel clean
+.PHONY: all install demo test test-fast lint typecheck proto proto-lint bench structure wheel clean
 
 all: install
 
@@ -37,13 +37,14 @@ demo: install
 lint: install proto-lint typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(PY) tools/structure.py --check
 
 # mypy: strict on the client library and the contract, basic on the server (pyproject.toml).
 typecheck: install
 	$(BIN)/mypy client/filtercast_client client/filtercast/contract.py \
 		client/filtercast/manifest.py server/filtercast_server
 
-# The stubs are committed; this regenerates them (tests/test_proto.py fails
+# The stubs are committed; this regenerates them (tests/ops/test_proto.py fails
 # when they drift from the .proto).
 PROTO := proto/filtercast/v1/filtercast.proto
 proto: install
@@ -55,11 +56,21 @@ proto-lint:
 	@if command -v npx >/dev/null 2>&1; then npx --yes @bufbuild/buf@1.75.0 lint; \
 	else echo "proto-lint: npx not found, buf lint skipped (install Node.js)"; fi
 
+# Every tier (tests/unit, inprocess, engine, e2e, ops: tests/README.md says which is which).
 test: lint
 	$(PY) -m pytest
 
+# The quick loop while editing: the tiers without TensorFlow or server processes (< 30 s).
+test-fast: install
+	HYPOTHESIS_PROFILE=fast $(PY) -m pytest -q tests/unit tests/inprocess
+
+# `make bench` lists the benchmarks; `make bench RUN=serve_bench ARGS="--json out.json"` runs one.
 bench: install
-	$(PY) bench/native_bench.py
+	$(PY) tools/benchmarks.py $(if $(RUN),--run $(RUN) $(ARGS))
+
+# The longest function and the largest module, against the limits (fails past them).
+structure:
+	$(PYTHON) tools/structure.py --check
 
 # The wheel and sdist in dist/: `pip install dist/filtercast-*.whl` is the client
 # (no TensorFlow), `pip install "dist/filtercast-<version>-<tag>.whl[server]"` the server.

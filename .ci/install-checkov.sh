@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install checkov (Kubernetes manifest policy checks, tests/test_deploy.py) into
+# Install checkov (Kubernetes manifest policy checks, tests/ops/test_deploy.py) into
 # its own virtual environment, build/checkov-venv: its dependency pins clash
 # with the project's .venv, so it never goes there. Idempotent: a second run
 # with the same version installed does nothing.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Node.js client check's packages (tests/node/package.json) into build/node-client;
-# tests/test_node_client.py skips, saying so, where they are absent.
+# tests/ops/test_node_client.py skips, saying so, where they are absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v npm >/dev/null || { echo "npm not found: the Node.js client test will skip"; exit 1; }

@@ -322,8 +322,8 @@ def role_hostile(
         import redis
 
         from filtercast_server.cache.entry import EntryCodec
+        from filtercast_server.jobs import FilterOutcome
         from filtercast_server.png import png_bytes
-        from filtercast_server.work import FilterOutcome
 
         store = redis.Redis.from_url(redis_url)
         own = EntryCodec(b"mallory's own secret, not the servers'")

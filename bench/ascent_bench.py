@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from filtercast_server.ascent import AscentEngine, initial_image
-from filtercast_server.devices import select_device
-from filtercast_server.models import LoadedModel
+from filtercast_server.engine.ascent import AscentEngine
+from filtercast_server.engine.devices import select_device
+from filtercast_server.engine.models import LoadedModel
+from filtercast_server.engine.pixels import initial_image
+from filtercast_server.jobs import Plan, Precision
 from filtercast_server.planning import make_plan
-from filtercast_server.work import Plan, Precision
 
 DEFAULT_WEIGHTS = (
     Path(__file__).resolve().parents[2] / "shared/models/vgg16_imagenet_notop.weights.h5"
@@ -83,15 +84,35 @@ def main() -> None:
         models, max_batch=args.max_batch, max_batch_pixels=args.max_batch * 128**2
     )
     plans = {
-        p: make_plan(models, "classic", {}, args.filters, p, seed=0) for p in ("float32", "auto")
+        p: make_plan(
+            models, preset="classic", overrides={}, filters=args.filters, precision=p, seed=0
+        )
+        for p in ("float32", "auto")
     }
     auto_precision = plans["auto"].precision.value
     # Warm-up: trace every compiled step once, outside the timings.
     for plan in plans.values():
-        warm = make_plan(models, "classic", {"steps": 1}, "0:2", plan.precision, seed=0)
+        warm = make_plan(
+            models,
+            preset="classic",
+            overrides={"steps": 1},
+            filters="0:2",
+            precision=plan.precision,
+            seed=0,
+        )
         engine_run(engine, warm)
     if not args.skip_seed:
-        seed_loop(model, make_plan(models, "classic", {"steps": 1}, "0:1", "float32", seed=0))
+        seed_loop(
+            model,
+            make_plan(
+                models,
+                preset="classic",
+                overrides={"steps": 1},
+                filters="0:1",
+                precision="float32",
+                seed=0,
+            ),
+        )
 
     rows = []
     if not args.skip_seed:

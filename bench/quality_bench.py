@@ -45,14 +45,15 @@ from PIL import Image
 
 import filtercast_native as native
 from filtercast.contract import parse_filter_spec
-from filtercast_server.ascent import AscentEngine
-from filtercast_server.devices import select_device
-from filtercast_server.fourier import view_transform
-from filtercast_server.models import LoadedModel
+from filtercast_server.engine.ascent import AscentEngine
+from filtercast_server.engine.devices import select_device
+from filtercast_server.engine.fourier import view_transform
+from filtercast_server.engine.models import LoadedModel
+from filtercast_server.engine.rows import Row
+from filtercast_server.jobs import Job, Precision
+from filtercast_server.params import Limits
 from filtercast_server.planning import make_plan
-from filtercast_server.presets import PRESETS, Limits
-from filtercast_server.rows import Row
-from filtercast_server.work import Job, Precision
+from filtercast_server.presets import CATALOG
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS = ROOT.parent / "shared/models/vgg16_imagenet_notop.weights.h5"
@@ -62,7 +63,7 @@ LAYER = "block5_conv1"
 EVAL_SEED = 20261126  # the held-out views' own generator
 # Held-out views: wider than any recipe's own transforms.
 EVAL_VIEWS = dataclasses.replace(
-    PRESETS["robust"].params, pad=0, jitter=16, scale_jitter=0.25, rotate_degrees=20.0
+    CATALOG["robust"].params, pad=0, jitter=16, scale_jitter=0.25, rotate_degrees=20.0
 )
 
 Pictures = dict[int, np.ndarray | None]  # filter -> uint8 picture, None when dead
@@ -114,7 +115,9 @@ def run_preset(
     engine: AscentEngine, models: dict, overrides: dict, filters: list[int]
 ) -> tuple[Pictures, float]:
     """Pictures of one engine run and its seconds."""
-    plan = make_plan(models, "classic", overrides, filters, "auto", seed=0)
+    plan = make_plan(
+        models, preset="classic", overrides=overrides, filters=filters, precision="auto", seed=0
+    )
     started = time.perf_counter()
     outcomes = list(engine.run(plan))
     seconds = time.perf_counter() - started
@@ -126,7 +129,15 @@ def run_robust(
 ) -> tuple[dict[int, Pictures], dict[int, float], str]:
     """The robust preset's pictures and seconds at each step count, from one run."""
     limits = dataclasses.replace(Limits(), max_steps=max(steps))
-    plan = make_plan(models, "robust", {"steps": max(steps)}, filters, "auto", 0, limits)
+    plan = make_plan(
+        models,
+        preset="robust",
+        overrides={"steps": max(steps)},
+        filters=filters,
+        precision="auto",
+        seed=0,
+        limits=limits,
+    )
     method = engine.method(plan.params, plan.precision)
     rows = [Row(Job(index, plan.seed)) for index in filters]
     warm_rows = rows[:2]
@@ -275,8 +286,10 @@ def main() -> None:
     for steps in robust_steps:
         record(f"robust ({precision})", robust[steps], robust_seconds[steps], len(every), steps)
     if precision != "float32":  # the peer runs in float32: the same precision, through the engine
-        default = PRESETS["robust"].params.steps
-        plan = make_plan(models, "robust", {}, compared, "float32", seed=0)
+        default = CATALOG["robust"].params.steps
+        plan = make_plan(
+            models, preset="robust", overrides={}, filters=compared, precision="float32", seed=0
+        )
         started = time.perf_counter()
         outcomes = list(engine.run(plan))
         seconds = time.perf_counter() - started
@@ -295,7 +308,7 @@ def main() -> None:
     if args.grids:
         save_grid(classic, args.grids / "classic.png")
         save_grid(revived, args.grids / "classic_revive.png")
-        default = PRESETS["robust"].params.steps
+        default = CATALOG["robust"].params.steps
         save_grid(robust[default if default in robust else max(robust)], args.grids / "robust.png")
         if peer is not None:
             save_grid(peer[max(peer_steps)], args.grids / "tf_keras_vis.png")

@@ -37,16 +37,29 @@ DEFAULT_WEIGHTS = (
 
 
 def engine_alone(weights: str, overrides: dict, filters: str, precision: str) -> float:
-    from filtercast_server.ascent import AscentEngine
-    from filtercast_server.devices import select_device
-    from filtercast_server.models import LoadedModel
+    from filtercast_server.engine.ascent import AscentEngine
+    from filtercast_server.engine.devices import select_device
+    from filtercast_server.engine.models import LoadedModel
     from filtercast_server.planning import make_plan
 
     device = select_device("auto")
     models = {"vgg16": LoadedModel("vgg16", weights, device)}
     engine = AscentEngine(models, *device.batch_limits())  # the server's defaults
-    list(engine.run(make_plan(models, "classic", {**overrides, "steps": 1}, "0:2", precision, 0)))
-    plan = make_plan(models, "classic", overrides, filters, precision, seed=0)
+    list(
+        engine.run(
+            make_plan(
+                models,
+                preset="classic",
+                overrides={**overrides, "steps": 1},
+                filters="0:2",
+                precision=precision,
+                seed=0,
+            )
+        )
+    )
+    plan = make_plan(
+        models, preset="classic", overrides=overrides, filters=filters, precision=precision, seed=0
+    )
     start = time.perf_counter()
     list(engine.run(plan))
     return time.perf_counter() - start

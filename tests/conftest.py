@@ -1,6 +1,9 @@
-"""Shared test settings: hypothesis profiles sized for a 2-core machine."""
+"""Shared test settings: hypothesis profiles sized for a 2-core machine, and the fixtures
+of every tier: real weights, a real server per module, a real redis-server."""
 
 import os
+import shutil
+import subprocess
 
 from hypothesis import HealthCheck, settings
 
@@ -11,6 +14,8 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile("thorough", parent=settings.get_profile("default"), max_examples=500)
+# make test-fast: the quick loop while editing; make test runs the default.
+settings.register_profile("fast", parent=settings.get_profile("default"), max_examples=20)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
@@ -42,10 +47,42 @@ def vgg16_weights() -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A real server on 127.0.0.1 (random weights, float32, batches of 8), one per module."""
-    from tests.serving import ServerProcess
+    from tests.support.processes import ServerProcess
 
     process = ServerProcess(
         "--max-batch", "8", "--precision", "float32", log_dir=tmp_path_factory.mktemp("logs")
     ).wait_serving()
     yield process
     assert process.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    """A real redis-server on a free loopback port, one per module."""
+    import redis
+
+    from filtercast_client.local_server import free_port
+    from tests.support.processes import wait_until
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does)")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    client = redis.Redis(port=port)
+
+    def up() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    wait_until(up, "redis-server answers", timeout=30)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(10)

@@ -204,3 +204,17 @@ def join_host_port(host: str, port: int) -> str:
     """(host, port) -> HOST:PORT, bracketing an IPv6 literal ("::1" -> "[::1]:PORT")."""
     host = host.strip("[]")
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` (a listen address, or a Host header with or without a port) is loopback.
+
+    The server listens on loopback only when its --host is one of these, and
+    then its HTTP gateway refuses a Host header naming anything else.
+    """
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.strip("[]").split("]")[0].lower()
+    return name in LOOPBACK_NAMES or name.endswith(".localhost")

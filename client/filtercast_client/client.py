@@ -17,27 +17,19 @@ iterator) cancels it on the server.
 """
 
 import asyncio
-import functools
-import ipaddress
-import json
-import random
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import grpc
 
-from filtercast import contract
-from filtercast.contract import MAX_MESSAGE_BYTES, SERVICE, ContractError
+from filtercast.contract import ContractError
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast.v1 import filtercast_pb2_grpc as pb_grpc
+from filtercast_client.channel import RETRY_POLICY, TLS, backoff, channel_options, target_of
 from filtercast_client.errors import (
     Cancelled,
     FiltercastError,
-    InvalidRequest,
     Unavailable,
     from_rpc_error,
     retry_after,
@@ -52,6 +44,7 @@ from filtercast_client.events import (
     ServerInfo,
     Summary,
 )
+from filtercast_client.request import build_request
 
 __all__ = [
     "TLS",
@@ -67,233 +60,6 @@ __all__ = [
     "build_request",
     "retry_after",
 ]
-
-# UNAVAILABLE is retried with exponential backoff, and only until the first
-# response arrives: a stream that has started delivering is never repeated.
-# gRPC's own retry policy does this for the unary calls; the stream retries in
-# this library, because grpcio's sync unary_stream with a retry policy can hang
-# past its deadline when the server dies before answering.
-RETRY_POLICY: dict[str, Any] = {
-    "maxAttempts": 5,
-    "initialBackoff": "0.2s",
-    "maxBackoff": "5s",
-    "backoffMultiplier": 2,
-    "retryableStatusCodes": ["UNAVAILABLE"],
-}
-UNARY_METHODS = ("ListModels", "DescribeModel")
-
-
-def service_config(attempts: int) -> str:
-    """round_robin over every address of the target; retries for the unary methods."""
-    config: dict[str, Any] = {"loadBalancingConfig": [{"round_robin": {}}]}
-    if attempts > 1:
-        names = [{"service": SERVICE, "method": method} for method in UNARY_METHODS]
-        policy = {**RETRY_POLICY, "maxAttempts": attempts}
-        config["methodConfig"] = [{"name": names, "retryPolicy": policy}]
-    return json.dumps(config)
-
-
-def backoff(attempt: int) -> float:
-    """Seconds before retry `attempt` (0-based) of a stream, as RETRY_POLICY spaces them."""
-    initial = float(RETRY_POLICY["initialBackoff"].rstrip("s"))
-    ceiling = float(RETRY_POLICY["maxBackoff"].rstrip("s"))
-    delay = min(ceiling, initial * RETRY_POLICY["backoffMultiplier"] ** attempt)
-    return float(random.uniform(0.5, 1.0) * delay)  # jitter: replicas are not hit in lockstep
-
-
-@dataclass(frozen=True)
-class TLS:
-    """How to reach a TLS server: the roots to trust and, for mTLS, this client's key pair."""
-
-    ca: bytes | None = None  # PEM roots; None: the system's
-    cert: bytes | None = None  # PEM certificate chain of this client (mTLS)
-    key: bytes | None = None
-    server_name: str | None = None  # name to check in the server's certificate, if not the host
-
-    @classmethod
-    def from_files(
-        cls,
-        ca: str | Path | None = None,
-        cert: str | Path | None = None,
-        key: str | Path | None = None,
-        server_name: str | None = None,
-    ) -> "TLS":
-        """TLS settings from PEM files (any may be None)."""
-
-        def read(path: str | Path | None) -> bytes | None:
-            return None if path is None else Path(path).read_bytes()
-
-        if (cert is None) != (key is None):
-            raise ValueError("a client certificate and its key go together")
-        return cls(read(ca), read(cert), read(key), server_name)
-
-    def credentials(self) -> grpc.ChannelCredentials:
-        """The channel credentials for grpc.secure_channel."""
-        return grpc.ssl_channel_credentials(self.ca, self.key, self.cert)
-
-
-@dataclass(frozen=True)
-class Target:
-    """A gRPC target string, and the name a TLS server's certificate should carry."""
-
-    target: str
-    authority: str | None = None  # set when hostnames were resolved to addresses here
-
-
-def _literal_family(host: str) -> int | None:
-    try:
-        return ipaddress.ip_address(host).version
-    except ValueError:
-        return None
-
-
-def target_of(addresses: str | Sequence[str]) -> Target:
-    """The gRPC target of one address, a gRPC target string, or several HOST:PORT.
-
-    Several addresses become one ipv4:/ipv6: list that round_robin balances
-    over; hostnames among them are resolved now (every address they have).
-    """
-    if isinstance(addresses, str):
-        addresses = [addresses]
-    if not addresses:
-        raise ValueError("no server address given")
-    if len(addresses) == 1:
-        (address,) = addresses
-        if not contract.has_scheme(address):
-            contract.split_host_port(address)  # a clear error for a malformed address
-        return Target(address)
-    resolved: list[tuple[int, str]] = []
-    authority = None
-    for address in addresses:
-        if contract.has_scheme(address):
-            raise ContractError(f"{address!r}: a gRPC target (with a scheme) must come alone")
-        host, port = contract.split_host_port(address)
-        family = _literal_family(host)
-        if family is not None:
-            resolved.append((family, contract.join_host_port(host, port)))
-            continue
-        authority = authority or address
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as error:
-            raise ContractError(f"cannot resolve {host!r}: {error.strerror}") from error
-        for family_code, *_, sockaddr in infos:
-            version = 6 if family_code == socket.AF_INET6 else 4
-            resolved.append((version, contract.join_host_port(str(sockaddr[0]), port)))
-    families = {version for version, _ in resolved}
-    if authority is None and len(families) > 1:  # only literals, of both families
-        raise ContractError(
-            "IPv4 and IPv6 addresses cannot be balanced in one channel (gRPC lists hold one "
-            "family); give addresses of one family, or a dns:/// name"
-        )
-    # gRPC lists hold one family; a hostname with both uses IPv4 (reachable from more networks).
-    version = 4 if 4 in families else 6
-    chosen = list(dict.fromkeys(address for v, address in resolved if v == version))
-    return Target(f"ipv{version}:{','.join(chosen)}", authority)
-
-
-def channel_options(
-    attempts: int = 5, tls: TLS | None = None, authority: str | None = None
-) -> list[tuple[str, Any]]:
-    """Channel options: message limits, keepalive, retries, balancing, TLS name."""
-    options: list[tuple[str, Any]] = [
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.keepalive_time_ms", contract.CLIENT_KEEPALIVE_MS),
-        ("grpc.keepalive_timeout_ms", contract.CLIENT_KEEPALIVE_TIMEOUT_MS),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.enable_retries", int(attempts > 1)),
-        ("grpc.service_config", service_config(attempts)),
-        # A connection of its own: grpcio otherwise shares one between every channel of
-        # the process with the same target, and the server's per-connection stream limit
-        # (twice the per-client limit, plus 16) then refuses the streams of many clients
-        # in one process (REFUSED_STREAM, seen as UNAVAILABLE).
-        ("grpc.use_local_subchannel_pool", 1),
-    ]
-    if tls is not None and tls.server_name:
-        options.append(("grpc.ssl_target_name_override", tls.server_name))
-    elif authority is not None:
-        options.append(("grpc.default_authority", authority))
-    return options
-
-
-def build_request(
-    *,
-    model: str = "",
-    layer: str = "",
-    filters: str | Sequence[int] | None = None,
-    preset: str = "classic",
-    size: int | None = None,
-    steps: int | None = None,
-    step_size: float | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    seed: int | None = None,
-    precision: str = "auto",
-    image_format: str = "png",
-    grid: bool = True,
-    grid_n: int | None = None,
-    grid_margin: int | None = None,
-    keep_dead_filters: bool = False,
-) -> pb.VisualizeFiltersRequest:
-    """A VisualizeFiltersRequest (see Client.visualize); InvalidRequest names a bad argument."""
-    try:
-        request = pb.VisualizeFiltersRequest(
-            model=model,
-            layer=layer,
-            preset=contract.lookup("preset", contract.PRESETS, preset),
-            precision=contract.lookup("precision", contract.PRECISIONS, precision),
-            image_format=contract.lookup("image_format", contract.IMAGE_FORMATS, image_format),
-            keep_dead_filters=keep_dead_filters,
-        )
-        if isinstance(filters, str):
-            request.filters.CopyFrom(
-                contract.selection_message(contract.parse_filter_spec(filters))
-            )
-        elif filters is not None:
-            request.filters.list.indices.extend(int(i) for i in filters)
-    except ContractError as error:
-        raise InvalidRequest(
-            grpc.StatusCode.INVALID_ARGUMENT, str(error), field=error.field
-        ) from error
-    except (ValueError, TypeError) as error:  # protobuf: an index beyond int32, not a number
-        raise InvalidRequest(
-            grpc.StatusCode.INVALID_ARGUMENT, f"filters: {error}", field="filters"
-        ) from error
-    named = {"size": size, "steps": steps, "step_size": step_size}
-    given = {name: value for name, value in named.items() if value is not None}
-    for name, value in {**dict(overrides or {}), **given}.items():
-        if name in given and name in (overrides or {}):
-            raise InvalidRequest(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"{name} given twice (as {name}= and in overrides)",
-                field=f"overrides.{name}",
-            )
-        if name not in pb.Overrides.DESCRIPTOR.fields_by_name:
-            valid = ", ".join(pb.Overrides.DESCRIPTOR.fields_by_name)
-            raise InvalidRequest(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"unknown override {name!r}; valid: {valid}",
-                field="overrides",
-            )
-        _set(f"overrides.{name}", functools.partial(setattr, request.overrides, name, value))
-    if seed is not None:
-        _set("seed", functools.partial(setattr, request, "seed", seed))
-    request.grid.disabled = not grid
-    if grid_n is not None:
-        _set("grid.n", functools.partial(setattr, request.grid, "n", grid_n))
-    if grid_margin is not None:
-        _set("grid.margin", functools.partial(setattr, request.grid, "margin", grid_margin))
-    return request
-
-
-def _set(field: str, assign: Callable[[], None]) -> None:
-    """Run one field assignment; a value protobuf rejects is InvalidRequest naming the field."""
-    try:
-        assign()
-    except (ValueError, TypeError) as error:  # out of int32/uint64 range, or not a number
-        raise InvalidRequest(
-            grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {error}", field=field
-        ) from error
 
 
 class _Stream:
@@ -482,18 +248,16 @@ class _ClientBase(Generic[StreamT]):
         layer, model: names as ListModels gives them ("": the preset's).
         filters: a spec ("0:64", "1,5,9", "0:8,100:104", "all") or a list of
             indices; None: the preset's default.
-        preset: "classic", "upscale" or "keras_io" (any case).
-        size, steps, step_size: image side in pixels, ascent steps per round,
-            learning rate; None keeps the preset's. `overrides` sets any other
-            field of the proto's Overrides (upscale_rounds, border, crop, ...).
+        preset: any of ListModels' presets (classic, upscale, keras_io, robust; any case).
+        size, steps, step_size: side in pixels, steps per round, learning rate
+            (None: the preset's); `overrides`: any other Overrides field (border, ...).
         seed: reproduces a request (None: the server draws one, see Accepted.seed).
         precision: "auto", "float32" or "bfloat16". image_format: "png" or "raw".
-        grid, grid_n, grid_margin: the stitched grid at the end; its side and margin.
+        grid, grid_n, grid_margin: the grid at the end, its side and margin.
         keep_dead_filters: deliver dead filters' pictures too.
-        timeout: deadline of the whole stream, in seconds.
-
-        Raises InvalidRequest at once for an argument the contract rejects;
-        the stream raises the typed errors of filtercast_client.errors.
+        timeout: deadline of the whole stream, in seconds. Raises InvalidRequest
+        at once for an argument the contract rejects; the stream raises the
+        typed errors of filtercast_client.errors.
         """
         message = build_request(
             model=model,

@@ -1,6 +1,12 @@
 """filtercast server: models, gradient-ascent engine, scheduler and gRPC API.
 
-TensorFlow is imported only by the modules that need it, quietly (see tf.py);
+Rooms: `engine/` (TensorFlow), `serving/` (gRPC, HTTP, the scheduler),
+`observability/` (metrics, logs), `cache/` (results kept), and here the
+TF-free core (params, presets, overrides, selection, planning, jobs, the
+model registry, grid, png, errors, config), which imports nothing of the
+rooms at run time; `main.py` composes them and only `command.py` imports it.
+
+TensorFlow is imported only by the engine, quietly (see engine/tf.py);
 its C++ log level is set to warnings and above here, before that import,
 unless FILTERCAST_TF_LOG=1 or TF_CPP_MIN_LOG_LEVEL is already set.
 """

@@ -11,8 +11,8 @@ from typing import Any
 import click
 
 from filtercast.contract import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
-from filtercast_server.presets import Limits
-from filtercast_server.registry import ModelConfig, model_configs
+from filtercast_server.model_registry import ModelConfig, model_configs
+from filtercast_server.params import Limits
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -149,7 +149,7 @@ HELP = {
     "model": "a model to serve, repeatable (comma lists too): a built-in (vgg16, vgg19, "
     "resnet50v2) or NAME=PATH of a Keras .keras / full-model .h5 file",
     "models_file": "TOML file of [models.NAME] tables: path, preprocessing, default_layer, ... "
-    "(see filtercast_server/registry.py); replaces the default --model vgg16",
+    "(see filtercast_server/model_registry.py); replaces the default --model vgg16",
     "allow_unsafe": "a model that may load with Keras safe_mode off, repeatable: loading it "
     "runs code stored in the file (Lambda layers)",
     "custom_objects": "module:attribute holding a custom layer/function (or a dict of them) "

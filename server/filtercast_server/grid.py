@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 import filtercast_native as native
-from filtercast_server.presets import GridParams
-from filtercast_server.work import FilterOutcome
+from filtercast_server.jobs import FilterOutcome
+from filtercast_server.params import GridParams
 
 
 @dataclass(frozen=True)

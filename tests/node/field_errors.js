@@ -1,6 +1,6 @@
 // A Node.js client written from proto/filtercast/v1/filtercast.proto alone: it sends bad
 // requests and prints, one JSON line each, the google.rpc.Status details it gets back.
-// Usage: node field_errors.js HOST:PORT PROTO_DIR   (run by tests/test_node_client.py)
+// Usage: node field_errors.js HOST:PORT PROTO_DIR   (run by tests/ops/test_node_client.py)
 const path = require("path");
 const grpc = require("@grpc/grpc-js");
 const loader = require("@grpc/proto-loader");

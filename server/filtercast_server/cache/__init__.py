@@ -2,5 +2,7 @@
 
 keys.py names a picture, entry.py packs it, backends.py stores it (a local
 directory or Redis), results.py is what the server calls: lookups, background
-stores, metrics, and faults that never fail a request.
+stores, metrics, and faults that never fail a request; secret.py holds the
+key that authenticates entries. May import the TF-free core and
+`observability`; never `engine`, `serving` or the composition root.
 """

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from filtercast_server.jobs import FilterOutcome
 from filtercast_server.png import png_bytes, png_pixels, png_shape
-from filtercast_server.work import FilterOutcome
 
 MAGIC = b"FCR2"  # a new layout takes a new magic: entries of other layouts are misses
 TAG_BYTES = hashlib.sha256().digest_size

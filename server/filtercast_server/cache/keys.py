@@ -7,7 +7,7 @@ Grid parameters are not in it: the grid is stitched again from the pictures.
 ENGINE_VERSION names the ascent's arithmetic. Any change that moves a
 preset's numbers (a new step rule, another noise draw, a deprocess change)
 must bump it, or old pictures would be served for the new algorithm;
-tests/test_cache_keys.py fails when the numbers move and the version did not.
+tests/engine/test_cache_keys.py fails when the numbers move and the version did not.
 """
 
 import hashlib
@@ -16,7 +16,7 @@ from dataclasses import asdict
 from functools import lru_cache
 from importlib import metadata
 
-from filtercast_server.work import Plan
+from filtercast_server.jobs import Plan
 
 ENGINE_VERSION = 1
 KEY_HEX = 32  # 128 bits: collisions are out of reach, keys stay short in URLs

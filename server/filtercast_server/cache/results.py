@@ -34,12 +34,12 @@ from filtercast_server.cache.entry import (
     ForgedEntryError,
     Stored,
 )
+from filtercast_server.jobs import FilterOutcome
+from filtercast_server.observability.logs import ThrottledLog
 from filtercast_server.png import png_bytes
-from filtercast_server.throttle import ThrottledLog
-from filtercast_server.work import FilterOutcome
 
 if TYPE_CHECKING:
-    from filtercast_server.metrics import Metrics
+    from filtercast_server.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

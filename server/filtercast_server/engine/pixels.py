@@ -1,0 +1,146 @@
+"""The seeds' method: a plain float image moved along the normalized gradient.
+
+Start noise from (seed, filter, attempt) alone, one compiled step for the
+whole batch (RMS or L2 gradient normalization, as each seed does it), the
+upscale preset's resize between rounds, and the seeds' deprocessing.
+"""
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+import filtercast_native as native
+from filtercast_server.engine.rows import Row, State, filter_losses
+from filtercast_server.engine.tf import tf
+from filtercast_server.params import AscentParams
+
+RMS_EPS = 1e-7  # the seeds' K.epsilon() in g / (sqrt(mean(g²)) + eps)
+L2_EPS_SQUARED = 1e-12  # tf.math.l2_normalize's floor on sum(g²)
+
+StepFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+
+
+def initial_image(
+    params: AscentParams, seed: int, index: int, channels: int = 3, attempt: int = 0
+) -> np.ndarray:
+    """A filter's starting noise; depends only on (seed, filter, attempt) and its channels.
+
+    The first attempt is the seeds' uniform noise. A restart (revive) draws
+    smooth noise instead: the seeds' noise is the same texture every time, and
+    a deep filter that sees nothing in one draw sees nothing in the next (13
+    of VGG16 block5_conv1's first 64 filters stay dead through 8 draws of it;
+    after 3 draws of smooth noise, 2 do).
+    """
+    size = params.round_sizes()[0]
+    if attempt:
+        return smooth_noise(np.random.default_rng([seed, index, attempt]), size, channels, params)
+    uniform = np.random.default_rng([seed, index]).random((size, size, channels))
+    return ((uniform - 0.5) * params.init_scale + params.init_offset).astype(np.float32)
+
+
+def smooth_noise(
+    rng: np.random.Generator, size: int, channels: int, params: AscentParams
+) -> np.ndarray:
+    """Noise over every scale, with std init_scale around init_offset.
+
+    Uniform grids of 2, 4, 8... px, bicubic-upsampled, each weighted by 1/its side, summed.
+    """
+    total = np.zeros((size, size, channels), np.float32)
+    side = 2
+    while side <= size:
+        grid = (rng.random((side, side, channels)) - 0.5).astype(np.float32)
+        for c in range(channels):
+            layer = Image.fromarray(np.ascontiguousarray(grid[..., c]))  # mode F
+            total[..., c] += np.asarray(layer.resize((size, size), Image.Resampling.BICUBIC)) / side
+        side *= 2
+    total *= params.init_scale / max(float(total.std()), 1e-12)
+    return total + np.float32(params.init_offset)
+
+
+def build_step(
+    extractor: tf.keras.Model, border: int, gradient_norm: str, channels: int = 3
+) -> StepFn:
+    """One compiled ascent step for a whole batch.
+
+    Takes (images float32 (B,H,W,C), filters int32 (B,), step_size) and returns
+    the updated images and each row's loss before the update. The input
+    signature has free batch and spatial sizes: one trace serves every batch.
+    """
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, None, channels], tf.float32),
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([], tf.float32),
+        ]
+    )
+    def step(images: tf.Tensor, filters: tf.Tensor, step_size: tf.Tensor):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(images)
+            losses = filter_losses(extractor(images, training=False), filters, border)
+            total = tf.reduce_sum(losses)
+        grads = tape.gradient(total, images)
+        if gradient_norm == "rms":
+            scale = tf.sqrt(tf.reduce_mean(tf.square(grads), axis=[1, 2, 3], keepdims=True))
+            grads = grads / (scale + RMS_EPS)
+        else:
+            grads = grads * tf.math.rsqrt(
+                tf.maximum(
+                    tf.reduce_sum(tf.square(grads), axis=[1, 2, 3], keepdims=True), L2_EPS_SQUARED
+                )
+            )
+        return images + step_size * grads, losses
+
+    return step
+
+
+def rescale(images: np.ndarray, params: AscentParams, target: int) -> np.ndarray:
+    """The upscale preset's step between rounds: deprocess, bicubic resize, map back."""
+    axes = (1, 2, 3)
+    mean = images.mean(axis=axes, dtype=np.float64)
+    std = images.std(axis=axes, dtype=np.float64)
+    pictures = native.deprocess(images, std=params.deprocess_std, eps=params.deprocess_eps)
+    resized = np.stack(
+        [
+            np.asarray(
+                Image.fromarray(p.squeeze(-1) if p.shape[-1] == 1 else p).resize(
+                    (target, target), Image.Resampling.BICUBIC
+                )
+            ).reshape(target, target, p.shape[-1])
+            for p in pictures
+        ]
+    )
+    return native.process(resized, mean, std, target_std=params.deprocess_std)
+
+
+class PixelAscent:
+    """The seeds' method: a plain float image moved along the normalized gradient."""
+
+    def __init__(self, params: AscentParams, step: StepFn, channels: int) -> None:
+        self.params, self.channels, self._step = params, channels, step
+        self._step_size = tf.constant(params.step_size, tf.float32)
+
+    def initial(self, rows: Sequence[Row]) -> tuple[np.ndarray, ...]:
+        """Each row's start noise."""
+        return (
+            np.stack(
+                [
+                    initial_image(self.params, r.job.seed, r.index, self.channels, r.attempt)
+                    for r in rows
+                ]
+            ),
+        )
+
+    def step(self, state: State, rows: Sequence[Row]) -> tuple[State, tf.Tensor]:
+        """Img += step_size * normalized gradient, for every row."""
+        filters = tf.constant([r.index for r in rows], tf.int32)
+        images, losses = self._step(state[0], filters, self._step_size)
+        return (images,), losses
+
+    def pictures(self, state: State) -> np.ndarray:
+        """The seeds' deprocessing."""
+        p = self.params
+        return native.deprocess(
+            np.asarray(state[0]), std=p.deprocess_std, crop=p.crop, eps=p.deprocess_eps
+        )

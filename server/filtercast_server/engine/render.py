@@ -1,0 +1,95 @@
+"""Local rendering without a server: ``filtercast render``.
+
+Loads one model, runs a plan through the engine and writes one PNG per live
+filter, ``grid.png`` and ``manifest.json`` (see filtercast.manifest).
+An interrupted run keeps what it finished and says ``complete: false``.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from filtercast import manifest
+from filtercast_server.engine.ascent import AscentEngine
+from filtercast_server.engine.devices import Device, select_device
+from filtercast_server.engine.models import LoadedModel
+from filtercast_server.grid import build_grid
+from filtercast_server.jobs import FilterOutcome, Plan
+from filtercast_server.overrides import resolve
+from filtercast_server.params import Limits
+from filtercast_server.planning import make_plan
+
+Progress = Callable[[FilterOutcome, int, int], None]
+
+
+def manifest_fields(plan: Plan, preset: str, device: Device, model: LoadedModel) -> dict[str, Any]:
+    """What the manifest says before any filter is done (as `visualize` writes it)."""
+    return manifest.header(
+        model=plan.params.model,
+        layer=plan.params.layer,
+        preset=preset,
+        precision=plan.precision.value,
+        seed=plan.seed,
+        params={**plan.params.to_dict(), **plan.grid.to_dict()},
+        weights_source=model.weights_source,
+        weights_sha256=model.weights_sha256,
+        device=device.description,
+        requested=list(plan.filters),
+    )
+
+
+def render(
+    out: Path,
+    *,
+    weights: str,
+    preset: str = "classic",
+    model: str | None = None,
+    layer: str | None = None,
+    filters: str | None = None,
+    precision: str = "auto",
+    seed: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    device: str = "auto",
+    max_batch: int = 64,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Render a plan into `out`; returns the manifest written there."""
+    overrides = dict(overrides or {})
+    if model:
+        overrides["model"] = model
+    if layer:
+        overrides["layer"] = layer
+    # Check what needs no model before the slow load; make_plan checks the rest.
+    model_name = resolve(preset, overrides, Limits()).params.model
+    chosen_device = select_device(device)
+    loaded = LoadedModel(model_name, weights, chosen_device)
+    models = {model_name: loaded}
+    plan = make_plan(
+        models, preset=preset, overrides=overrides, filters=filters, precision=precision, seed=seed
+    )
+    engine = AscentEngine(models, max_batch=max_batch)
+
+    folder = manifest.OutputFolder(out, manifest_fields(plan, preset, chosen_device, loaded))
+    outcomes: list[FilterOutcome] = []
+    complete = False
+    try:
+        for outcome in engine.run(plan):
+            outcomes.append(outcome)
+            folder.add_filter(
+                outcome.index,
+                outcome.loss,
+                outcome.dead,
+                outcome.steps,
+                outcome.seconds,
+                outcome.image,
+                outcome.revived,
+            )
+            if progress:
+                progress(outcome, len(outcomes), len(plan.filters))
+        grid = build_grid(outcomes, plan.grid)
+        if grid is not None:
+            folder.set_grid(grid.image, grid.n, grid.margin, grid.order)
+        complete = True
+    finally:
+        written = folder.finish(complete)
+    return written

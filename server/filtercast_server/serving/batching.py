@@ -1,0 +1,164 @@
+"""The scheduler's vocabulary: what it talks to, its policy, and what it keeps.
+
+The engine it drives (BatchEngine), what it reports (SchedulerObserver) and
+where finished jobs go (ResultSink), as protocols; its SchedulerPolicy; a
+request inside it (RequestHandle, whose events — Result, then Done, or
+Failed — the servicer reads with Scheduler.next_event); one compute key's
+continuous batch (Cohort).
+"""
+
+import asyncio
+import functools
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from filtercast_server.errors import RefusedError
+from filtercast_server.jobs import Ended, FilterOutcome, Job, JobSource, Plan, Precision
+from filtercast_server.params import AscentParams
+
+
+class QueueFullError(RefusedError):
+    """Accepting the request would exceed a queue limit (gRPC RESOURCE_EXHAUSTED)."""
+
+
+class BatchFailedError(Exception):
+    """The engine failed on a batch that held this request's filters."""
+
+
+@dataclass(frozen=True)
+class Done:
+    """Every filter of the request has an outcome."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The request cannot finish; `error` says why."""
+
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class Result:
+    """One filter's outcome and how long it waited before computing."""
+
+    outcome: FilterOutcome
+    queue_seconds: float
+
+
+@dataclass(eq=False)
+class RequestHandle:
+    """A request inside the scheduler; read its events with Scheduler.next_event."""
+
+    request_id: str
+    plan: Plan
+    loop: asyncio.AbstractEventLoop
+    client: str = ""
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    pending: deque[Job] = field(default_factory=deque)
+    submitted: float = field(default_factory=time.perf_counter)
+    remaining: int = 0
+    buffered: int = 0  # results posted and not yet taken by the stream
+    paused: bool = False  # its buffer filled up; runs again once half of it is read
+    cancelled: bool = False
+    finished: bool = False
+    following: list[Job] = field(default_factory=list)  # other requests' jobs it waits for
+
+    @functools.cached_property
+    def key(self) -> tuple:
+        """Plans with equal keys share batches."""
+        return (self.plan.params, self.plan.precision)
+
+    def post(self, event: Any) -> None:
+        """Hand an event to the request's event loop (thread-safe)."""
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+
+def abandoned(job: Job) -> bool:
+    """Every request that wanted the job has left (the engine drops it)."""
+    return job.owner.cancelled and all(h.cancelled for h in job.followers)
+
+
+class BatchEngine(Protocol):
+    """What the scheduler asks of the engine (engine.ascent.AscentEngine)."""
+
+    def batch_size(self, params: AscentParams) -> int:
+        """Rows one batch of `params` holds."""
+        ...
+
+    def run_jobs(
+        self, params: AscentParams, precision: Precision, source: JobSource
+    ) -> Iterator[Ended]:
+        """Run jobs from `source` in one continuous batch, a step per iteration."""
+        ...
+
+
+class SchedulerObserver(Protocol):
+    """What the scheduler reports (observability.metrics.Metrics)."""
+
+    def on_filters(self, outcome: str, count: int) -> None:
+        """`count` jobs ended as `outcome`: ok, dead, cancelled or error (each job once)."""
+        ...
+
+    def on_queue_depth(self, queued: int) -> None:
+        """Jobs waiting for a batch row now."""
+        ...
+
+    def on_shared(self, count: int) -> None:
+        """`count` filters of a request follow another request's job."""
+        ...
+
+
+class ResultSink(Protocol):
+    """Where finished jobs go, kept by their key (cache.results.ResultCache)."""
+
+    def store(self, key: str, outcome: FilterOutcome) -> None:
+        """Keep `outcome` under `key`; never blocks, never raises."""
+        ...
+
+
+class Silent:
+    """An observer and sink that does nothing (no metrics, no cache)."""
+
+    def on_filters(self, outcome: str, count: int) -> None:
+        """Nothing."""
+
+    def on_queue_depth(self, queued: int) -> None:
+        """Nothing."""
+
+    def on_shared(self, count: int) -> None:
+        """Nothing."""
+
+    def store(self, key: str, outcome: FilterOutcome) -> None:
+        """Nothing."""
+
+
+@dataclass(frozen=True)
+class SchedulerPolicy:
+    """How much may wait, and how requests share the device."""
+
+    queue_limit: int = 4096  # filters queued in all
+    client_queue_limit: int = 2048  # filters one client may have queued
+    stream_buffer: int = 16  # unsent results before a stream's work pauses
+    max_cohorts: int = 4  # batches of different keys advanced in turn
+
+
+@dataclass(eq=False)
+class Cohort:
+    """One compute key's continuous batch and the device time it has used."""
+
+    key: tuple
+    used: float
+    slices: Any = None  # the engine's step-by-step iterator
+    admitted: int = 0  # jobs taken since the cohort started
+    quantum: int = 1  # jobs it may take while other keys wait for a slot
+    opened: int = 0  # order of opening, newest highest
+    last_step: float = 0.0  # seconds its latest step took
+    head_start: float = 0.0  # seconds it may run before its used time counts in its turn
+
+    def turn(self) -> tuple[float, int]:
+        """Sort key: least device time first (less any head start left), newest among equals."""
+        return (self.used - self.head_start, -self.opened)

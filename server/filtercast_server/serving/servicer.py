@@ -1,0 +1,280 @@
+"""The gRPC servicer: decode, admit, plan, look in the cache, submit, then stream back.
+
+It never touches TensorFlow: plans come from planning, pictures from the
+scheduler, messages from wire, the stream itself from streams. Its methods
+take the request's raw bytes, so an undecodable request is INVALID_ARGUMENT
+like any other bad request (grpc.aio would answer UNKNOWN itself). Every bad
+request is answered with INVALID_ARGUMENT (NOT_FOUND for an unknown model)
+before any work starts; a request over a limit with RESOURCE_EXHAUSTED and a
+RetryInfo hint.
+"""
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from filtercast.contract import MAX_MESSAGE_BYTES
+from filtercast.v1 import filtercast_pb2 as pb
+from filtercast_server.cache.entry import Expectation
+from filtercast_server.cache.keys import filter_keys
+from filtercast_server.cache.results import ResultCache
+from filtercast_server.errors import InvalidRequestError, RefusedError, UnknownModelError, quoted
+from filtercast_server.jobs import Plan
+from filtercast_server.observability.logs import ThrottledLog
+from filtercast_server.params import Limits
+from filtercast_server.planning import OverBudgetError, make_plan
+from filtercast_server.serving.admission import StreamAdmission
+from filtercast_server.serving.interceptor import current_caller
+from filtercast_server.serving.scheduler import Scheduler
+from filtercast_server.serving.status import ErrorFacts, refuse
+from filtercast_server.serving.streams import Stream, StreamTools, Work
+from filtercast_server.serving.wire import (
+    accepted_message,
+    check_grid_fits,
+    field_path,
+    filters_of,
+    image_format,
+    model_info,
+    overrides_of,
+    precision_name,
+    preset_infos,
+    preset_name,
+    resolved_params,
+)
+
+if TYPE_CHECKING:  # both import TensorFlow; the servicer only reads them
+    from filtercast_server.engine.models import LoadedModel
+    from filtercast_server.observability.metrics import Metrics
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+LOOKUP_SECONDS = 2.0  # a lookup running longer is skipped (reads rest): the filters compute
+LOOKUP_THREADS = 4  # lookups at once; more wait their turn, which is not counted against them
+
+
+@dataclass(frozen=True)
+class ServingPolicy:
+    """What a request may ask for and how long its stream may take."""
+
+    limits: Limits
+    server_limits: pb.ServerLimits  # what ListModels tells clients of all the limits
+    stall_seconds: float = 60.0  # a client that reads nothing this long loses its stream
+    max_stream_seconds: float = 3600.0  # the deadline of every stream
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+
+
+async def decode(data: bytes, kind: type[Message], context: Any, metrics: "Metrics") -> Any:
+    """The request in `data`, or the call ends INVALID_ARGUMENT (logged once a minute)."""
+    try:
+        return kind.FromString(data)
+    except DecodeError as error:
+        caller = current_caller()
+        _warn.warning(
+            (caller, "malformed"), "undecodable %s from %s: %s", kind.__name__, caller, error
+        )
+        metrics.rejected.labels("malformed").inc()
+        await refuse(
+            context,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"could not decode the request as {kind.DESCRIPTOR.full_name}: {error}",
+        )
+
+
+_warn = ThrottledLog(log)
+
+
+class FilterVisualizerServicer:
+    """filtercast.v1.FilterVisualizerService on a scheduler and loaded models."""
+
+    def __init__(
+        self,
+        models: "dict[str, LoadedModel]",
+        scheduler: Scheduler,
+        policy: ServingPolicy,
+        *,
+        admission: StreamAdmission,
+        metrics: "Metrics",
+        cache: ResultCache | None = None,
+    ) -> None:
+        self.models = models
+        self.policy = policy
+        self.admission = admission
+        self.metrics = metrics
+        self.cache = cache
+        # Planning may build a layer's extractor (Keras): off the event loop, one at a time.
+        self._planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="filtercast-plan")
+        # Cache lookups block on a disk or a network: off the event loop too.
+        self._lookups = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="filtercast-cache")
+        self.streams = StreamTools(
+            scheduler=scheduler,
+            cache=cache,
+            metrics=metrics,
+            encoder=ThreadPoolExecutor(max_workers=2, thread_name_prefix="filtercast-encode"),
+            ask_cache=self._ask_cache,
+            stall_seconds=policy.stall_seconds,
+            max_stream_seconds=policy.max_stream_seconds,
+            warn=_warn,
+        )
+
+    async def _refuse(
+        self, context: Any, code: grpc.StatusCode, reason: str, message: str, facts: ErrorFacts
+    ) -> None:
+        """Count the refusal by reason and end the call with `code` and its details."""
+        self.metrics.rejected.labels(reason).inc()
+        await refuse(context, code, message, facts)
+
+    # --- methods --------------------------------------------------------------------
+
+    async def ListModels(self, data: bytes, context: Any) -> pb.ListModelsResponse:  # noqa: N802
+        """Every loaded model, every preset with its defaults, and this server's limits."""
+        await decode(data, pb.ListModelsRequest, context, self.metrics)
+        return pb.ListModelsResponse(
+            models=[model_info(m) for m in self.models.values()],
+            presets=preset_infos(),
+            limits=self.policy.server_limits,
+        )
+
+    async def DescribeModel(self, data: bytes, context: Any) -> pb.DescribeModelResponse:  # noqa: N802
+        """One loaded model, or NOT_FOUND listing the served ones."""
+        request = await decode(data, pb.DescribeModelRequest, context, self.metrics)
+        if request.model not in self.models:
+            await self._refuse(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                "invalid",
+                f"model {quoted(request.model)} is not served here; served: "
+                f"{', '.join(sorted(self.models))}",
+                ErrorFacts(field="model", resource=("model", request.model)),
+            )
+        return pb.DescribeModelResponse(model=model_info(self.models[request.model]))
+
+    async def VisualizeFilters(self, data: bytes, context: Any) -> None:  # noqa: N802
+        """Accepted, one FilterResult per filter as it finishes, Grid, Summary."""
+        request = await decode(data, pb.VisualizeFiltersRequest, context, self.metrics)
+        client, request_id = current_caller(), uuid.uuid4().hex[:16]
+        try:
+            with self.admission.admit(client) as slot:
+                plan, preset, fmt = await self._plan(request, context, request_id)
+                work = await self._look_up(Work(request_id, plan, client))
+                labels = (plan.params.model, plan.params.layer, preset)
+                stream = Stream(self.streams, work, context, labels, not request.grid.disabled, fmt)
+                stream.queue([i for i in plan.filters if i not in work.cached])
+                stream.logger.info(
+                    "accepted %d filters of %s/%s (%s, seed %d, %d cached)",
+                    len(plan.filters),
+                    *labels,
+                    plan.seed,
+                    len(work.cached),
+                )
+                model = self.models[plan.params.model]
+                params = resolved_params(plan, preset, fmt, request.grid.disabled)
+                await stream.run(
+                    accepted_message(request_id, plan, model, params, work.cached), slot
+                )
+        except RefusedError as error:
+            _warn.warning(
+                (client, error.reason),
+                "refused a stream of %s (%s): %s",
+                client,
+                error.reason,
+                error,
+            )
+            subject = f"client:{client}" if error.reason.startswith("client") else "server"
+            await self._refuse(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                error.reason,
+                str(error),
+                ErrorFacts(quota=f"{subject}/{error.reason}", retry_after=error.retry_after),
+            )
+
+    # --- VisualizeFilters, step by step ---------------------------------------------------
+
+    async def _plan(
+        self, request: Any, context: Any, request_id: str
+    ) -> tuple[Plan, str, pb.ImageFormat]:
+        """The validated plan, preset name and image format, or an INVALID_ARGUMENT."""
+        try:
+            preset = preset_name(request)
+            if request.preset == pb.PRESET_UNSPECIFIED and request.model in self.models:
+                preset = self.models[request.model].default_preset
+            fmt = image_format(request)
+            plan = await asyncio.get_running_loop().run_in_executor(
+                self._planner,
+                lambda: make_plan(
+                    self.models,
+                    preset=preset,
+                    overrides=overrides_of(request),
+                    filters=filters_of(request),
+                    precision=precision_name(request),
+                    seed=request.seed if request.HasField("seed") else None,
+                    limits=self.policy.limits,
+                ),
+            )
+            check_grid_fits(plan, request.grid.disabled, self.policy.max_message_bytes)
+        except UnknownModelError as error:
+            facts = ErrorFacts(field="model", resource=("model", error.model))
+            await self._refuse(context, grpc.StatusCode.NOT_FOUND, "invalid", str(error), facts)
+        except InvalidRequestError as error:
+            reason = "over_budget" if isinstance(error, OverBudgetError) else "invalid"
+            facts = ErrorFacts(field=field_path(error.field) or None)
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, reason, str(error), facts)
+        except Exception:  # a bug of ours, not the client's mistake: never UNKNOWN
+            log.exception("could not plan request %s", request_id)
+            await context.abort(
+                grpc.StatusCode.INTERNAL,
+                f"the server failed to plan this request (request id {request_id}); "
+                "its log has the details",
+            )
+        return plan, preset, fmt
+
+    async def _look_up(self, work: Work) -> Work:
+        """Which of the request's filters the cache holds (none while it rests)."""
+        if self.cache is None or not self.cache.available():
+            return work
+        plan = work.plan
+        model = self.models[plan.params.model]
+        work.keys = filter_keys(plan, model.cache_identity)
+        side = plan.params.output_size
+        work.expect = Expectation(
+            shape=(side, side, model.channels),
+            max_steps=plan.params.max_steps(),
+            max_restarts=plan.params.revive,
+        )
+        nothing: set[int] = set()
+        present = await self._ask_cache(self.cache.present, nothing, work.keys)
+        work.cached = [index for index in plan.filters if index in present]
+        return work
+
+    async def _ask_cache(self, call: Callable[..., T], fallback: T, *args: Any) -> T:
+        """`call(*args)` on the cache's threads; `fallback` once it has run LOOKUP_SECONDS.
+
+        The deadline counts from when a thread takes the call: waiting for a
+        thread behind other lookups (many requests at once) is load, not a
+        fault of the cache, and is bounded by the stream admission limits.
+        """
+        cache = self.cache
+        assert cache is not None
+        started: list[float] = []
+
+        def timed() -> T:
+            started.append(time.monotonic())
+            return call(*args) if cache.available() else fallback  # it may rest by now
+
+        future = asyncio.get_running_loop().run_in_executor(self._lookups, timed)
+        while True:
+            left = started[0] + LOOKUP_SECONDS - time.monotonic() if started else LOOKUP_SECONDS
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), max(0.0, left))
+            except TimeoutError:
+                if started and time.monotonic() >= started[0] + LOOKUP_SECONDS:
+                    cache.timed_out("lookup", LOOKUP_SECONDS)
+                    return fallback

@@ -1,0 +1,86 @@
+"""`filtercast render` end to end, as a user runs it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tests.support.outputs import MANIFEST_KEYS
+
+FILTERCAST = str(Path(sys.executable).parent / "filtercast")
+SMALL = ["--weights", "random", "--size", "32", "--steps", "2", "--precision", "float32"]
+
+
+def render(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [FILTERCAST, "render", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_render_writes_pngs_grid_and_manifest(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = render(*SMALL, "--filters", "0:4,9", "--seed", "3", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] is True and set(manifest) == MANIFEST_KEYS
+    assert manifest["weights"]["source"] == "random" and manifest["device"]
+    assert (manifest["model"], manifest["layer"], manifest["preset"]) == (
+        "vgg16",
+        "block5_conv1",
+        "classic",
+    )
+    assert manifest["precision"] == "float32" and manifest["seed"] == 3
+    assert manifest["params"]["size"] == 32 and manifest["params"]["steps"] == 2
+    assert sorted(f["index"] for f in manifest["filters"]) == [0, 1, 2, 3, 9]
+    for record in manifest["filters"]:
+        assert set(record) >= {"index", "loss", "dead", "seconds", "file"}
+        if not record["dead"]:
+            assert np.asarray(Image.open(out / record["file"])).shape == (32, 32, 3)
+    grid = manifest["grid"]
+    n = grid["n"]
+    assert Image.open(out / grid["file"]).size == (n * 32 + (n - 1) * 5,) * 2
+    assert len(grid["order"]) == n * n
+    assert "wrote" in result.stdout
+
+
+def test_render_rejects_a_bad_layer_listing_valid_ones(tmp_path: Path) -> None:
+    result = render(*SMALL, "--layer", "block9_conv1", "--out", str(tmp_path))
+    assert result.returncode == 1
+    assert "layer 'block9_conv1' not found in vgg16; valid layers: block1_conv1" in result.stderr
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_render_the_robust_preset_with_set_overrides(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = render(
+        *SMALL,
+        "--preset",
+        "robust",
+        "--filters",
+        "0:2",
+        "--set",
+        "pad=2",
+        "--set",
+        "scale_jitter=0.05",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    params = manifest["params"]
+    assert (params["parameterization"], params["pad"], params["scale_jitter"]) == (
+        "fourier",
+        2,
+        0.05,
+    )
+    assert [f["dead"] for f in manifest["filters"]] == [False, False]
+
+
+def test_set_refuses_a_value_given_twice_and_a_malformed_pair(tmp_path: Path) -> None:
+    twice = render(*SMALL, "--set", "steps=3", "--out", str(tmp_path))
+    assert twice.returncode == 2 and "steps given twice" in twice.stderr
+    malformed = render(*SMALL, "--set", "revive", "--out", str(tmp_path))
+    assert malformed.returncode == 2 and "'revive' is not NAME=VALUE" in malformed.stderr

@@ -1,0 +1,182 @@
+"""The gallery in a real browser: Debian's chromium, headless, driven by Selenium through
+Debian's chromium-driver, against the real server (random weights) and its gateway.
+
+Skipped, saying why, where chromium, chromium-driver or selenium are missing
+(.ci/run installs them)."""
+
+import shutil
+import urllib.parse
+
+import pytest
+
+from tests.support.processes import ServerProcess
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+FILTERS = 6
+SELECTION = {
+    "model": "vgg16",
+    "layer": "block1_conv2",
+    "preset": "classic",
+    "filters": f"0:{FILTERS}",
+    "seed": "3",
+    "size": "32",
+    "steps": "2",
+}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    if CHROMIUM is None or DRIVER is None:
+        pytest.skip("chromium and chromium-driver are not installed (apt-get install them)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    options.add_argument("--window-size=1200,900")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gallery")
+    process = ServerProcess(
+        "--cache", str(folder / "cache"), "--precision", "float32", log_dir=folder, http=True
+    ).wait_serving()
+    yield process
+    process.stop()
+
+
+def wait_done(driver) -> str:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    progress = driver.find_element(By.ID, "progress")
+    WebDriverWait(driver, 120).until(lambda _: progress.text.startswith("Done"))
+    return progress.text
+
+
+def errors(driver) -> list:
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def test_pictures_appear_open_and_come_back_from_the_cache(browser, server) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url = f"{server.http_url}/?{urllib.parse.urlencode(SELECTION)}"
+    browser.get(url)
+    assert f"{FILTERS} of {FILTERS} filters" in wait_done(browser)
+    tiles = browser.find_elements(By.CSS_SELECTOR, ".tile")
+    assert len(tiles) == FILTERS
+    assert [t.get_attribute("data-index") for t in tiles] == [str(i) for i in range(FILTERS)]
+    names = [
+        (img.get_attribute("alt") or "")
+        for img in browser.find_elements(By.CSS_SELECTOR, ".tile img")
+    ]
+    assert names and all(n.startswith("vgg16 block1_conv2 filter ") for n in names)
+    assert all(t.get_attribute("data-cached") == "false" for t in tiles)
+
+    # Keyboard: focus moves with the arrows, Enter opens a picture, Escape closes it.
+    tiles[0].send_keys(Keys.ARROW_RIGHT)
+    focused = browser.switch_to.active_element
+    assert focused.get_attribute("data-index") == "1"
+    focused.send_keys(Keys.ENTER)
+    dialog = browser.find_element(By.ID, "detail")
+    assert dialog.get_attribute("open") is not None
+    assert browser.find_element(By.ID, "detail-title").text == "vgg16 block1_conv2 filter 1"
+    numbers = browser.find_element(By.ID, "detail-numbers").text
+    assert "Loss" in numbers and "Cached\nno" in numbers
+    assert browser.find_element(By.ID, "detail-link").get_attribute("href").startswith("blob:")
+    dialog.send_keys(Keys.ESCAPE)
+    WebDriverWait(browser, 30).until(lambda _: dialog.get_attribute("open") is None)
+
+    # The URL holds the selection: the same link again comes from the cache.
+    assert urllib.parse.parse_qs(urllib.parse.urlparse(browser.current_url).query)["layer"] == [
+        "block1_conv2"
+    ]
+    browser.get(browser.current_url)
+    assert f"{FILTERS} from the cache" in wait_done(browser)
+    tiles = browser.find_elements(By.CSS_SELECTOR, ".tile")
+    assert all(t.get_attribute("data-cached") == "true" for t in tiles)
+    assert errors(browser) == []
+
+
+def test_a_bad_selection_is_shown_not_thrown(browser, server) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{server.http_url}/?{urllib.parse.urlencode({**SELECTION, 'size': '4'})}")
+    alert = browser.find_element(By.ID, "error")
+    WebDriverWait(browser, 60).until(lambda _: alert.is_displayed())
+    assert "size=4 is out of range" in alert.text
+    # The refused request is the page's only complaint: the 400 the browser logs.
+    logged = errors(browser)
+    assert logged and all("400" in entry["message"] for entry in logged)
+
+
+VISUALIZE_TOKEN = "gallery-visualize-0123456789"
+READ_TOKEN = "gallery-reader-0123456789ab"
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """A server whose every call but health needs a bearer token."""
+    folder = tmp_path_factory.mktemp("guarded")
+    tokens = folder / "tokens"
+    tokens.write_text(f"painter {VISUALIZE_TOKEN}\nlooker {READ_TOKEN} read\n")
+    process = ServerProcess(
+        "--auth-tokens-file", str(tokens), "--precision", "float32", log_dir=folder, http=True
+    ).wait_serving()
+    yield process
+    process.stop()
+
+
+def show_with_token(driver, token: str) -> None:
+    """Type a token under More and press Show, as a visitor told to would."""
+    from selenium.webdriver.common.by import By
+
+    field = driver.find_element(By.ID, "token")
+    field.clear()
+    field.send_keys(token)
+    driver.find_element(By.ID, "show").click()
+
+
+def test_a_token_entered_after_the_first_401_shows_the_pictures(browser, guarded) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{guarded.http_url}/?{urllib.parse.urlencode(SELECTION)}")
+    alert = browser.find_element(By.ID, "error")
+    WebDriverWait(browser, 60).until(lambda _: alert.is_displayed())
+    assert "bearer token" in alert.text and "enter a token under More" in alert.text
+    assert browser.find_element(By.ID, "token").is_displayed(), "More did not open"
+    show_with_token(browser, VISUALIZE_TOKEN)
+    assert f"{FILTERS} of {FILTERS} filters" in wait_done(browser)
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".tile")) == FILTERS
+    assert not alert.is_displayed()
+    stored = browser.execute_script(
+        "return JSON.stringify(localStorage) + JSON.stringify(sessionStorage) + document.cookie"
+    )
+    assert VISUALIZE_TOKEN not in stored and VISUALIZE_TOKEN not in browser.current_url
+
+
+def test_a_read_only_token_is_told_why_show_is_refused(browser, guarded) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{guarded.http_url}/?{urllib.parse.urlencode(SELECTION)}")
+    alert = browser.find_element(By.ID, "error")
+    WebDriverWait(browser, 60).until(lambda _: alert.is_displayed())
+    show_with_token(browser, READ_TOKEN)  # lists the models, may not visualize
+    WebDriverWait(browser, 60).until(lambda _: "visualize role" in alert.text)
+    assert "may not call VisualizeFilters" in alert.text
+    assert browser.find_elements(By.CSS_SELECTOR, ".tile") == []
+    assert browser.find_element(By.ID, "model").get_attribute("value") == "vgg16"
