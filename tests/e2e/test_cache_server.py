@@ -15,7 +15,7 @@ from filtercast_client import Accepted, Client, FilterImage, Summary
 from filtercast_server.jobs import FilterOutcome
 from filtercast_server.png import png_bytes
 from tests.support.cache import FLAT, OUTSIDER, old_layout
-from tests.support.processes import ServerProcess
+from tests.support.processes import ServerProcess, wait_until
 
 REQUEST = {"layer": "block3_conv1", "filters": "0:6", "size": 32, "steps": 3, "seed": 5}
 
@@ -123,8 +123,12 @@ def test_pictures_forged_into_a_shared_redis_are_never_served(
     ).wait_serving()
     try:
         computed = visualize(server)
-        keys = sorted(store.scan_iter(match="filtercast:result:*"))
-        assert len(keys) == 6
+
+        def stored() -> list[bytes]:
+            return sorted(store.scan_iter(match="filtercast:result:*"))
+
+        wait_until(lambda: len(stored()) == 6, "the writer thread stored every filter")
+        keys = stored()
         flat = png_bytes(np.full((32, 32, 3), 255, np.uint8))
         for n, key in enumerate(keys):
             index = int(key[-2:], 16) % 6  # any index: the forger does not know which

@@ -49,7 +49,11 @@ def test_thousands_of_half_sent_bodies_leave_grpc_health_answering(tmp_path: Pat
             health()
         held = server.metric("filtercast_http_connections")
         refused = server.metric("filtercast_rejected_total", reason="http_connections")
-        assert held <= 256 and refused >= 3000 - 256 - 50
+        slow = server.metric("filtercast_rejected_total", reason="http_slow_body")
+        # Each attacker is held (never past the cap), refused at the cap, or, when opening
+        # 3,000 takes longer than --http-read-seconds (a busy machine), cut off with 408.
+        assert held <= 256 and refused > 0
+        assert held + refused + slow >= 3000 - 50
         with grpc.insecure_channel(server.address) as fresh:  # a new connection, as a kubelet
             assert check(fresh, timeout=1.0) == health_pb2.HealthCheckResponse.SERVING
     finally:
