@@ -44,39 +44,42 @@ class Connection:
             raise click.UsageError(str(error)) from error
 
 
+# The options every command that reaches servers takes (see connection_options).
+CONNECTION_OPTIONS = [
+    click.option(
+        "--server",
+        "servers",
+        multiple=True,
+        default=["127.0.0.1:50051"],
+        show_default=True,
+        help="HOST:PORT, [IPV6]:PORT or a gRPC target (dns:///NAME:PORT) of a server; "
+        "repeat it to balance over several.",
+    ),
+    click.option("--tls", is_flag=True, help="Use TLS, trusting the system's roots."),
+    click.option(
+        "--tls-ca",
+        type=click.Path(exists=True, dir_okay=False),
+        help="PEM roots to trust (implies --tls).",
+    ),
+    click.option(
+        "--tls-cert",
+        type=click.Path(exists=True, dir_okay=False),
+        help="PEM client certificate, for mTLS.",
+    ),
+    click.option(
+        "--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM key of --tls-cert."
+    ),
+    click.option("--tls-server-name", help="Name to check in the server's certificate."),
+    click.option(
+        "--token-file",
+        type=click.Path(exists=True, dir_okay=False),
+        help="File holding a bearer token [default: $FILTERCAST_TOKEN].",
+    ),
+]
+
+
 def connection_options(function: Any) -> Any:
     """--server (repeatable), TLS and token options, handed to the command as `connection`."""
-    options = [
-        click.option(
-            "--server",
-            "servers",
-            multiple=True,
-            default=["127.0.0.1:50051"],
-            show_default=True,
-            help="HOST:PORT, [IPV6]:PORT or a gRPC target (dns:///NAME:PORT) of a server; "
-            "repeat it to balance over several.",
-        ),
-        click.option("--tls", is_flag=True, help="Use TLS, trusting the system's roots."),
-        click.option(
-            "--tls-ca",
-            type=click.Path(exists=True, dir_okay=False),
-            help="PEM roots to trust (implies --tls).",
-        ),
-        click.option(
-            "--tls-cert",
-            type=click.Path(exists=True, dir_okay=False),
-            help="PEM client certificate, for mTLS.",
-        ),
-        click.option(
-            "--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM key of --tls-cert."
-        ),
-        click.option("--tls-server-name", help="Name to check in the server's certificate."),
-        click.option(
-            "--token-file",
-            type=click.Path(exists=True, dir_okay=False),
-            help="File holding a bearer token [default: $FILTERCAST_TOKEN].",
-        ),
-    ]
 
     @functools.wraps(function)
     def wrapper(
@@ -103,7 +106,7 @@ def connection_options(function: Any) -> Any:
         )
         return function(connection=Connection(list(servers), settings, token), **kwargs)
 
-    for option in reversed(options):
+    for option in reversed(CONNECTION_OPTIONS):
         wrapper = option(wrapper)
     return wrapper
 
