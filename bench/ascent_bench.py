@@ -45,7 +45,7 @@ def seed_loop(model: LoadedModel, plan: Plan) -> dict[int, tuple[float, bool]]:
 
     results = {}
     for index in plan.filters:
-        image = initial_image(params, plan.seed, index)[None]
+        image = initial_image(params, plan.seed, (index,))[None]
         loss_value = 0.0
         for _ in range(params.steps):
             loss, grads = iterate(tf.constant(image), tf.constant(index))

@@ -50,7 +50,7 @@ from filtercast_server.engine.devices import select_device
 from filtercast_server.engine.fourier import view_transform
 from filtercast_server.engine.models import LoadedModel
 from filtercast_server.engine.rows import Row
-from filtercast_server.jobs import Job, Precision
+from filtercast_server.jobs import Precision
 from filtercast_server.params import Limits
 from filtercast_server.planning import make_plan
 from filtercast_server.presets import CATALOG
@@ -139,7 +139,7 @@ def run_robust(
         limits=limits,
     )
     method = engine.method(plan.params, plan.precision)
-    rows = [Row(Job(index, plan.seed)) for index in filters]
+    rows = [Row(job) for job in plan.jobs(filters)]
     warm_rows = rows[:2]
     method.step(tuple(tf.constant(a) for a in method.initial(warm_rows)), warm_rows)  # trace
     started = time.perf_counter()
@@ -170,7 +170,7 @@ class Judge:
         size = picture.shape[0]
         params = dataclasses.replace(EVAL_VIEWS, size=size)
         transforms = [np.array([1, 0, 0, 0, 1, 0, 0, 0], np.float32)] + [
-            view_transform(params, EVAL_SEED, index, v) for v in range(1, self.views)
+            view_transform(params, EVAL_SEED, (index,), v) for v in range(1, self.views)
         ]
         batch = tf.constant(np.repeat(picture[None].astype(np.float32), self.views, axis=0))
         seen = tf.raw_ops.ImageProjectiveTransformV3(

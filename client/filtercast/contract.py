@@ -14,10 +14,25 @@ Filter-spec grammar (the CLI's ``--filters``, ``Client.visualize(filters=...)``)
 
 ``"0:64"``, ``"1,5,9"``, ``"0:8,100:104"``, ``":16"``, ``"8:"``, ``"all"``.
 A step (``"0:8:2"``) is not part of the grammar and is refused by name.
+
+Objective grammar (the CLI's ``--objective``, ``Client.visualize(objectives=...)``)::
+
+    objective := ["-"] term (("+" | "-") term)*
+    term      := [NUMBER "*"] atom
+    atom      := LAYER ":" INDEX ["@" ("center" | "(" ROW "," COLUMN ")")]
+               | "layer(" LAYER ")"
+               | "direction(" LAYER "," (FILE.npy | "[" NUMBER ("," NUMBER)* "]")
+                 ["," "cossim=" NUMBER] ")"
+
+``LAYER:INDEX`` is a channel (a unit when the layer is dense, which the
+server knows); ``@`` makes it a neuron. ``"block5_conv1:12"``,
+``"block5_conv1:12@(3,5)"``, ``"layer(block4_conv3)"``, ``"dense_1:3"``,
+``"block5_conv1:12 - 0.5*block5_conv1:40"``, ``"direction(block5_conv1, cav.npy)"``.
+An interpolation is ``A..B``: two objectives.
 """
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
@@ -174,6 +189,132 @@ def spans_of(message: pb.FilterSelection) -> list[FilterSpan] | list[int] | None
             )
         spans.append(FilterSpan(item.start, item.stop or None))
     return spans
+
+
+# --- objectives ---------------------------------------------------------------------------
+
+MAX_TERMS: Final = 16  # terms in one objective
+MAX_VECTOR: Final = 8192  # values in one direction
+_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+_LAYER = r"[A-Za-z0-9_.>/-]+?"
+_WEIGHT = re.compile(rf"\s*({_NUMBER})\s*\*\s*")
+_CHANNEL = re.compile(
+    rf"({_LAYER})\s*:\s*(\d+)(?:\s*@\s*(?:(center)|\(\s*(\d+)\s*,\s*(\d+)\s*\)))?",
+    re.IGNORECASE,
+)
+_LAYER_TERM = re.compile(rf"layer\(\s*({_LAYER})\s*\)")
+_DIRECTION = re.compile(
+    rf"direction\(\s*({_LAYER})\s*,\s*(\[[^\]]*\]|[^,)]+?)\s*(?:,\s*cossim\s*=\s*({_NUMBER})\s*)?\)"
+)
+_OPERATOR = re.compile(r"\s*([+-])\s*")
+OBJECTIVE_HELP: Final = (
+    "LAYER:INDEX, LAYER:INDEX@center, LAYER:INDEX@(ROW,COL), layer(LAYER) or "
+    "direction(LAYER, FILE.npy), weighted (0.5*...) and joined with + and -"
+)
+# Reads a direction's FILE into its values (the client's loads .npy files).
+VectorLoader = Callable[[str], list[float]]
+
+
+def _no_files(name: str) -> list[float]:
+    raise ContractError(f"direction file {name!r}: give the values inline, [0.1, 0.2, ...]")
+
+
+def parse_objective(text: str, load_vector: VectorLoader = _no_files) -> pb.Objective:
+    """The wire Objective of `text` (see the module's grammar).
+
+    Raises ContractError naming the part that does not parse and the valid forms.
+    """
+    objective, position, sign = pb.Objective(), 0, 1.0
+    text = text.strip()
+    if text.startswith("-"):
+        sign, position = -1.0, 1
+    while True:
+        term, position = _parse_term(text, position, load_vector)
+        if term.HasField("weight") or sign != 1.0:
+            term.weight = sign * (term.weight if term.HasField("weight") else 1.0)
+        objective.terms.append(term)
+        if len(objective.terms) > MAX_TERMS:
+            raise ContractError(f"objective {text!r} has more than {MAX_TERMS} terms", "objectives")
+        if position == len(text):
+            return objective
+        operator = _OPERATOR.match(text, position)
+        if operator is None:
+            raise ContractError(
+                f"objective {text!r}: expected + or - at {text[position:]!r}", "objectives"
+            )
+        sign, position = (1.0 if operator.group(1) == "+" else -1.0), operator.end()
+
+
+def _parse_term(
+    text: str, position: int, load_vector: VectorLoader
+) -> tuple[pb.ObjectiveTerm, int]:
+    """One weighted term of `text` from `position`, and where it ends."""
+    term = pb.ObjectiveTerm()
+    if weight := _WEIGHT.match(text, position):
+        term.weight, position = float(weight.group(1)), weight.end()
+    position = len(text) - len(text[position:].lstrip())
+    if found := _LAYER_TERM.match(text, position):
+        term.kind, term.layer = pb.TERM_KIND_LAYER, found.group(1)
+    elif found := _DIRECTION.match(text, position):
+        term.kind, term.layer = pb.TERM_KIND_DIRECTION, found.group(1)
+        term.vector.extend(_vector(found.group(2), load_vector))
+        if found.group(3):
+            term.cossim_power = float(found.group(3))
+    elif found := _CHANNEL.match(text, position):
+        layer, index, center, row, column = found.groups()
+        term.layer, term.index = layer, _index(int(index))
+        term.kind = pb.TERM_KIND_CHANNEL
+        if center or row is not None:
+            term.kind = pb.TERM_KIND_NEURON
+        if row is not None:
+            term.position.y, term.position.x = _index(int(row)), _index(int(column))
+    else:
+        raise ContractError(
+            f"objective {text!r}: cannot read {text[position:]!r}; use {OBJECTIVE_HELP}",
+            "objectives",
+        )
+    return term, found.end()
+
+
+def _index(number: int) -> int:
+    if number > MAX_INDEX:
+        raise ContractError(f"objective index {number}: indices go up to {MAX_INDEX}", "objectives")
+    return number
+
+
+def _vector(source: str, load_vector: VectorLoader) -> list[float]:
+    """A direction's values: inline [a, b, ...] or read from a file."""
+    if source.startswith("["):
+        try:
+            values = [float(v) for v in source[1:-1].split(",") if v.strip()]
+        except ValueError as error:
+            raise ContractError(f"direction values {source!r}: {error}", "objectives") from error
+    else:
+        values = load_vector(source.strip())
+    if not values or len(values) > MAX_VECTOR:
+        raise ContractError(
+            f"a direction needs 1..{MAX_VECTOR} values; {source!r} has {len(values)}", "objectives"
+        )
+    return values
+
+
+def parse_interpolation(
+    text: str, frames: int, load_vector: VectorLoader = _no_files
+) -> pb.Interpolation:
+    """The wire Interpolation of "A..B" with `frames` frames."""
+    depth, split = 0, -1
+    for position, char in enumerate(text):
+        depth += (char in "([") - (char in ")]")
+        if depth == 0 and text.startswith("..", position):
+            split = position
+            break
+    if split < 0:
+        raise ContractError(f"interpolation {text!r}: write it START..END", "interpolation")
+    return pb.Interpolation(
+        start=parse_objective(text[:split], load_vector),
+        end=parse_objective(text[split + 2 :], load_vector),
+        frames=frames,
+    )
 
 
 # --- addresses ----------------------------------------------------------------------------

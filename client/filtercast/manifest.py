@@ -109,11 +109,15 @@ class OutputFolder:
         image: np.ndarray | None,
         revived: int = 0,
         cached: bool = False,
+        objective: str = "",
+        member: int = 0,
     ) -> None:
         """Record one filter (and save its picture when it has one).
 
         `revived`: restarts from fresh noise before it came alive (revive);
-        `cached`: the server served it from its result cache.
+        `cached`: the server served it from its result cache; `objective`
+        what the picture maximizes and `member` its place in its diversity
+        group or interpolation (recorded only for objectives).
         """
         record: dict[str, Any] = {
             "index": index,
@@ -125,6 +129,8 @@ class OutputFolder:
             "cached": cached,
             "file": None,
         }
+        if objective:
+            record.update(objective=objective, member=member)
         if image is not None:
             record["file"] = filter_filename(index)
             save_png(self.directory / record["file"], image)

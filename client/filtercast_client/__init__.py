@@ -18,6 +18,7 @@ from filtercast_client.errors import (
 )
 from filtercast_client.events import (
     Accepted,
+    DenseLayerInfo,
     FilterImage,
     GridImage,
     LayerInfo,
@@ -34,6 +35,7 @@ __all__ = [
     "Cancelled",
     "Client",
     "DeadlineExceeded",
+    "DenseLayerInfo",
     "FilterImage",
     "FiltercastError",
     "GridImage",

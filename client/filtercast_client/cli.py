@@ -14,17 +14,20 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from filtercast import contract
 from filtercast_client.cli_options import (
     WEIGHTS_HELP,
     Connection,
     connection_options,
     default_weights,
+    objective_options,
     request_of,
     request_options,
     rpc_failure,
 )
 from filtercast_client.cli_output import console, report, visualize_into
 from filtercast_client.errors import FiltercastError
+from filtercast_client.request import build_request
 
 SERVER_COMMANDS = {"serve": "serve", "clear-cache": "clear_cache"}
 
@@ -86,21 +89,23 @@ def models(connection: Connection) -> None:
 @connection_options
 @click.option("--model", default="vgg16", show_default=True)
 def layers(connection: Connection, model: str) -> None:
-    """List a model's layers: name, type, channels, output stride."""
+    """List a model's layers: name, type, channels, output stride; then its dense layers."""
     table = Table("layer", "type", "channels", "stride", "dtype")
     try:
         with connection.client() as client:
-            for layer in client.describe(model).layers:
-                table.add_row(
-                    layer.name,
-                    layer.type,
-                    str(layer.channels),
-                    str(layer.output_stride),
-                    layer.dtype,
-                )
+            described = client.describe(model)
     except FiltercastError as error:
         raise rpc_failure(error) from error
+    for layer in described.layers:
+        table.add_row(
+            layer.name, layer.type, str(layer.channels), str(layer.output_stride), layer.dtype
+        )
     Console().print(table)
+    if described.dense_layers:  # their units are objectives: --objective NAME:UNIT
+        dense = Table("dense layer", "type", "units", "activation")
+        for info in described.dense_layers:
+            dense.add_row(info.name, info.type, str(info.units), info.activation)
+        Console().print(dense)
 
 
 @main.command()
@@ -123,8 +128,17 @@ def visualize(connection: Connection, out: Path, timeout: float | None, **option
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("demo-output"), show_default=True
 )
-@click.option("--filters", default="0:64", show_default=True)
+@click.option(
+    "--filters", default=None, help="Default: 0:64 (unless --objective or --interpolate)."
+)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--preset",
+    type=click.Choice(list(contract.PRESETS), case_sensitive=False),
+    default="classic",
+    show_default=True,
+)
+@objective_options
 @click.option(
     "--open",
     "serve_gallery",
@@ -138,10 +152,12 @@ def demo(
     servers: tuple[str, ...],
     weights: str,
     out: Path,
-    filters: str,
+    filters: str | None,
     seed: int,
+    preset: str,
     serve_gallery: bool,
     http_port: int,
+    **objectives: Any,
 ) -> None:
     """Start a local server, render the classic block5_conv1 grid, stop the server.
 
@@ -149,7 +165,11 @@ def demo(
     """
     from filtercast_client.local_server import LocalServer
 
-    request = request_of("classic", "vgg16", "block5_conv1", filters, "auto", seed, None, None)
+    if filters is None and not objectives["objectives"] and not objectives["interpolate"]:
+        filters = "0:64"
+    request = request_of(
+        preset, "vgg16", "block5_conv1", filters, "auto", seed, None, None, **objectives
+    )
     if servers:
         if serve_gallery or http_port:
             raise click.UsageError("--open and --http-port start a local server: not with --server")
@@ -176,11 +196,22 @@ def demo(
         if not serve_gallery:
             click.echo("see them in a browser: filtercast demo --open (serves the gallery)")
             return
-        show_gallery(server, {"filters": filters, "seed": seed}, log_path)
+        show_gallery(server, {"filters": filters or "0:64", "seed": seed}, log_path)
     except (RuntimeError, TimeoutError) as error:
         raise click.ClickException(str(error)) from error
     finally:
         server.stop()
+
+
+def objective_request(request: dict[str, Any]) -> Any:
+    """The objectives, diversity and interpolation of the CLI's request, as one wire message."""
+    return build_request(
+        objectives=request["objectives"],
+        diversity=request["diversity"],
+        diversity_weight=request["diversity_weight"],
+        interpolate=request["interpolate"],
+        frames=request["frames"],
+    )
 
 
 def show_gallery(server: Any, request: dict[str, Any], log_path: Path) -> None:
@@ -250,8 +281,9 @@ def render(
 
     def progress(outcome: Any, done: int, total: int) -> None:
         state = "dead" if outcome.dead else f"loss {outcome.loss:10.2f}"
+        what = "picture" if request["objectives"] or request["interpolate"] else "filter"
         console.print(
-            f"[{done:4d}/{total}] filter {outcome.index:4d}  {state}  {outcome.seconds:6.2f}s"
+            f"[{done:4d}/{total}] {what} {outcome.index:4d}  {state}  {outcome.seconds:6.2f}s"
         )
 
     try:
@@ -265,6 +297,7 @@ def render(
             precision=request["precision"],
             seed=request["seed"],
             overrides=overrides,
+            objectives=objective_request(request),
             device=device,
             max_batch=max_batch,
             progress=progress,

@@ -2,6 +2,7 @@
 
 import functools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import click
 from filtercast import contract
 from filtercast_client.client import TLS, Client
 from filtercast_client.errors import FiltercastError, ProtocolError
+from filtercast_client.request import load_vector
 
 WEIGHTS_HELP = "imagenet (Keras download), random, or a .weights.h5 path [env FILTERCAST_WEIGHTS]"
 
@@ -149,7 +151,42 @@ def request_options(function: Any) -> Any:
     ]
     for option in reversed(options):
         function = option(function)
+    return objective_options(function)
+
+
+def objective_options(function: Any) -> Any:
+    """What to visualize beyond filters: --objective, --diversity, --interpolate, --frames."""
+    options = [
+        click.option(
+            "--objective",
+            "objectives",
+            multiple=True,
+            callback=check_objectives,
+            metavar="EXPR",
+            help='Instead of --filters, one picture each (repeatable): "block5_conv1:12", '
+            '"block5_conv1:12@center", "layer(block4_conv3)", "dense_1:3", '
+            '"block5_conv1:12 - 0.5*block5_conv1:40", "direction(block5_conv1, cav.npy)".',
+        ),
+        click.option(
+            "--diversity", type=int, default=0, metavar="K", help="K differing pictures of each."
+        ),
+        click.option("--diversity-weight", type=float, help="How strongly they differ (1)."),
+        click.option("--interpolate", metavar="A..B", help="Frames from objective A to B."),
+        click.option("--frames", type=int, default=8, show_default=True),
+    ]
+    for option in reversed(options):
+        function = option(function)
     return function
+
+
+def check_objectives(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> list[Any]:
+    """--objective parsed with the contract's grammar before anything connects."""
+    try:
+        return [contract.parse_objective(value, load_vector) for value in values]
+    except contract.ContractError as error:
+        raise click.BadParameter(str(error)) from error
 
 
 def parse_settings(
@@ -192,9 +229,24 @@ def request_of(
     size: int | None,
     steps: int | None,
     settings: dict[str, Any] | None = None,
+    objectives: Sequence[Any] = (),
+    diversity: int = 0,
+    diversity_weight: float | None = None,
+    interpolate: str | None = None,
+    frames: int = 8,
 ) -> dict[str, Any]:
     """Keyword arguments of Client.visualize from the CLI options."""
+    if interpolate is not None:
+        try:
+            contract.parse_interpolation(interpolate, frames, load_vector)
+        except contract.ContractError as error:
+            raise click.BadParameter(str(error), param_hint="--interpolate") from error
     return {
+        "objectives": list(objectives),
+        "diversity": diversity,
+        "diversity_weight": diversity_weight,
+        "interpolate": interpolate,
+        "frames": frames,
         "overrides": settings or {},
         "preset": preset.lower(),
         "model": model,

@@ -114,6 +114,8 @@ class Recorder:
                 event.image,
                 event.revived,
                 event.cached,
+                event.objective,
+                event.member,
             )
             progress.advance(task)
         elif isinstance(event, GridImage):

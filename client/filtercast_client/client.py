@@ -241,6 +241,11 @@ class _ClientBase(Generic[StreamT]):
         grid_n: int | None = None,
         grid_margin: int | None = None,
         keep_dead_filters: bool = False,
+        objectives: Sequence[str | pb.Objective] = (),
+        diversity: int = 0,
+        diversity_weight: float | None = None,
+        interpolate: str | pb.Interpolation | None = None,
+        frames: int = 8,
         timeout: float | None = None,
     ) -> StreamT:
         """Start a VisualizeFilters stream: iterate it for Accepted, FilterImages, Grid, Summary.
@@ -255,27 +260,22 @@ class _ClientBase(Generic[StreamT]):
         precision: "auto", "float32" or "bfloat16". image_format: "png" or "raw".
         grid, grid_n, grid_margin: the grid at the end, its side and margin.
         keep_dead_filters: deliver dead filters' pictures too.
+        objectives: what to visualize instead of filters, one picture each, in
+            the objective grammar ("block5_conv1:12 - 0.5*block5_conv1:40",
+            "block5_conv1:12@center", "layer(block4_conv3)", "dense_1:3",
+            "direction(block5_conv1, cav.npy)"; see filtercast.contract).
+        diversity, diversity_weight: k differing pictures of each objective,
+            and how strongly they differ (robust preset).
+        interpolate, frames: "A..B" and the frames from A to B (robust preset).
         timeout: deadline of the whole stream, in seconds. Raises InvalidRequest
         at once for an argument the contract rejects; the stream raises the
         typed errors of filtercast_client.errors.
         """
-        message = build_request(
-            model=model,
-            layer=layer,
-            filters=filters,
-            preset=preset,
-            size=size,
-            steps=steps,
-            step_size=step_size,
-            overrides=overrides,
-            seed=seed,
-            precision=precision,
-            image_format=image_format,
-            grid=grid,
-            grid_n=grid_n,
-            grid_margin=grid_margin,
-            keep_dead_filters=keep_dead_filters,
-        )
+        # Every argument but the deadline is a field of the request.
+        fields = {
+            name: value for name, value in locals().items() if name not in ("self", "timeout")
+        }
+        message = build_request(**fields)
         return self._stream(
             lambda remaining: self.stub.VisualizeFilters(
                 message, timeout=remaining, metadata=self.metadata
@@ -320,6 +320,9 @@ class Client(_ClientBase[Visualization]):
         """One model: weights, device, precision and layers (NotFound if not served)."""
         request = pb.DescribeModelRequest(model=model)
         return ModelInfo.from_message(self._unary(self.stub.DescribeModel, request, timeout).model)
+
+
+NOT_FIELDS = ("self", "timeout")  # visualize's arguments that are not the request's
 
 
 class AsyncClient(_ClientBase[AsyncVisualization]):

@@ -75,6 +75,8 @@ class Accepted:
     weights_sha256: str = ""
     device: str = ""
     cached_filters: list[int] = field(default_factory=list)  # served from the result cache
+    # With objectives: what picture i maximizes, in the objective grammar.
+    objectives: list[str] = field(default_factory=list)
 
     @property
     def seed(self) -> int:
@@ -97,6 +99,9 @@ class FilterImage:
     revived: int = 0  # restarts from fresh noise before it came alive (revive)
     cached: bool = False  # served from the server's result cache
     image_key: str = ""  # its key there: GET /v1/images/{image_key}.png on the HTTP gateway
+    objective: str = ""  # what it maximizes (objectives only; "" for a plain filter)
+    target: int = 0  # which of the request's objectives
+    member: int = 0  # its place in its diversity group or interpolation
 
     @property
     def pil(self) -> Image.Image | None:
@@ -172,6 +177,9 @@ class EventChecker:
         cached = list(message.cached_filters)
         if len(set(cached)) != len(cached) or not set(cached) <= set(filters):
             raise ProtocolError("Accepted lists a cached filter twice or one not asked for")
+        objectives = list(message.objectives)
+        if objectives and len(objectives) != len(filters):
+            raise ProtocolError(f"Accepted names {len(objectives)} objectives for {len(filters)}")
         self.accepted = Accepted(
             message.request_id,
             _params_dict(message.params),
@@ -180,6 +188,7 @@ class EventChecker:
             message.weights_sha256,
             message.device,
             cached,
+            objectives,
         )
         return self.accepted
 
@@ -210,6 +219,9 @@ class EventChecker:
             message.revived,
             message.cached,
             message.image_key,
+            self.accepted.objectives[index] if self.accepted.objectives else "",
+            message.target,
+            message.member,
         )
 
     def _grid(self, message: pb.Grid) -> GridImage:
@@ -260,6 +272,16 @@ class LayerInfo:
 
 
 @dataclass(frozen=True)
+class DenseLayerInfo:
+    """A layer whose output is (N, units): its units are objectives ("logits:3")."""
+
+    name: str
+    type: str
+    units: int
+    activation: str  # a softmax layer's units are taken before the softmax
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """A model a server has loaded."""
 
@@ -277,6 +299,7 @@ class ModelInfo:
     display_name: str
     description: str
     kind: str  # "builtin" or "file"
+    dense_layers: list[DenseLayerInfo] = field(default_factory=list)
 
     @classmethod
     def from_message(cls, message: pb.ModelInfo) -> "ModelInfo":
@@ -299,6 +322,7 @@ class ModelInfo:
             message.display_name,
             message.description,
             message.kind,
+            [DenseLayerInfo(d.name, d.type, d.units, d.activation) for d in message.dense_layers],
         )
 
 

@@ -2,9 +2,11 @@
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 
 from filtercast import contract
 from filtercast.contract import ContractError
@@ -29,6 +31,12 @@ def build_request(
     grid_n: int | None = None,
     grid_margin: int | None = None,
     keep_dead_filters: bool = False,
+    objectives: Sequence[str | pb.Objective] = (),
+    diversity: int = 0,
+    diversity_weight: float | None = None,
+    diversity_layer: str = "",
+    interpolate: str | pb.Interpolation | None = None,
+    frames: int = 8,
 ) -> pb.VisualizeFiltersRequest:
     """A VisualizeFiltersRequest (see Client.visualize); InvalidRequest names a bad argument."""
     try:
@@ -41,6 +49,9 @@ def build_request(
             keep_dead_filters=keep_dead_filters,
         )
         _select(request, filters)
+        _objectives(request, objectives, interpolate, frames)
+        if diversity or diversity_weight is not None or diversity_layer:
+            _diversity(request.diversity, diversity, diversity_weight, diversity_layer)
     except ContractError as error:
         raise InvalidRequest(
             grpc.StatusCode.INVALID_ARGUMENT, str(error), field=error.field
@@ -67,6 +78,51 @@ def _select(request: pb.VisualizeFiltersRequest, filters: str | Sequence[int] | 
         request.filters.CopyFrom(contract.selection_message(contract.parse_filter_spec(filters)))
     elif filters is not None:
         _set("filters", lambda: request.filters.list.indices.extend(int(i) for i in filters))
+
+
+def _objectives(
+    request: pb.VisualizeFiltersRequest,
+    objectives: Sequence[str | pb.Objective],
+    interpolate: str | pb.Interpolation | None,
+    frames: int,
+) -> None:
+    """The request's objectives and interpolation, parsed here (filtercast.contract's grammar)."""
+    if isinstance(objectives, str | pb.Objective):
+        objectives = [objectives]
+    for objective in objectives:
+        parsed = objective if isinstance(objective, pb.Objective) else None
+        request.objectives.append(parsed or contract.parse_objective(str(objective), load_vector))
+    if isinstance(interpolate, pb.Interpolation):
+        request.interpolation.CopyFrom(interpolate)
+    elif interpolate is not None:
+        request.interpolation.CopyFrom(
+            contract.parse_interpolation(interpolate, frames, load_vector)
+        )
+
+
+def _diversity(message: pb.Diversity, k: int, weight: float | None, layer: str) -> None:
+    """The request's diversity: k pictures of each objective (0: none)."""
+    _set("diversity.k", functools.partial(setattr, message, "k", k))
+    message.layer = layer
+    if weight is not None:
+        _set("diversity.weight", functools.partial(setattr, message, "weight", weight))
+
+
+def load_vector(path: str) -> list[float]:
+    """A direction's values from a .npy file of one vector (never a pickle)."""
+    try:
+        values = np.load(Path(path).expanduser(), allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ContractError(
+            f"cannot read direction file {path!r}: {error}", "objectives"
+        ) from error
+    if values.ndim != 1 or values.dtype.kind not in "fiu":
+        raise ContractError(
+            f"direction file {path!r} holds a {values.dtype} array of shape {values.shape}; "
+            "save one vector of numbers (np.save(path, vector))",
+            "objectives",
+        )
+    return [float(v) for v in values]
 
 
 def _override(

@@ -4,13 +4,21 @@ No TensorFlow here: the API, the wire conversions, planning and the scheduler
 import these and stay importable (and unit-testable) without it.
 """
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
+from filtercast_server.objectives import (
+    Structure,
+    Target,
+    channel_target,
+    plain_structure,
+    structure_of,
+)
 from filtercast_server.params import AscentParams, GridParams
 
 
@@ -24,13 +32,40 @@ class Precision(StrEnum):
 
 @dataclass(frozen=True)
 class Plan:
-    """One request's work: resolved parameters, grid, precision, filters and seed."""
+    """One request's work: resolved parameters, grid, precision, pictures and seed.
+
+    A plain request's `filters` are the layer's channels. With `targets`
+    (objectives, diversity, interpolation) picture i maximizes targets[i] and
+    `filters` lists the pictures' numbers, 0..len(targets)-1 (or some of them).
+    """
 
     params: AscentParams
     grid: GridParams
     precision: Precision  # resolved: FLOAT32 or BFLOAT16
     filters: tuple[int, ...]
     seed: int
+    targets: tuple[Target, ...] = ()
+
+    def target(self, index: int) -> Target:
+        """What picture `index` maximizes."""
+        return self.targets[index] if self.targets else channel_target(self.params.layer, index)
+
+    @functools.cached_property
+    def structure(self) -> Structure:
+        """The loss every picture of the request fits (part of its batches' key)."""
+        if not self.targets:
+            return plain_structure(self.params.layer)
+        return structure_of(self.targets)
+
+    def jobs(self, indices: Iterable[int], **fields: Any) -> list["Job"]:
+        """A job per picture of `indices`; a group's members share one fresh group token."""
+        tokens: dict[int, object] = {}
+        jobs = []
+        for index in indices:
+            target = self.target(index)
+            token = tokens.setdefault(target.target, object()) if target.group else None
+            jobs.append(Job(index, self.seed, target=target, group=token, **fields))
+        return jobs
 
 
 @dataclass
@@ -50,7 +85,7 @@ class FilterOutcome:
 
 @dataclass(eq=False)
 class Job:
-    """One filter to render for one request; the engine never looks at `owner`.
+    """One picture to render for one request; the engine never looks at `owner`.
 
     `followers` are other requests waiting for the same picture (same cache
     `key`): the job is computed once and delivered to each of them.
@@ -58,10 +93,23 @@ class Job:
 
     index: int
     seed: int
+    target: Target
+    group: object | None = None  # shared by the jobs of one group of one submission
     owner: Any = None
     is_cancelled: Callable[[], bool] = lambda: False
     key: str = ""
     followers: list[Any] = field(default_factory=list)
+
+
+def units(jobs: list[Job]) -> list[list[Job]]:
+    """Jobs in the units they run as: a group's members together, every other job alone."""
+    found: list[list[Job]] = []
+    for job in jobs:
+        if found and job.group is not None and found[-1][0].group is job.group:
+            found[-1].append(job)
+        else:
+            found.append([job])
+    return found
 
 
 # Returns up to n jobs to start now (fewer, or none, is fine).

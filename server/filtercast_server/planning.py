@@ -7,13 +7,17 @@ layers, their sizes), so planning imports no TensorFlow.
 
 import dataclasses
 import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from filtercast_server.errors import InvalidRequestError, UnknownModelError, quoted
 from filtercast_server.jobs import Plan, Precision
+from filtercast_server.objectives import Diversity, Interpolation, Objective, Target
 from filtercast_server.overrides import resolve
 from filtercast_server.params import AscentParams, Limits
 from filtercast_server.selection import FilterSelection, select_filters
+from filtercast_server.targets import resolve_targets
 
 if TYPE_CHECKING:  # models import TensorFlow; planning only asks them questions
     from filtercast_server.engine.models import LoadedModel
@@ -32,10 +36,15 @@ def make_plan(
     precision: Precision | str = Precision.AUTO,
     seed: int | None = None,
     limits: Limits | None = None,
+    objectives: Sequence[Objective] = (),
+    diversity: Diversity | None = None,
+    interpolation: Interpolation | None = None,
 ) -> Plan:
     """Resolve preset + overrides, check model, layer, filters, sizes and cost.
 
-    A request naming no layer gets its model's default layer; AUTO precision
+    With `objectives` or an `interpolation` the pictures are targets (see
+    targets.py) and `filters` must be None. A request naming no layer gets
+    its model's default layer; AUTO precision
     what the model's device prefers (see Device.resolve). Raises
     InvalidRequestError (UnknownModelError, OverBudgetError) with a message
     that says what is valid. A missing seed is drawn at random and kept in
@@ -54,20 +63,84 @@ def make_plan(
     model = models[params.model]
     if "layer" not in overrides:  # the built-ins' defaults are their presets' layers
         params = dataclasses.replace(params, layer=model.default_layer)
-    channels = model.layer(params.layer).channels
-    model.check_objective(params.layer, params.objective)
-    indices = select_filters(filters, channels, recipe.default_filters, limits.max_filters)
+    wanted = Wanted(filters, tuple(objectives), diversity, interpolation)
+    params, indices, targets = _pictures(model, params, wanted, recipe.default_filters, limits)
     if not indices:
         raise InvalidRequestError("no filters requested", "filters")
-    _check_input_size(model, params, limits)
-    _check_cost(params, len(indices), limits)
-    return Plan(
+    plan = Plan(
         params=params,
         grid=recipe.grid,
         precision=_precision(model, precision),
         filters=tuple(indices),
         seed=_seed(seed),
+        targets=targets,
     )
+    for layer in plan.structure.layers:
+        if model.dense_layer(layer) is None:
+            _check_input_size(model, dataclasses.replace(params, layer=layer), limits)
+        elif model.input_size is None:
+            raise InvalidRequestError(
+                f"dense layer {layer} needs a model with a fixed input size", "objectives"
+            )
+    _check_cost(params, len(indices), limits)
+    return plan
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What a request asks pictures of: filters, or objectives (diversified), or frames."""
+
+    filters: FilterSelection
+    objectives: tuple[Objective, ...] = ()
+    diversity: Diversity | None = None
+    interpolation: Interpolation | None = None
+
+
+def _pictures(
+    model: "LoadedModel",
+    params: AscentParams,
+    wanted: Wanted,
+    default_filters: int | None,
+    limits: Limits,
+) -> tuple[AscentParams, list[int], tuple[Target, ...]]:
+    """(params labelled with the pictures' layer, their indices, their targets if objectives)."""
+    if not wanted.objectives and wanted.interpolation is None:
+        if wanted.diversity is not None and wanted.diversity.k:
+            raise InvalidRequestError("diversity needs objectives to diversify", "diversity")
+        channels = model.layer(params.layer).channels
+        model.check_objective(params.layer, params.objective)
+        indices = select_filters(wanted.filters, channels, default_filters, limits.max_filters)
+        return params, indices, ()
+    if wanted.filters is not None:
+        raise InvalidRequestError(
+            "a request names filters or objectives, not both; a filter k of layer L is "
+            "the objective L:k",
+            "filters",
+        )
+    targets = resolve_targets(
+        model, params, wanted.objectives, wanted.diversity, wanted.interpolation
+    )
+    if len(targets) > limits.max_filters:
+        raise InvalidRequestError(
+            f"{len(targets)} pictures requested; at most {limits.max_filters} per request",
+            "objectives",
+        )
+    params = dataclasses.replace(params, layer=targets[0].objective.terms[0].layer)
+    return params, list(range(len(targets))), targets
+
+
+def check_groups_fit(plan: Plan, capacity: int) -> None:
+    """Refuse a plan whose groups (diversity, interpolation) exceed a batch of `capacity` rows."""
+    grouped = [t.group for t in plan.targets if t.group is not None]
+    largest = max((g.size for g in grouped), default=1)
+    if largest > capacity:
+        side = plan.params.view_size(plan.params.size)
+        raise InvalidRequestError(
+            f"a group of {largest} pictures must share one batch, and a batch holds "
+            f"{capacity} pictures of {side} px here; ask for at most {capacity} "
+            "(diversity.k or interpolation.frames), or a smaller size",
+            grouped[0].kind,
+        )
 
 
 def _check_input_size(model: "LoadedModel", params: AscentParams, limits: Limits) -> None:

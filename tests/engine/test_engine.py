@@ -15,7 +15,7 @@ from filtercast_server.engine.pixels import initial_image
 from filtercast_server.engine.rows import Row
 from filtercast_server.errors import InvalidRequestError, UnknownModelError
 from filtercast_server.grid import build_grid, grid_layout
-from filtercast_server.jobs import FilterOutcome, Job, Precision
+from filtercast_server.jobs import FilterOutcome, Precision
 from filtercast_server.planning import OverBudgetError, make_plan
 from filtercast_server.presets import CATALOG
 from tests.support.engine import CPU, run
@@ -56,10 +56,10 @@ def test_same_seed_same_pictures_other_seed_other_pictures(vgg) -> None:
 
 def test_start_noise_depends_only_on_seed_and_filter() -> None:
     params = CATALOG["classic"].params
-    a = initial_image(params, 5, 17)
+    a = initial_image(params, 5, (17,))
     assert a.shape == (128, 128, 3) and a.dtype == np.float32
-    assert np.array_equal(a, initial_image(params, 5, 17))
-    assert not np.array_equal(a, initial_image(params, 5, 18))
+    assert np.array_equal(a, initial_image(params, 5, (17,)))
+    assert not np.array_equal(a, initial_image(params, 5, (18,)))
     assert a.min() >= 118 and a.max() < 138  # (uniform - 0.5) * 20 + 128
 
 
@@ -78,7 +78,7 @@ def test_step_matches_a_plain_tensorflow_reference(vgg) -> None:
     # One rms-normalised step of the classic loss, written out for one image.
     plan = plan_for(vgg, filters=[5], steps=1, dead_threshold=None)
     extractor = vgg["vgg16"].extractor("block5_conv1", Precision.FLOAT32)
-    x = tf.constant(initial_image(plan.params, plan.seed, 5)[None])
+    x = tf.constant(initial_image(plan.params, plan.seed, (5,))[None])
     with tf.GradientTape() as tape:
         tape.watch(x)
         loss = tf.reduce_mean(extractor(x)[..., 5])
@@ -86,7 +86,7 @@ def test_step_matches_a_plain_tensorflow_reference(vgg) -> None:
     g = g / (tf.sqrt(tf.reduce_mean(tf.square(g))) + 1e-7)
     expected_image = (x + 1.0 * g).numpy()
     method = AscentEngine(vgg).method(plan.params, Precision.FLOAT32)
-    (new,), losses = method.step((x,), [Row(Job(5, plan.seed))])
+    (new,), losses = method.step((x,), [Row(plan.jobs([5])[0])])
     np.testing.assert_allclose(losses.numpy()[0], loss.numpy(), rtol=1e-5)
     np.testing.assert_allclose(new.numpy(), expected_image, rtol=1e-5, atol=1e-4)
 

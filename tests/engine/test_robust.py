@@ -20,7 +20,7 @@ from filtercast_server.engine.models import LoadedModel
 from filtercast_server.engine.pixels import initial_image
 from filtercast_server.engine.rows import Row
 from filtercast_server.errors import InvalidRequestError
-from filtercast_server.jobs import EngineObserver, Job, Plan, Precision
+from filtercast_server.jobs import EngineObserver, Plan, Precision
 from filtercast_server.planning import make_plan
 from filtercast_server.presets import CATALOG
 from tests.support.engine import CPU, run
@@ -84,17 +84,17 @@ def test_the_batch_is_bounded_by_the_pixels_the_network_sees(vgg) -> None:
 
 
 def test_views_depend_only_on_seed_filter_and_step() -> None:
-    a = view_transform(ROBUST, 1, 5, 10)
-    assert np.array_equal(a, view_transform(ROBUST, 1, 5, 10))
-    assert not np.array_equal(a, view_transform(ROBUST, 1, 5, 11))
-    assert not np.array_equal(a, view_transform(ROBUST, 1, 6, 10))
-    assert not np.array_equal(a, view_transform(ROBUST, 2, 5, 10))
+    a = view_transform(ROBUST, 1, (5,), 10)
+    assert np.array_equal(a, view_transform(ROBUST, 1, (5,), 10))
+    assert not np.array_equal(a, view_transform(ROBUST, 1, (5,), 11))
+    assert not np.array_equal(a, view_transform(ROBUST, 1, (6,), 10))
+    assert not np.array_equal(a, view_transform(ROBUST, 2, (5,), 10))
 
 
 def test_a_still_view_is_the_padded_image() -> None:
     still = ROBUST.__class__(**{**ROBUST.to_dict(), "jitter": 0, "scale_jitter": 0.0})
     still = still.__class__(**{**still.to_dict(), "rotate_degrees": 0.0})
-    a0, a1, a2, b0, b1, b2, *_ = view_transform(still, 0, 0, 0)
+    a0, a1, a2, b0, b1, b2, *_ = view_transform(still, 0, (0,), 0)
     # Output pixel (x, y) reads input (x - pad, y - pad).
     assert (a0, a1, b0, b1) == (1, 0, 0, 1)
     assert (a2, b2) == (-still.pad, -still.pad)
@@ -102,7 +102,7 @@ def test_a_still_view_is_the_padded_image() -> None:
 
 def test_view_scale_and_rotation_keep_the_centre() -> None:
     for step in range(20):
-        a0, a1, a2, b0, b1, b2, *_ = view_transform(ROBUST, 3, 9, step)
+        a0, a1, a2, b0, b1, b2, *_ = view_transform(ROBUST, 3, (9,), step)
         scale = 1 / math.hypot(a0, a1)
         assert 1 - ROBUST.scale_jitter - 1e-6 <= scale <= 1 + ROBUST.scale_jitter + 1e-6
         assert abs(math.degrees(math.atan2(a1, a0))) <= ROBUST.rotate_degrees + 1e-4
@@ -132,11 +132,11 @@ def test_spectrum_scale_is_one_over_frequency() -> None:
 
 
 def test_start_spectrum_depends_only_on_seed_filter_and_attempt() -> None:
-    a = initial_spectrum(ROBUST, 1, 2, 3)
+    a = initial_spectrum(ROBUST, 1, (2,), 3)
     assert a.shape == (3, 128, 65, 2) and a.dtype == np.float32
-    assert np.array_equal(a, initial_spectrum(ROBUST, 1, 2, 3))
-    assert not np.array_equal(a, initial_spectrum(ROBUST, 1, 3, 3))
-    assert not np.array_equal(a, initial_spectrum(ROBUST, 1, 2, 3, attempt=1))
+    assert np.array_equal(a, initial_spectrum(ROBUST, 1, (2,), 3))
+    assert not np.array_equal(a, initial_spectrum(ROBUST, 1, (3,), 3))
+    assert not np.array_equal(a, initial_spectrum(ROBUST, 1, (2,), 3, attempt=1))
     assert abs(a.std() - ROBUST.init_scale) < 0.1 * ROBUST.init_scale
 
 
@@ -144,7 +144,7 @@ def test_one_step_matches_a_plain_tensorflow_reference(vgg) -> None:
     """The whole recipe written out for one row: spectrum -> picture -> view -> loss -> Adam."""
     plan = robust_plan(vgg, filters=[3], steps=1)
     p, model = plan.params, vgg["vgg16"]
-    spectrum = tf.constant(initial_spectrum(p, plan.seed, 3, 3)[None])
+    spectrum = tf.constant(initial_spectrum(p, plan.seed, (3,), 3)[None])
     scale = frequency_scale(p.size)
     with tf.GradientTape() as tape:
         tape.watch(spectrum)
@@ -153,7 +153,7 @@ def test_one_step_matches_a_plain_tensorflow_reference(vgg) -> None:
         rgb = tf.sigmoid(tf.reshape(tf.reshape(linear, [-1, 3]) @ COLOR_MIX.T, linear.shape))
         view = tf.raw_ops.ImageProjectiveTransformV3(
             images=rgb,
-            transforms=view_transform(p, plan.seed, 3, 0)[None],
+            transforms=view_transform(p, plan.seed, (3,), 0)[None],
             output_shape=[p.size + 2 * p.pad] * 2,
             fill_value=0.5,
             interpolation="BILINEAR",
@@ -171,8 +171,8 @@ def test_one_step_matches_a_plain_tensorflow_reference(vgg) -> None:
     expected = spectrum + p.step_size * grad / (tf.abs(grad) + ADAM_EPS)
 
     method = AscentEngine(vgg).method(p, Precision.FLOAT32)
-    state = tuple(tf.constant(a) for a in method.initial([Row(Job(3, plan.seed))]))
-    (new, m, v), losses = method.step(state, [Row(Job(3, plan.seed))])
+    state = tuple(tf.constant(a) for a in method.initial([Row(plan.jobs([3])[0])]))
+    (new, m, v), losses = method.step(state, [Row(plan.jobs([3])[0])])
     np.testing.assert_allclose(losses.numpy()[0], loss.numpy(), rtol=1e-4)
     np.testing.assert_allclose(new.numpy(), expected.numpy(), atol=1e-5)
     np.testing.assert_allclose(m.numpy(), 0.1 * grad.numpy(), rtol=1e-4, atol=1e-12)
@@ -276,13 +276,16 @@ def test_revive_in_upscale_rounds(vgg) -> None:
 
 def test_revive_starts_from_smooth_noise_keyed_by_attempt() -> None:
     params = CATALOG["classic"].params
-    first, second = initial_image(params, 5, 17, attempt=1), initial_image(params, 5, 17, attempt=2)
-    assert np.array_equal(first, initial_image(params, 5, 17, attempt=1))
+    first, second = (
+        initial_image(params, 5, (17,), attempt=1),
+        initial_image(params, 5, (17,), attempt=2),
+    )
+    assert np.array_equal(first, initial_image(params, 5, (17,), attempt=1))
     assert not np.array_equal(first, second)
     assert first.shape == (128, 128, 3) and first.dtype == np.float32
     assert abs(first.mean() - 128) < 10 and abs(first.std() - params.init_scale) < 0.5
     # Smooth: neighbours are far closer than in the seeds' i.i.d. noise.
-    seed_noise = initial_image(params, 5, 17)
+    seed_noise = initial_image(params, 5, (17,))
 
     def roughness(x: np.ndarray) -> float:
         return float(np.abs(np.diff(x, axis=0)).mean() / x.std())

@@ -23,6 +23,7 @@ from filtercast_server.cache.backends import Backend
 from filtercast_server.cache.results import ResultCache
 from filtercast_server.jobs import FilterOutcome, JobSource, Precision
 from filtercast_server.model_registry import ModelConfig
+from filtercast_server.objectives import Structure
 from filtercast_server.observability.metrics import Metrics
 from filtercast_server.params import AscentParams, Limits
 from filtercast_server.serving.admission import StreamAdmission
@@ -75,6 +76,7 @@ class Model:
         self.channels = 3
         self.precisions = (Precision.FLOAT32, Precision.BFLOAT16)
         self.layers = [Layer("block5_conv1", "Conv2D", CHANNELS, 16, "float32")]
+        self.dense_layers: list = []
 
     def resolve_precision(self, precision: Precision | str) -> Precision:
         return self.device.resolve(precision)
@@ -86,6 +88,9 @@ class Model:
             if layer.name == name:
                 return layer
         raise InvalidRequestError(f"layer {name!r} not found in {self.name}", "layer")
+
+    def dense_layer(self, name: str) -> None:
+        return None
 
     def smallest_input(self, layer: str, border: int) -> int:
         return 16
@@ -108,7 +113,9 @@ class Engine:
     def batch_size(self, params: AscentParams) -> int:
         return self.max_batch
 
-    def run_jobs(self, params: AscentParams, precision: Precision, source: JobSource) -> Iterator:
+    def run_jobs(
+        self, params: AscentParams, precision: Precision, structure: Structure, source: JobSource
+    ) -> Iterator:
         rows: list[list[Any]] = []  # [job, steps done]
         while True:
             rows.extend([job, 0] for job in source(self.max_batch - len(rows)))

@@ -10,7 +10,7 @@ import pytest
 from filtercast_server.jobs import FilterOutcome
 from filtercast_server.serving.batching import SchedulerPolicy, Silent
 from filtercast_server.serving.scheduler import Done, Failed, QueueFullError, Result, Scheduler
-from tests.support.plans import plan
+from tests.support.plans import grouped_plan, plan
 
 
 class Counted(Silent):
@@ -37,7 +37,7 @@ class StandInEngine:
     def batch_size(self, params) -> int:
         return self.rows
 
-    def run_jobs(self, params, precision, source):
+    def run_jobs(self, params, precision, structure, source):
         cost = params.step_size / 1000  # seconds per step, chosen by the test
         rows: list[list] = []  # [job, steps left]
         while True:
@@ -197,3 +197,56 @@ def test_a_stream_that_does_not_read_stops_getting_rows() -> None:
     assert paused_at <= 3 + 2, paused_at
     assert isinstance(busy_events[-1], Done) and len(busy_events) == 11
     assert sorted(e.outcome.index for e in idle_events if isinstance(e, Result)) == list(range(20))
+
+
+def test_a_group_enters_a_batch_whole_and_never_split() -> None:
+    engine = StandInEngine(rows=4)
+    scheduler = Scheduler(engine)
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        first = scheduler.submit("a", grouped_plan("block5_conv1", 2, 3, steps=2), loop)
+        second = scheduler.submit("b", grouped_plan("block5_conv1", 1, 3, steps=2), loop)
+        assert first.key == second.key  # one structure: one batch
+        scheduler.start()
+        return [await drain(scheduler, h) for h in (first, second)]
+
+    try:
+        events = asyncio.run(run())
+    finally:
+        scheduler.stop()
+    # 4 rows hold one group of 3 at a time: a second group waits rather than split.
+    assert [len(batch) for batch in engine.batches] == [3, 3, 3]
+    assert engine.batches[0] == [0, 1, 2]
+    assert sum(isinstance(e, Result) for e in events[0]) == 6
+
+
+def test_a_group_is_shared_whole_or_computed_whole() -> None:
+    scheduler = Scheduler(StandInEngine(rows=4))
+    keys = {i: f"key{i}" for i in range(3)}
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        group = grouped_plan("block5_conv1", 1, 3)
+        owner = scheduler.submit("a", group, loop, keys=keys)
+        follower = scheduler.submit("b", group, loop, keys=keys)
+        assert len(follower.following) == 3 and not follower.pending
+        partial = scheduler.submit("c", group, loop, keys={0: "key0", 1: "key1"})
+        assert not partial.following and len(partial.pending) == 3  # one key differs: all fresh
+        return owner
+
+    owner = asyncio.run(run())
+    assert len(owner.pending) == 3
+
+
+def test_cancelling_a_request_drops_its_whole_group() -> None:
+    counted = Counted()
+    scheduler = Scheduler(StandInEngine(), observer=counted)
+
+    async def run():
+        handle = scheduler.submit("a", grouped_plan("b", 2, 4), asyncio.get_running_loop())
+        scheduler.cancel(handle)
+        assert scheduler.queued == 0
+
+    asyncio.run(run())
+    assert counted.ended == {"cancelled": 8}

@@ -27,6 +27,15 @@ class ImageFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     IMAGE_FORMAT_UNSPECIFIED: _ClassVar[ImageFormat]
     IMAGE_FORMAT_PNG: _ClassVar[ImageFormat]
     IMAGE_FORMAT_RAW: _ClassVar[ImageFormat]
+
+class TermKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TERM_KIND_UNSPECIFIED: _ClassVar[TermKind]
+    TERM_KIND_CHANNEL: _ClassVar[TermKind]
+    TERM_KIND_NEURON: _ClassVar[TermKind]
+    TERM_KIND_LAYER: _ClassVar[TermKind]
+    TERM_KIND_DIRECTION: _ClassVar[TermKind]
+    TERM_KIND_UNIT: _ClassVar[TermKind]
 PRECISION_UNSPECIFIED: Precision
 PRECISION_AUTO: Precision
 PRECISION_FLOAT32: Precision
@@ -39,6 +48,12 @@ PRESET_ROBUST: Preset
 IMAGE_FORMAT_UNSPECIFIED: ImageFormat
 IMAGE_FORMAT_PNG: ImageFormat
 IMAGE_FORMAT_RAW: ImageFormat
+TERM_KIND_UNSPECIFIED: TermKind
+TERM_KIND_CHANNEL: TermKind
+TERM_KIND_NEURON: TermKind
+TERM_KIND_LAYER: TermKind
+TERM_KIND_DIRECTION: TermKind
+TERM_KIND_UNIT: TermKind
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -113,7 +128,7 @@ class DescribeModelResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "weights_source", "weights_sha256", "device", "auto_precision", "layers", "default_layer", "input_size", "input_channels", "preprocessing", "default_preset", "display_name", "description", "kind")
+    __slots__ = ("name", "weights_source", "weights_sha256", "device", "auto_precision", "layers", "default_layer", "input_size", "input_channels", "preprocessing", "default_preset", "display_name", "description", "kind", "dense_layers")
     NAME_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_SOURCE_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +143,7 @@ class ModelInfo(_message.Message):
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    DENSE_LAYERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     weights_source: str
     weights_sha256: str
@@ -142,7 +158,20 @@ class ModelInfo(_message.Message):
     display_name: str
     description: str
     kind: str
-    def __init__(self, name: _Optional[str] = ..., weights_source: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., device: _Optional[str] = ..., auto_precision: _Optional[_Union[Precision, str]] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., default_layer: _Optional[str] = ..., input_size: _Optional[int] = ..., input_channels: _Optional[int] = ..., preprocessing: _Optional[str] = ..., default_preset: _Optional[_Union[Preset, str]] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
+    dense_layers: _containers.RepeatedCompositeFieldContainer[DenseLayerInfo]
+    def __init__(self, name: _Optional[str] = ..., weights_source: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., device: _Optional[str] = ..., auto_precision: _Optional[_Union[Precision, str]] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., default_layer: _Optional[str] = ..., input_size: _Optional[int] = ..., input_channels: _Optional[int] = ..., preprocessing: _Optional[str] = ..., default_preset: _Optional[_Union[Preset, str]] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., kind: _Optional[str] = ..., dense_layers: _Optional[_Iterable[_Union[DenseLayerInfo, _Mapping]]] = ...) -> None: ...
+
+class DenseLayerInfo(_message.Message):
+    __slots__ = ("name", "type", "units", "activation")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    units: int
+    activation: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., units: _Optional[int] = ..., activation: _Optional[str] = ...) -> None: ...
 
 class LayerInfo(_message.Message):
     __slots__ = ("name", "type", "channels", "output_stride", "dtype")
@@ -224,6 +253,58 @@ class Overrides(_message.Message):
     init_scale: float
     def __init__(self, size: _Optional[int] = ..., steps: _Optional[int] = ..., step_size: _Optional[float] = ..., upscale_rounds: _Optional[int] = ..., upscale_factor: _Optional[float] = ..., deprocess_std: _Optional[float] = ..., border: _Optional[int] = ..., crop: _Optional[int] = ..., objective: _Optional[str] = ..., preprocessing: _Optional[str] = ..., revive: _Optional[int] = ..., pad: _Optional[int] = ..., jitter: _Optional[int] = ..., scale_jitter: _Optional[float] = ..., rotate_degrees: _Optional[float] = ..., init_scale: _Optional[float] = ...) -> None: ...
 
+class Position(_message.Message):
+    __slots__ = ("y", "x")
+    Y_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    y: int
+    x: int
+    def __init__(self, y: _Optional[int] = ..., x: _Optional[int] = ...) -> None: ...
+
+class ObjectiveTerm(_message.Message):
+    __slots__ = ("kind", "layer", "index", "position", "vector", "cossim_power", "weight")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    COSSIM_POWER_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    kind: TermKind
+    layer: str
+    index: int
+    position: Position
+    vector: _containers.RepeatedScalarFieldContainer[float]
+    cossim_power: float
+    weight: float
+    def __init__(self, kind: _Optional[_Union[TermKind, str]] = ..., layer: _Optional[str] = ..., index: _Optional[int] = ..., position: _Optional[_Union[Position, _Mapping]] = ..., vector: _Optional[_Iterable[float]] = ..., cossim_power: _Optional[float] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class Objective(_message.Message):
+    __slots__ = ("terms",)
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    terms: _containers.RepeatedCompositeFieldContainer[ObjectiveTerm]
+    def __init__(self, terms: _Optional[_Iterable[_Union[ObjectiveTerm, _Mapping]]] = ...) -> None: ...
+
+class Diversity(_message.Message):
+    __slots__ = ("k", "weight", "layer")
+    K_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    k: int
+    weight: float
+    layer: str
+    def __init__(self, k: _Optional[int] = ..., weight: _Optional[float] = ..., layer: _Optional[str] = ...) -> None: ...
+
+class Interpolation(_message.Message):
+    __slots__ = ("start", "end", "frames")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    start: Objective
+    end: Objective
+    frames: int
+    def __init__(self, start: _Optional[_Union[Objective, _Mapping]] = ..., end: _Optional[_Union[Objective, _Mapping]] = ..., frames: _Optional[int] = ...) -> None: ...
+
 class GridOptions(_message.Message):
     __slots__ = ("disabled", "n", "margin")
     DISABLED_FIELD_NUMBER: _ClassVar[int]
@@ -235,7 +316,7 @@ class GridOptions(_message.Message):
     def __init__(self, disabled: _Optional[bool] = ..., n: _Optional[int] = ..., margin: _Optional[int] = ...) -> None: ...
 
 class VisualizeFiltersRequest(_message.Message):
-    __slots__ = ("model", "layer", "filters", "preset", "overrides", "seed", "precision", "image_format", "grid", "keep_dead_filters")
+    __slots__ = ("model", "layer", "filters", "preset", "overrides", "seed", "precision", "image_format", "grid", "keep_dead_filters", "objectives", "diversity", "interpolation")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
@@ -246,6 +327,9 @@ class VisualizeFiltersRequest(_message.Message):
     IMAGE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     GRID_FIELD_NUMBER: _ClassVar[int]
     KEEP_DEAD_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_FIELD_NUMBER: _ClassVar[int]
+    INTERPOLATION_FIELD_NUMBER: _ClassVar[int]
     model: str
     layer: str
     filters: FilterSelection
@@ -256,7 +340,10 @@ class VisualizeFiltersRequest(_message.Message):
     image_format: ImageFormat
     grid: GridOptions
     keep_dead_filters: bool
-    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., filters: _Optional[_Union[FilterSelection, _Mapping]] = ..., preset: _Optional[_Union[Preset, str]] = ..., overrides: _Optional[_Union[Overrides, _Mapping]] = ..., seed: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., image_format: _Optional[_Union[ImageFormat, str]] = ..., grid: _Optional[_Union[GridOptions, _Mapping]] = ..., keep_dead_filters: _Optional[bool] = ...) -> None: ...
+    objectives: _containers.RepeatedCompositeFieldContainer[Objective]
+    diversity: Diversity
+    interpolation: Interpolation
+    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., filters: _Optional[_Union[FilterSelection, _Mapping]] = ..., preset: _Optional[_Union[Preset, str]] = ..., overrides: _Optional[_Union[Overrides, _Mapping]] = ..., seed: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., image_format: _Optional[_Union[ImageFormat, str]] = ..., grid: _Optional[_Union[GridOptions, _Mapping]] = ..., keep_dead_filters: _Optional[bool] = ..., objectives: _Optional[_Iterable[_Union[Objective, _Mapping]]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ..., interpolation: _Optional[_Union[Interpolation, _Mapping]] = ...) -> None: ...
 
 class VisualizeFiltersResponse(_message.Message):
     __slots__ = ("accepted", "filter", "grid", "summary")
@@ -337,7 +424,7 @@ class ResolvedParams(_message.Message):
     def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., preset: _Optional[_Union[Preset, str]] = ..., precision: _Optional[_Union[Precision, str]] = ..., seed: _Optional[int] = ..., size: _Optional[int] = ..., steps: _Optional[int] = ..., step_size: _Optional[float] = ..., init_scale: _Optional[float] = ..., init_offset: _Optional[float] = ..., gradient_norm: _Optional[str] = ..., border: _Optional[int] = ..., dead_threshold: _Optional[float] = ..., upscale_rounds: _Optional[int] = ..., upscale_factor: _Optional[float] = ..., deprocess_std: _Optional[float] = ..., deprocess_eps: _Optional[float] = ..., crop: _Optional[int] = ..., grid_n: _Optional[int] = ..., grid_margin: _Optional[int] = ..., grid_order: _Optional[str] = ..., grid_disabled: _Optional[bool] = ..., image_format: _Optional[_Union[ImageFormat, str]] = ..., parameterization: _Optional[str] = ..., objective: _Optional[str] = ..., preprocessing: _Optional[str] = ..., revive: _Optional[int] = ..., pad: _Optional[int] = ..., jitter: _Optional[int] = ..., scale_jitter: _Optional[float] = ..., rotate_degrees: _Optional[float] = ...) -> None: ...
 
 class Accepted(_message.Message):
-    __slots__ = ("request_id", "params", "filter_count", "filters", "weights_source", "weights_sha256", "device", "cached_filters")
+    __slots__ = ("request_id", "params", "filter_count", "filters", "weights_source", "weights_sha256", "device", "cached_filters", "objectives")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     FILTER_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -346,6 +433,7 @@ class Accepted(_message.Message):
     WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     CACHED_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     params: ResolvedParams
     filter_count: int
@@ -354,7 +442,8 @@ class Accepted(_message.Message):
     weights_sha256: str
     device: str
     cached_filters: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, request_id: _Optional[str] = ..., params: _Optional[_Union[ResolvedParams, _Mapping]] = ..., filter_count: _Optional[int] = ..., filters: _Optional[_Iterable[int]] = ..., weights_source: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., device: _Optional[str] = ..., cached_filters: _Optional[_Iterable[int]] = ...) -> None: ...
+    objectives: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., params: _Optional[_Union[ResolvedParams, _Mapping]] = ..., filter_count: _Optional[int] = ..., filters: _Optional[_Iterable[int]] = ..., weights_source: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., device: _Optional[str] = ..., cached_filters: _Optional[_Iterable[int]] = ..., objectives: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Image(_message.Message):
     __slots__ = ("format", "data", "width", "height", "channels")
@@ -371,7 +460,7 @@ class Image(_message.Message):
     def __init__(self, format: _Optional[_Union[ImageFormat, str]] = ..., data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., channels: _Optional[int] = ...) -> None: ...
 
 class FilterResult(_message.Message):
-    __slots__ = ("index", "loss", "dead", "image", "steps", "seconds", "done", "total", "revived", "cached", "image_key")
+    __slots__ = ("index", "loss", "dead", "image", "steps", "seconds", "done", "total", "revived", "cached", "image_key", "target", "member")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
     DEAD_FIELD_NUMBER: _ClassVar[int]
@@ -383,6 +472,8 @@ class FilterResult(_message.Message):
     REVIVED_FIELD_NUMBER: _ClassVar[int]
     CACHED_FIELD_NUMBER: _ClassVar[int]
     IMAGE_KEY_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
     index: int
     loss: float
     dead: bool
@@ -394,7 +485,9 @@ class FilterResult(_message.Message):
     revived: int
     cached: bool
     image_key: str
-    def __init__(self, index: _Optional[int] = ..., loss: _Optional[float] = ..., dead: _Optional[bool] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., steps: _Optional[int] = ..., seconds: _Optional[float] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., revived: _Optional[int] = ..., cached: _Optional[bool] = ..., image_key: _Optional[str] = ...) -> None: ...
+    target: int
+    member: int
+    def __init__(self, index: _Optional[int] = ..., loss: _Optional[float] = ..., dead: _Optional[bool] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., steps: _Optional[int] = ..., seconds: _Optional[float] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., revived: _Optional[int] = ..., cached: _Optional[bool] = ..., image_key: _Optional[str] = ..., target: _Optional[int] = ..., member: _Optional[int] = ...) -> None: ...
 
 class Grid(_message.Message):
     __slots__ = ("image", "n", "margin", "order")

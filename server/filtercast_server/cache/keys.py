@@ -1,7 +1,9 @@
 """Cache keys: a hash of everything a filter's picture depends on.
 
 (engine version, TensorFlow and Keras versions, the model's identity, every
-resolved ascent parameter, the precision used, the seed, the filter index).
+resolved ascent parameter, the precision used, the seed, the filter index;
+for an objective's picture, in place of the index, everything its target is:
+its terms, its noise, its group and place in it).
 Grid parameters are not in it: the grid is stitched again from the pictures.
 
 ENGINE_VERSION names the ascent's arithmetic. Any change that moves a
@@ -61,6 +63,13 @@ def filter_keys(plan: Plan, model_identity: str) -> dict[int, str]:
         sort_keys=True,
     ).encode()
     prefix = hashlib.sha256(material).digest()
+    if plan.targets:  # what each picture maximizes, whatever its number in the request
+        return {
+            index: hashlib.blake2b(
+                plan.targets[index].identity().encode(), key=prefix, digest_size=KEY_HEX // 2
+            ).hexdigest()
+            for index in plan.filters
+        }
     return {
         index: hashlib.blake2b(
             index.to_bytes(4, "little"), key=prefix, digest_size=KEY_HEX // 2

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from filtercast_server.engine.fourier import FourierAscent, build_fourier_step
+from filtercast_server.engine.losses import Loss
 from filtercast_server.engine.models import LoadedModel
 from filtercast_server.engine.pixels import PixelAscent, build_step, rescale
 from filtercast_server.engine.rows import Method, Row, State
@@ -31,10 +32,16 @@ from filtercast_server.jobs import (
     JobSource,
     Plan,
     Precision,
+    units,
 )
+from filtercast_server.objectives import Structure, plain_structure
 from filtercast_server.params import AscentParams
+from filtercast_server.planning import check_groups_fit
 
 Slices = Iterator[Ended]
+# Compiled steps kept (one per model, loss structure, precision...): each new
+# objective structure traces one, and an old one is dropped past this many.
+MAX_COMPILED_STEPS = 32
 
 
 class AscentEngine:
@@ -51,20 +58,26 @@ class AscentEngine:
         self.max_batch = max_batch
         self.max_batch_pixels = max_batch_pixels
         self.observer = observer or EngineObserver()
-        self._steps: dict[tuple, Callable[..., Any]] = {}
+        self._steps: dict[tuple, tuple[Callable[..., Any], Loss]] = {}
 
     def batch_size(self, params: AscentParams) -> int:
         """Rows per batch: bounded by max_batch and by the pixels the network sees."""
         largest = max(params.view_size(size) for size in params.round_sizes())
         return max(1, min(self.max_batch, self.max_batch_pixels // (largest * largest)))
 
-    def method(self, params: AscentParams, precision: Precision) -> Method:
-        """The ascent method of `params`, its compiled step built once per shape of work."""
+    def method(
+        self, params: AscentParams, precision: Precision, structure: Structure | None = None
+    ) -> Method:
+        """The ascent method of `params`, its compiled step built once per shape of work.
+
+        `structure` is the loss its rows share (None: the plain filters of params.layer).
+        """
         model = self.models[params.model]
+        structure = structure or plain_structure(params.layer)
         fourier = params.parameterization == "fourier"
         key = (
             params.model,
-            params.layer,
+            structure,
             precision,
             params.border,
             params.objective,
@@ -75,32 +88,47 @@ class AscentEngine:
         if key not in self._steps:
             with tf.device(model.device.name):  # the extractor's own weights (pre-activation)
                 extractor = model.extractor(
-                    params.layer,
+                    structure.layers,
                     precision,
                     training_preprocessing=params.preprocessing == "model",
                     pre_activation=params.objective == "pre_activation",
                 )
-                self._steps[key] = (
-                    build_fourier_step(extractor, params.border, model.channels)
+                loss = Loss(structure, params.border, model.widths(structure.layers))
+                if len(self._steps) >= MAX_COMPILED_STEPS:  # the oldest goes: bounded memory
+                    del self._steps[next(iter(self._steps))]
+                step = (
+                    build_fourier_step(extractor, loss, model.channels)
                     if fourier
-                    else build_step(extractor, params.border, params.gradient_norm, model.channels)
+                    else build_step(extractor, loss, params.gradient_norm, model.channels)
                 )
+                self._steps[key] = (step, loss)
+        step, loss = self._steps[key]
         with tf.device(model.device.name):
             if fourier:
-                return FourierAscent(params, self._steps[key], model.channels)
-            return PixelAscent(params, self._steps[key], model.channels)
+                return FourierAscent(params, step, model.channels, loss)
+            return PixelAscent(params, step, model.channels, loss)
 
     def run(self, plan: Plan) -> Iterator[FilterOutcome]:
         """Yield each filter's outcome of one plan as soon as it is known."""
-        pending = deque(Job(index, plan.seed) for index in plan.filters)
+        check_groups_fit(plan, self.batch_size(plan.params))
+        pending = deque(units(plan.jobs(plan.filters)))
 
         def source(n: int) -> list[Job]:
-            return [pending.popleft() for _ in range(min(n, len(pending)))]
+            taken: list[Job] = []
+            while pending and len(taken) + len(pending[0]) <= n:
+                taken.extend(pending.popleft())
+            return taken
 
-        for ended in self.run_jobs(plan.params, plan.precision, source):
+        for ended in self.run_jobs(plan.params, plan.precision, plan.structure, source):
             yield from (outcome for _, outcome in ended if outcome is not None)
 
-    def run_jobs(self, params: AscentParams, precision: Precision, source: JobSource) -> Slices:
+    def run_jobs(
+        self,
+        params: AscentParams,
+        precision: Precision,
+        structure: Structure,
+        source: JobSource,
+    ) -> Slices:
         """Run jobs pulled from `source` until it has none.
 
         Each iteration runs at most one compiled step for the whole batch and
@@ -110,7 +138,7 @@ class AscentEngine:
         `params` and `precision` (they decide the compiled step); seeds and
         owners may differ, so jobs of many requests share batches.
         """
-        method = self.method(params, precision)
+        method = self.method(params, precision, structure)
         capacity = self.batch_size(params)
         revived: deque[Row] = deque()  # restarts, taken before new jobs
 

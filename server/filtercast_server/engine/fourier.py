@@ -28,7 +28,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 import filtercast_native as native
-from filtercast_server.engine.rows import Row, State, filter_losses
+from filtercast_server.engine.losses import SHARED_BELOW, Loss, share_within_groups
+from filtercast_server.engine.rows import Row, State
 from filtercast_server.engine.tf import tf
 from filtercast_server.params import AscentParams
 
@@ -65,23 +66,25 @@ def frequency_scale(size: int | tf.Tensor) -> tf.Tensor:
 
 
 def initial_spectrum(
-    params: AscentParams, seed: int, index: int, channels: int, attempt: int = 0
+    params: AscentParams, seed: int, noise: tuple[int, ...], channels: int, attempt: int = 0
 ) -> np.ndarray:
-    """A filter's starting spectrum (C, H, W//2+1, 2): normal(0, init_scale), keyed by seed."""
+    """A picture's starting spectrum (C, H, W//2+1, 2): normal(0, init_scale), keyed by seed."""
     size = params.size
-    key = [seed, index] if attempt == 0 else [seed, index, attempt]
+    key = [seed, *noise] if attempt == 0 else [seed, *noise, attempt]
     shape = (channels, size, size // 2 + 1, 2)
     return np.random.default_rng(key).normal(0.0, params.init_scale, shape).astype(np.float32)
 
 
-def view_transform(params: AscentParams, seed: int, index: int, step: int) -> np.ndarray:
+def view_transform(
+    params: AscentParams, seed: int, noise: tuple[int, ...], step: int
+) -> np.ndarray:
     """One step's random view as an 8-value projective transform (output -> input pixel).
 
     The view is `pad` px larger on each side than the image; it is shifted by
     an integer of up to `jitter` px, scaled by 1 ± scale_jitter and rotated by
     up to ± rotate_degrees about the centre.
     """
-    rng = np.random.default_rng([seed, index, step, TRANSFORM_STREAM])
+    rng = np.random.default_rng([seed, *noise, step, TRANSFORM_STREAM])
     dx, dy = rng.integers(-params.jitter, params.jitter, size=2, endpoint=True)
     scale = rng.uniform(1.0 - params.scale_jitter, 1.0 + params.scale_jitter)
     angle = math.radians(rng.uniform(-params.rotate_degrees, params.rotate_degrees))
@@ -105,14 +108,15 @@ def spatial(spectra: tf.Tensor) -> tf.Tensor:
     return tf.transpose(images, [0, 2, 3, 1])
 
 
-def build_fourier_step(extractor: tf.keras.Model, border: int, channels: int) -> FourierStep:
+def build_fourier_step(extractor: tf.keras.Model, loss: Loss, channels: int) -> FourierStep:
     """One compiled Adam step for a whole batch of spectra.
 
-    Takes (spectra, m, v, row steps t (B,), filters (B,), views (B, 8),
-    learning rate, pad) and returns the updated spectra, m, v and each row's
-    loss (of the view it saw) before the update. Rows are independent: the
-    gradient of the summed loss is each row's own. Sizes and padding are
-    inputs, not constants: one trace serves every request.
+    Takes (spectra, m, v, row steps t (B,), the rows' objective data (see
+    Loss), views (B, 8), learning rate, pad) and returns the updated spectra,
+    m, v and each row's objective (of the view it saw) before the update.
+    Rows are independent outside their groups: the gradient of the summed
+    loss is each row's own. Sizes and padding are inputs, not constants: one
+    trace serves every request of the loss's structure.
     """
     mix = tf.constant(color_mix(channels))
     spectrum_spec = tf.TensorSpec([None, channels, None, None, 2], tf.float32)
@@ -123,13 +127,13 @@ def build_fourier_step(extractor: tf.keras.Model, border: int, channels: int) ->
             spectrum_spec,
             spectrum_spec,
             tf.TensorSpec([None], tf.float32),
-            tf.TensorSpec([None], tf.int32),
+            loss.specs(),
             tf.TensorSpec([None, 8], tf.float32),
             tf.TensorSpec([], tf.float32),
             tf.TensorSpec([], tf.int32),
         ]
     )
-    def step(spectra, m, v, t, filters, views, learning_rate, pad):
+    def step(spectra, m, v, t, data, views, learning_rate, pad):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(spectra)
             images = tf.sigmoid(tf.einsum("ij,bhwj->bhwi", mix, spatial(spectra)))
@@ -142,9 +146,17 @@ def build_fourier_step(extractor: tf.keras.Model, border: int, channels: int) ->
                 interpolation="BILINEAR",
                 fill_mode="CONSTANT",
             )
-            losses = filter_losses(extractor(seen * 255.0, training=False), filters, border)
+            outputs = extractor(seen * 255.0, training=False)
+            losses = loss(outputs, data)
             total = tf.reduce_sum(losses)
+            penalty = loss.penalty(outputs, data, losses)
+            if penalty is not None:
+                total += tf.reduce_sum(penalty)
         grads = tape.gradient(total, spectra)
+        if loss.structure.shared_low_frequencies:
+            size = tf.shape(spectra)[2]
+            low = frequency_scale(size) >= tf.cast(size, tf.float32) * (1.0 / SHARED_BELOW)
+            grads = share_within_groups(grads, data, low[None, None, :, :, None])
         m = ADAM_BETA1 * m + (1.0 - ADAM_BETA1) * grads
         v = ADAM_BETA2 * v + (1.0 - ADAM_BETA2) * tf.square(grads)
         t = tf.reshape(t, [-1, 1, 1, 1, 1])
@@ -158,8 +170,8 @@ def build_fourier_step(extractor: tf.keras.Model, border: int, channels: int) ->
 class FourierAscent:
     """The robust preset's method: spectra and their Adam moments, stepped through random views."""
 
-    def __init__(self, params: AscentParams, step: FourierStep, channels: int) -> None:
-        self.params, self.channels, self._step = params, channels, step
+    def __init__(self, params: AscentParams, step: FourierStep, channels: int, loss: Loss) -> None:
+        self.params, self.channels, self._step, self._loss = params, channels, step, loss
         self._learning_rate = tf.constant(params.step_size, tf.float32)
         self._pad = tf.constant(params.pad, tf.int32)
 
@@ -167,19 +179,19 @@ class FourierAscent:
         """Each row's start spectrum, and zero Adam moments."""
         spectra = np.stack(
             [
-                initial_spectrum(self.params, r.job.seed, r.index, self.channels, r.attempt)
+                initial_spectrum(self.params, r.job.seed, r.noise, self.channels, r.attempt)
                 for r in rows
             ]
         )
         return spectra, np.zeros_like(spectra), np.zeros_like(spectra)
 
     def step(self, state: State, rows: Sequence[Row]) -> tuple[State, tf.Tensor]:
-        """One Adam step per row, each through its own view for (seed, filter, step)."""
-        views = np.stack([view_transform(self.params, r.job.seed, r.index, r.steps) for r in rows])
+        """One Adam step per row, each through its own view for (seed, noise, step)."""
+        views = np.stack([view_transform(self.params, r.job.seed, r.noise, r.steps) for r in rows])
         spectra, m, v, losses = self._step(
             *state,
             tf.constant([r.steps + 1 for r in rows], tf.float32),
-            tf.constant([r.index for r in rows], tf.int32),
+            self._loss.data(rows),
             tf.constant(views),
             self._learning_rate,
             self._pad,

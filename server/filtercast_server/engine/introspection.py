@@ -61,6 +61,45 @@ def feature_layers(model: keras.Model) -> list[tuple[str, Any, Any]]:
     return found
 
 
+@dataclass(frozen=True)
+class DenseInfo:
+    """A layer whose output is (N, units): a classifier's logits, any dense layer."""
+
+    name: str
+    type: str
+    units: int
+    activation: str  # "softmax", "relu", "linear"...
+
+
+def dense_layers(model: keras.Model) -> list[tuple[DenseInfo, Any]]:
+    """Every top-level layer of `model` whose output is (N, units), with its output tensor."""
+    found = []
+    for layer in model.layers:
+        output = getattr(layer, "output", None)
+        if isinstance(layer, keras.layers.InputLayer) or output is None or isinstance(output, list):
+            continue
+        if len(output.shape) == 2 and output.shape[-1]:
+            activation = getattr(layer, "activation", None)
+            if isinstance(layer, keras.layers.Softmax):
+                name = "softmax"
+            else:
+                name = (
+                    getattr(activation, "__name__", "linear") if callable(activation) else "linear"
+                )
+            found.append(
+                (DenseInfo(layer.name, type(layer).__name__, int(output.shape[-1]), name), output)
+            )
+    return found
+
+
+def softmax_input(layer: Any) -> bool:
+    """Whether `layer` ends in a softmax (fused, or a Softmax layer): its units are taken before."""
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", "") == "softmax"
+
+
 def fused_activation(layer: Any) -> bool:
     """Whether `layer` applies a non-linear activation of its own (Conv2D(activation=...))."""
     activation = getattr(layer, "activation", None)

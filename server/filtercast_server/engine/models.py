@@ -24,12 +24,15 @@ from filtercast_server.engine.architectures import (
 from filtercast_server.engine.devices import Device
 from filtercast_server.engine.introspection import (
     ACTIVATION_LAYERS,
+    DenseInfo,
     LayerInfo,
     check_input,
     check_layer_names,
+    dense_layers,
     describe_layers,
     feature_layers,
     fused_activation,
+    softmax_input,
 )
 from filtercast_server.engine.tf import keras, tf
 from filtercast_server.errors import (
@@ -69,7 +72,7 @@ class LoadedModel:
         self.weights_source, self.weights_sha256 = weights, ""
         self._seed = seed
         self._variants: dict[Precision, keras.Model] = {}
-        self._extractors: dict[tuple[str, Precision, bool, bool], keras.Model] = {}
+        self._extractors: dict[tuple[tuple[str, ...], Precision, bool, bool], keras.Model] = {}
         self._smallest: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
         self.spec: ModelSpec | None = None
@@ -85,6 +88,9 @@ class LoadedModel:
             )
         features, self.layers = self._list_layers(model)
         self._tensors = {path: tensor for path, _, tensor in features}
+        dense = dense_layers(model)
+        self.dense_layers: list[DenseInfo] = [info for info, _ in dense]
+        self._tensors.update((info.name, tensor) for info, tensor in dense)
         default = self.config.default_layer or (self.spec.default_layer if self.spec else None)
         self.default_layer = default or features[-1][0]
         self.layer(self.default_layer)  # a default layer that does not exist stops the start
@@ -207,6 +213,17 @@ class LoadedModel:
             f"layer {quoted(name)} not found in {self.name}; valid layers: {shown}", "layer"
         )
 
+    def dense_layer(self, name: str) -> DenseInfo | None:
+        """The (N, units) layer called `name`, or None."""
+        return next((info for info in self.dense_layers if info.name == name), None)
+
+    def widths(self, layers: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+        """Channels (or units) of each of `layers`."""
+        return tuple(
+            (name, dense.units if (dense := self.dense_layer(name)) else self.layer(name).channels)
+            for name in layers
+        )
+
     def _variant(self, precision: Precision) -> keras.Model:
         if precision not in self._variants:
             assert self.spec is not None  # files run in float32 only (resolve_precision)
@@ -219,31 +236,31 @@ class LoadedModel:
 
     def extractor(
         self,
-        layer: str,
+        layers: str | tuple[str, ...],
         precision: Precision,
         *,
         training_preprocessing: bool = False,
         pre_activation: bool = False,
     ) -> keras.Model:
-        """The network truncated at `layer`, in `precision`, a preprocessing in front.
+        """The network truncated at `layers`, in `precision`, a preprocessing in front.
 
-        The preprocessing is the model's configured one (none for built-ins,
-        as the seeds fed them), or with `training_preprocessing` the one the
-        network was trained with. With `pre_activation` the output is the
-        layer's before its activation. Built once per combination, then cached.
+        One layer gives one output, several a list in their order. The
+        preprocessing is the model's configured one (none for built-ins, as
+        the seeds fed them), or with `training_preprocessing` the one the
+        network was trained with. With `pre_activation` each output is the
+        layer's before its activation; a dense layer ending in a softmax is
+        always taken before it (its logits). Built once per combination, then cached.
         """
-        self.layer(layer)
-        key = (layer, precision, training_preprocessing, pre_activation)
+        names = (layers,) if isinstance(layers, str) else tuple(layers)
+        for name in names:
+            if self.dense_layer(name) is None:
+                self.layer(name)
+        key = (names, precision, training_preprocessing, pre_activation)
         with self._lock:
             if key not in self._extractors:
                 model = self._variant(precision)
-                if pre_activation:
-                    output = self._pre_activation(model, layer)
-                elif precision is Precision.FLOAT32:
-                    output = self._tensors[layer]
-                else:
-                    output = model.get_layer(layer).output
-                cut = keras.Model(model.inputs[0], output)
+                outputs = [self._output(model, name, precision, pre_activation) for name in names]
+                cut = keras.Model(model.inputs[0], outputs[0] if len(outputs) == 1 else outputs)
                 preprocessing = (
                     self.training_preprocessing if training_preprocessing else self.preprocessing
                 )
@@ -252,6 +269,15 @@ class LoadedModel:
                     cut = keras.Model(images, cut(InputPreprocessing(preprocessing)(images)))
                 self._extractors[key] = cut
             return self._extractors[key]
+
+    def _output(self, model: keras.Model, name: str, precision: Precision, pre: bool) -> Any:
+        """`name`'s output in `model` (its `precision` variant), pre-activation if `pre`."""
+        dense = self.dense_layer(name) is not None
+        if pre or (dense and softmax_input(model.get_layer(name))):
+            return self._pre_activation(model, name)
+        if precision is Precision.FLOAT32:
+            return self._tensors[name]
+        return model.get_layer(name).output
 
     def check_objective(self, layer: str, objective: str) -> None:
         """Refuse an objective this layer cannot give (before any work is queued).
@@ -281,7 +307,7 @@ class LoadedModel:
         if "/" in name:  # nested: served only where no surgery is needed (check_objective)
             return self._tensors[name]
         layer = model.get_layer(name)
-        if isinstance(layer, ACTIVATION_LAYERS):
+        if isinstance(layer, (*ACTIVATION_LAYERS, keras.layers.Softmax)):
             return layer.input
         if not fused_activation(layer):
             return layer.output

@@ -11,20 +11,23 @@ import numpy as np
 from PIL import Image
 
 import filtercast_native as native
-from filtercast_server.engine.rows import Row, State, filter_losses
+from filtercast_server.engine.losses import Data, Loss
+from filtercast_server.engine.rows import Row, State
 from filtercast_server.engine.tf import tf
 from filtercast_server.params import AscentParams
 
 RMS_EPS = 1e-7  # the seeds' K.epsilon() in g / (sqrt(mean(g²)) + eps)
 L2_EPS_SQUARED = 1e-12  # tf.math.l2_normalize's floor on sum(g²)
 
-StepFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+StepFn = Callable[[tf.Tensor, Data, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
 
 
 def initial_image(
-    params: AscentParams, seed: int, index: int, channels: int = 3, attempt: int = 0
+    params: AscentParams, seed: int, noise: tuple[int, ...], channels: int = 3, attempt: int = 0
 ) -> np.ndarray:
-    """A filter's starting noise; depends only on (seed, filter, attempt) and its channels.
+    """A picture's starting noise; depends only on (seed, noise, attempt) and its channels.
+
+    `noise` is a plain filter's (index,), or what an objective's target draws from.
 
     The first attempt is the seeds' uniform noise. A restart (revive) draws
     smooth noise instead: the seeds' noise is the same texture every time, and
@@ -34,8 +37,8 @@ def initial_image(
     """
     size = params.round_sizes()[0]
     if attempt:
-        return smooth_noise(np.random.default_rng([seed, index, attempt]), size, channels, params)
-    uniform = np.random.default_rng([seed, index]).random((size, size, channels))
+        return smooth_noise(np.random.default_rng([seed, *noise, attempt]), size, channels, params)
+    uniform = np.random.default_rng([seed, *noise]).random((size, size, channels))
     return ((uniform - 0.5) * params.init_scale + params.init_offset).astype(np.float32)
 
 
@@ -59,27 +62,32 @@ def smooth_noise(
 
 
 def build_step(
-    extractor: tf.keras.Model, border: int, gradient_norm: str, channels: int = 3
+    extractor: tf.keras.Model, loss: Loss, gradient_norm: str, channels: int = 3
 ) -> StepFn:
     """One compiled ascent step for a whole batch.
 
-    Takes (images float32 (B,H,W,C), filters int32 (B,), step_size) and returns
-    the updated images and each row's loss before the update. The input
-    signature has free batch and spatial sizes: one trace serves every batch.
+    Takes (images float32 (B,H,W,C), the rows' objective data (see Loss),
+    step_size) and returns the updated images and each row's objective
+    before the update. The input signature has free batch and spatial sizes:
+    one trace serves every batch of the loss's structure.
     """
 
     @tf.function(
         input_signature=[
             tf.TensorSpec([None, None, None, channels], tf.float32),
-            tf.TensorSpec([None], tf.int32),
+            loss.specs(),
             tf.TensorSpec([], tf.float32),
         ]
     )
-    def step(images: tf.Tensor, filters: tf.Tensor, step_size: tf.Tensor):
+    def step(images: tf.Tensor, data: Data, step_size: tf.Tensor):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(images)
-            losses = filter_losses(extractor(images, training=False), filters, border)
+            outputs = extractor(images, training=False)
+            losses = loss(outputs, data)
             total = tf.reduce_sum(losses)
+            penalty = loss.penalty(outputs, data, losses)
+            if penalty is not None:
+                total += tf.reduce_sum(penalty)
         grads = tape.gradient(total, images)
         if gradient_norm == "rms":
             scale = tf.sqrt(tf.reduce_mean(tf.square(grads), axis=[1, 2, 3], keepdims=True))
@@ -117,8 +125,8 @@ def rescale(images: np.ndarray, params: AscentParams, target: int) -> np.ndarray
 class PixelAscent:
     """The seeds' method: a plain float image moved along the normalized gradient."""
 
-    def __init__(self, params: AscentParams, step: StepFn, channels: int) -> None:
-        self.params, self.channels, self._step = params, channels, step
+    def __init__(self, params: AscentParams, step: StepFn, channels: int, loss: Loss) -> None:
+        self.params, self.channels, self._step, self._loss = params, channels, step, loss
         self._step_size = tf.constant(params.step_size, tf.float32)
 
     def initial(self, rows: Sequence[Row]) -> tuple[np.ndarray, ...]:
@@ -126,7 +134,7 @@ class PixelAscent:
         return (
             np.stack(
                 [
-                    initial_image(self.params, r.job.seed, r.index, self.channels, r.attempt)
+                    initial_image(self.params, r.job.seed, r.noise, self.channels, r.attempt)
                     for r in rows
                 ]
             ),
@@ -134,8 +142,7 @@ class PixelAscent:
 
     def step(self, state: State, rows: Sequence[Row]) -> tuple[State, tf.Tensor]:
         """Img += step_size * normalized gradient, for every row."""
-        filters = tf.constant([r.index for r in rows], tf.int32)
-        images, losses = self._step(state[0], filters, self._step_size)
+        images, losses = self._step(state[0], self._loss.data(rows), self._step_size)
         return (images,), losses
 
     def pictures(self, state: State) -> np.ndarray:

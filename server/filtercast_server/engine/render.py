@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from filtercast import manifest
+from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.engine.ascent import AscentEngine
 from filtercast_server.engine.devices import Device, select_device
 from filtercast_server.engine.models import LoadedModel
 from filtercast_server.grid import build_grid
 from filtercast_server.jobs import FilterOutcome, Plan
+from filtercast_server.model_registry import parse_model_flag
+from filtercast_server.objectives import objectives_of
 from filtercast_server.overrides import resolve
 from filtercast_server.params import Limits
 from filtercast_server.planning import make_plan
@@ -52,44 +55,68 @@ def render(
     device: str = "auto",
     max_batch: int = 64,
     progress: Progress | None = None,
+    objectives: pb.VisualizeFiltersRequest | None = None,
 ) -> dict[str, Any]:
-    """Render a plan into `out`; returns the manifest written there."""
+    """Render a plan into `out`; returns the manifest written there.
+
+    `model` is a built-in's name or NAME=PATH of a model file; `objectives`
+    a request message whose objectives, diversity and interpolation are used.
+    """
     overrides = dict(overrides or {})
+    config = parse_model_flag(model) if model and "=" in model else None
     if model:
-        overrides["model"] = model
+        overrides["model"] = config.name if config else model
     if layer:
         overrides["layer"] = layer
     # Check what needs no model before the slow load; make_plan checks the rest.
     model_name = resolve(preset, overrides, Limits()).params.model
+    wanted, diversity, interpolation = objectives_of(objectives or pb.VisualizeFiltersRequest())
     chosen_device = select_device(device)
-    loaded = LoadedModel(model_name, weights, chosen_device)
+    loaded = LoadedModel(model_name, weights, chosen_device, config=config)
     models = {model_name: loaded}
     plan = make_plan(
-        models, preset=preset, overrides=overrides, filters=filters, precision=precision, seed=seed
+        models,
+        preset=preset,
+        overrides=overrides,
+        filters=filters,
+        precision=precision,
+        seed=seed,
+        objectives=wanted,
+        diversity=diversity,
+        interpolation=interpolation,
     )
     engine = AscentEngine(models, max_batch=max_batch)
-
     folder = manifest.OutputFolder(out, manifest_fields(plan, preset, chosen_device, loaded))
-    outcomes: list[FilterOutcome] = []
     complete = False
     try:
-        for outcome in engine.run(plan):
-            outcomes.append(outcome)
-            folder.add_filter(
-                outcome.index,
-                outcome.loss,
-                outcome.dead,
-                outcome.steps,
-                outcome.seconds,
-                outcome.image,
-                outcome.revived,
-            )
-            if progress:
-                progress(outcome, len(outcomes), len(plan.filters))
-        grid = build_grid(outcomes, plan.grid)
-        if grid is not None:
-            folder.set_grid(grid.image, grid.n, grid.margin, grid.order)
+        _write(folder, engine, plan, progress)
         complete = True
     finally:
         written = folder.finish(complete)
     return written
+
+
+def _write(
+    folder: manifest.OutputFolder, engine: AscentEngine, plan: Plan, progress: Progress | None
+) -> None:
+    """Every picture of `plan` into `folder` as it finishes, then the grid."""
+    outcomes: list[FilterOutcome] = []
+    for outcome in engine.run(plan):
+        outcomes.append(outcome)
+        target = plan.target(outcome.index)
+        folder.add_filter(
+            outcome.index,
+            outcome.loss,
+            outcome.dead,
+            outcome.steps,
+            outcome.seconds,
+            outcome.image,
+            outcome.revived,
+            objective=target.objective.text() if plan.targets else "",
+            member=target.member,
+        )
+        if progress:
+            progress(outcome, len(outcomes), len(plan.filters))
+    grid = build_grid(outcomes, plan.grid)
+    if grid is not None:
+        folder.set_grid(grid.image, grid.n, grid.margin, grid.order)

@@ -13,6 +13,7 @@ import numpy as np
 
 from filtercast_server.engine.tf import tf
 from filtercast_server.jobs import Job
+from filtercast_server.objectives import Target
 
 
 @dataclass(eq=False)
@@ -28,8 +29,18 @@ class Row:
 
     @property
     def index(self) -> int:
-        """The filter it renders."""
+        """The picture it renders: the filter of a plain request, else the picture's number."""
         return self.job.index
+
+    @property
+    def target(self) -> Target:
+        """What it maximizes."""
+        return self.job.target
+
+    @property
+    def noise(self) -> tuple[int, ...]:
+        """What keys its start noise and views, with its job's seed."""
+        return self.job.target.noise
 
     def age(self) -> float:
         """Seconds since its first attempt started."""
@@ -54,7 +65,7 @@ class Method(Protocol):
         """The start state of `rows`, one array per tensor of State."""
 
     def step(self, state: State, rows: Sequence[Row]) -> tuple[State, tf.Tensor]:
-        """One ascent step for every row; the new state and each row's loss before it."""
+        """One ascent step for every row; the new state and each row's objective before it."""
 
     def pictures(self, state: State) -> np.ndarray:
         """Finished rows' uint8 (B, H, W, C) pictures."""

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from filtercast_server.errors import RefusedError
 from filtercast_server.jobs import Ended, FilterOutcome, Job, JobSource, Plan, Precision
+from filtercast_server.objectives import Structure
 from filtercast_server.params import AscentParams
 
 
@@ -68,8 +69,8 @@ class RequestHandle:
 
     @functools.cached_property
     def key(self) -> tuple:
-        """Plans with equal keys share batches."""
-        return (self.plan.params, self.plan.precision)
+        """Plans with equal keys share batches (and one compiled step)."""
+        return (self.plan.params, self.plan.precision, self.plan.structure)
 
     def post(self, event: Any) -> None:
         """Hand an event to the request's event loop (thread-safe)."""
@@ -90,7 +91,7 @@ class BatchEngine(Protocol):
         ...
 
     def run_jobs(
-        self, params: AscentParams, precision: Precision, source: JobSource
+        self, params: AscentParams, precision: Precision, structure: Structure, source: JobSource
     ) -> Iterator[Ended]:
         """Run jobs from `source` in one continuous batch, a step per iteration."""
         ...

@@ -37,7 +37,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 
-from filtercast_server.jobs import Ended, FilterOutcome, Job, Plan
+from filtercast_server.jobs import Ended, FilterOutcome, Job, Plan, units
 from filtercast_server.serving.batching import (
     BatchEngine,
     BatchFailedError,
@@ -57,6 +57,16 @@ from filtercast_server.serving.batching import (
 log = logging.getLogger(__name__)
 
 RATE_WINDOW = 256  # recent completions behind the throughput estimate of retry hints
+
+
+def _next_unit(pending: deque[Job]) -> int:
+    """How many jobs at the head of `pending` must enter a batch together (0: none queued)."""
+    if not pending:
+        return 0
+    group = pending[0].group
+    if group is None:
+        return 1
+    return next((i for i, job in enumerate(pending) if job.group is not group), len(pending))
 
 
 class Scheduler:
@@ -125,14 +135,14 @@ class Scheduler:
         keys = keys or {}
         with self._lock:
             shared: list[Job] = []
-            fresh: list[int] = []
-            for index in plan.filters:
-                key = keys.get(index)
-                job = self._in_flight.get(key) if key else None
-                if job is not None and not abandoned(job):
-                    shared.append(job)
+            fresh: list[Job] = []
+            # A group is shared whole or not at all: its members are coupled.
+            for unit in units(plan.jobs(plan.filters, owner=handle)):
+                found = [self._in_flight.get(keys.get(job.index, "")) for job in unit]
+                if all(j is not None and not abandoned(j) for j in found):
+                    shared.extend(j for j in found if j is not None)
                 else:
-                    fresh.append(index)
+                    fresh.extend(unit)
             count = len(fresh)
             if self._queued + count > self.queue_limit:
                 raise QueueFullError(
@@ -153,8 +163,8 @@ class Scheduler:
             for job in shared:
                 job.followers.append(handle)
                 handle.following.append(job)
-            for index in fresh:
-                job = Job(index, plan.seed, owner=handle, key=keys.get(index, ""))
+            for job in fresh:
+                job.key = keys.get(job.index, "")
                 job.is_cancelled = functools.partial(abandoned, job)
                 handle.pending.append(job)
                 if job.key:
@@ -256,7 +266,7 @@ class Scheduler:
             if len(self._active) >= self.max_cohorts:
                 return
             if handle.key not in self._active and self._runnable(handle):
-                params, precision = handle.key
+                params, precision, structure = handle.key
                 # A newcomer starts level with the least served, with a head start of one
                 # step of the slowest active batch: a small request runs its few steps
                 # before a big one's next step, rather than one step per big step. The
@@ -279,7 +289,7 @@ class Scheduler:
                     len(self._active) + 1,
                 )
                 cohort.slices = self.engine.run_jobs(
-                    params, precision, functools.partial(self._take, cohort)
+                    params, precision, structure, functools.partial(self._take, cohort)
                 )
                 self._active[handle.key] = cohort
 
@@ -294,11 +304,15 @@ class Scheduler:
                 return jobs  # drain and hand the slot on
             matching = [h for h in self._requests if h.key == cohort.key and self._runnable(h)]
             served: list[RequestHandle] = []
-            while len(jobs) < n and any(h.pending for h in matching):
+            taking = True
+            while taking:  # a group enters whole, when its rows are free
+                taking = False
                 for handle in matching:
-                    if handle.pending and len(jobs) < n:
-                        jobs.append(handle.pending.popleft())
-                        served.append(handle)
+                    unit = _next_unit(handle.pending)
+                    if unit and len(jobs) + unit <= n:
+                        jobs.extend(handle.pending.popleft() for _ in range(unit))
+                        served.extend([handle] * unit)
+                        taking = True
             # Requests just served go to the back: the next refill starts elsewhere.
             for handle in dict.fromkeys(served):
                 self._requests.remove(handle)

@@ -27,10 +27,11 @@ from filtercast_server.cache.entry import Expectation
 from filtercast_server.cache.keys import filter_keys
 from filtercast_server.cache.results import ResultCache
 from filtercast_server.errors import InvalidRequestError, RefusedError, UnknownModelError, quoted
-from filtercast_server.jobs import Plan
+from filtercast_server.jobs import Plan, units
+from filtercast_server.objectives import objectives_of
 from filtercast_server.observability.logs import ThrottledLog
 from filtercast_server.params import Limits
-from filtercast_server.planning import OverBudgetError, make_plan
+from filtercast_server.planning import OverBudgetError, check_groups_fit, make_plan
 from filtercast_server.serving.admission import StreamAdmission
 from filtercast_server.serving.interceptor import current_caller
 from filtercast_server.serving.scheduler import Scheduler
@@ -207,6 +208,7 @@ class FilterVisualizerServicer:
             if request.preset == pb.PRESET_UNSPECIFIED and request.model in self.models:
                 preset = self.models[request.model].default_preset
             fmt = image_format(request)
+            objectives, diversity, interpolation = objectives_of(request)
             plan = await asyncio.get_running_loop().run_in_executor(
                 self._planner,
                 lambda: make_plan(
@@ -217,9 +219,13 @@ class FilterVisualizerServicer:
                     precision=precision_name(request),
                     seed=request.seed if request.HasField("seed") else None,
                     limits=self.policy.limits,
+                    objectives=objectives,
+                    diversity=diversity,
+                    interpolation=interpolation,
                 ),
             )
             check_grid_fits(plan, request.grid.disabled, self.policy.max_message_bytes)
+            check_groups_fit(plan, self.streams.scheduler.engine.batch_size(plan.params))
         except UnknownModelError as error:
             facts = ErrorFacts(field="model", resource=("model", error.model))
             await self._refuse(context, grpc.StatusCode.NOT_FOUND, "invalid", str(error), facts)
@@ -251,7 +257,13 @@ class FilterVisualizerServicer:
         )
         nothing: set[int] = set()
         present = await self._ask_cache(self.cache.present, nothing, work.keys)
-        work.cached = [index for index in plan.filters if index in present]
+        # A group is served from the cache whole, or computed whole (its rows are coupled).
+        work.cached = [
+            job.index
+            for unit in units(plan.jobs(plan.filters))
+            if all(job.index in present for job in unit)
+            for job in unit
+        ]
         return work
 
     async def _ask_cache(self, call: Callable[..., T], fallback: T, *args: Any) -> T:

@@ -22,7 +22,7 @@ from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.cache.entry import Expectation
 from filtercast_server.cache.results import ResultCache
 from filtercast_server.grid import GridCollector
-from filtercast_server.jobs import FilterOutcome, Plan
+from filtercast_server.jobs import FilterOutcome, Job, Plan, units
 from filtercast_server.observability.logs import ThrottledLog
 from filtercast_server.serving.admission import Slot
 from filtercast_server.serving.batching import Done, Failed, RequestHandle, Result
@@ -208,18 +208,19 @@ class Stream:
         Cached pictures are fetched a few at a time as they are sent; one gone
         since the lookup (evicted, corrupt) is computed after all.
         """
-        work, cache, late = self.work, self.tools.cache, []
-        for start in range(0, len(work.cached), FETCH_BATCH):
-            chunk = work.cached[start : start + FETCH_BATCH]
+        work, cache = self.work, self.tools.cache
+        late: list[int] = []
+        for chunk in _chunks(units(work.plan.jobs(work.cached)), FETCH_BATCH):
             found: dict[int, FilterOutcome] = {}
             if cache is not None and cache.available():  # resting: not even queued
-                wanted = {index: work.keys[index] for index in chunk}
+                wanted = {job.index: work.keys[job.index] for unit in chunk for job in unit}
                 found = await self.tools.ask_cache(cache.fetch, {}, wanted, work.expect)
-            for index in chunk:
-                if index in found:
-                    await self._result(found[index])
+            for unit in chunk:  # a group whose member is gone is computed whole
+                if all(job.index in found for job in unit):
+                    for job in unit:
+                        await self._result(found[job.index])
                 else:
-                    late.append(index)
+                    late.extend(job.index for job in unit)
         self.queue(late)
         for handle in work.handles:
             while not isinstance(event := await self.tools.scheduler.next_event(handle), Done):
@@ -249,7 +250,7 @@ class Stream:
                 time.perf_counter() - tally.started
             )
         key = self.work.keys.get(outcome.index, "")
-        message = filter_message(outcome, tally.done, tally.total, key)
+        message = filter_message(outcome, tally.done, tally.total, key, self.work.plan)
         if outcome.image is not None:
             loop = asyncio.get_running_loop()
             image = await loop.run_in_executor(self.tools.encoder, picture_of, outcome, self.fmt)
@@ -316,6 +317,16 @@ class Stream:
             "for fewer filters or split the request",
             ErrorFacts(),
         )
+
+
+def _chunks(all_units: list[list[Job]], size: int) -> list[list[list[Job]]]:
+    """Units in chunks of about `size` jobs; a unit is never split."""
+    chunks: list[list[list[Job]]] = [[]]
+    for unit in all_units:
+        if chunks[-1] and sum(map(len, chunks[-1])) + len(unit) > size:
+            chunks.append([])
+        chunks[-1].append(unit)
+    return [chunk for chunk in chunks if chunk]
 
 
 def _retrieve(future: asyncio.Future) -> None:

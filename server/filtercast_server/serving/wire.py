@@ -11,6 +11,7 @@ from filtercast.contract import IMAGE_FORMATS, PRECISIONS, PRESETS, ContractErro
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.errors import InvalidRequestError
 from filtercast_server.jobs import FilterOutcome, Plan
+from filtercast_server.objectives import decimal
 
 if TYPE_CHECKING:  # it imports TensorFlow; wire only reads a loaded model's description
     from filtercast_server.engine.models import LoadedModel
@@ -94,7 +95,7 @@ def overrides_of(request: pb.VisualizeFiltersRequest) -> dict[str, Any]:
     }
     for name in FLOAT_FIELDS:
         if name in overrides:
-            overrides[name] = float(np.format_float_positional(np.float32(overrides[name])))
+            overrides[name] = decimal(overrides[name])
     if request.model:
         overrides["model"] = request.model
     if request.layer:
@@ -257,6 +258,10 @@ def model_info(model: "LoadedModel") -> pb.ModelInfo:
         display_name=config.display_name,
         description=config.description,
         kind="builtin" if config.builtin else "file",
+        dense_layers=[
+            pb.DenseLayerInfo(name=d.name, type=d.type, units=d.units, activation=d.activation)
+            for d in model.dense_layers
+        ],
     )
 
 
@@ -277,15 +282,19 @@ def accepted_message(
         weights_sha256=model.weights_sha256,
         device=model.device.description,
         cached_filters=cached,
+        objectives=[target.objective.text() for target in plan.targets],
     )
     return pb.VisualizeFiltersResponse(accepted=accepted)
 
 
 def filter_message(
-    outcome: FilterOutcome, done: int, total: int, image_key: str
+    outcome: FilterOutcome, done: int, total: int, image_key: str, plan: Plan
 ) -> pb.VisualizeFiltersResponse:
     """One finished filter, its picture not yet attached (see picture_of)."""
+    target = plan.targets[outcome.index] if plan.targets else None
     message = pb.FilterResult(
+        target=target.target if target else 0,
+        member=target.member if target else 0,
         index=outcome.index,
         loss=outcome.loss,
         dead=outcome.dead,
