@@ -180,3 +180,33 @@ def test_a_read_only_token_is_told_why_show_is_refused(browser, guarded) -> None
     assert "may not call VisualizeFilters" in alert.text
     assert browser.find_elements(By.CSS_SELECTOR, ".tile") == []
     assert browser.find_element(By.ID, "model").get_attribute("value") == "vgg16"
+
+
+def test_objectives_and_diversity_show_one_row_per_objective(browser, server) -> None:
+    from selenium.webdriver.common.by import By
+
+    selection = {
+        **SELECTION,
+        "preset": "robust",
+        "objective": "block1_conv2:3@center; 2*layer(block1_conv2)",
+        "diversity": "2",
+    }
+    browser.get_log("browser")  # what earlier tests left there
+    browser.get(f"{server.http_url}/?{urllib.parse.urlencode(selection)}")
+    assert "4 of 4 filters" in wait_done(browser)
+    captions = [c.text for c in browser.find_elements(By.CSS_SELECTOR, ".tile .caption")]
+    assert captions[0].startswith("block1_conv2:3@(") and captions[1].startswith("block1_conv2:3@(")
+    assert " #1 · " in captions[1] and captions[2].startswith("2*layer(block1_conv2)")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#tiles li.row-start")
+    assert len(rows) == 2  # each objective's group starts its own row
+    tops = [li.location["y"] for li in browser.find_elements(By.CSS_SELECTOR, "#tiles li")]
+    assert tops[0] == tops[1] < tops[2] == tops[3]
+    assert not errors(browser)
+
+
+def test_an_objective_the_page_cannot_read_is_shown(browser, server) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{server.http_url}/?{urllib.parse.urlencode({**SELECTION, 'objective': 'b:1 *'})}")
+    error = browser.find_element(By.ID, "error")
+    assert "expected + or -" in error.text and error.is_displayed()

@@ -4,7 +4,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const FIELDS = ["model", "layer", "preset", "filters", "seed", "size", "steps"];
+const FIELDS = [
+  "model", "layer", "preset", "filters", "objective", "diversity", "seed", "size", "steps",
+];
 let models = [];
 let running = null; // the AbortController of the stream in progress
 let download = null; // the object URL of the picture the detail offers to save
@@ -58,7 +60,7 @@ async function loadModels() {
   const model = models.find((m) => m.name === $("model").value) || {};
   const preferred = (model.defaultPreset || "PRESET_CLASSIC").replace("PRESET_", "").toLowerCase();
   fillSelect($("preset"), presets, url.get("preset") || preferred);
-  for (const name of ["filters", "seed", "size", "steps"]) {
+  for (const name of ["filters", "objective", "diversity", "seed", "size", "steps"]) {
     if (url.has(name)) $(name).value = url.get(name);
   }
   return url.has("model");
@@ -76,14 +78,45 @@ function selection(text) {
   return { ranges: { ranges } };
 }
 
+// The objective grammar's channel, neuron and layer forms, weighted and joined with + and -
+// (the Python client reads the whole grammar: filtercast/contract.py), as a filtercast.v1.Objective.
+const TERM = /^\s*(?:([0-9.]+)\s*\*\s*)?(?:layer\(\s*([^)\s]+)\s*\)|([^\s:@*+]+?)\s*:\s*(\d+)(?:\s*@\s*(?:(center)|\(\s*(\d+)\s*,\s*(\d+)\s*\)))?)\s*/i;
+
+function objective(text) {
+  const terms = [];
+  let rest = text.trim();
+  let sign = 1;
+  if (rest.startsWith("-")) [sign, rest] = [-1, rest.slice(1)];
+  for (;;) {
+    const match = TERM.exec(rest);
+    if (!match) throw new Error(`objective ${JSON.stringify(text)}: cannot read ${JSON.stringify(rest)}`);
+    const [all, weight, wholeLayer, layer, index, center, y, x] = match;
+    const term = wholeLayer ? { kind: "TERM_KIND_LAYER", layer: wholeLayer } : { layer, index: Number(index) };
+    if (center || y !== undefined) term.kind = "TERM_KIND_NEURON";
+    if (y !== undefined) term.position = { y: Number(y), x: Number(x) };
+    if (weight !== undefined || sign < 0) term.weight = sign * Number(weight ?? 1);
+    terms.push(term);
+    rest = rest.slice(all.length);
+    if (!rest) return { terms };
+    if (rest[0] !== "+" && rest[0] !== "-") throw new Error(`objective ${JSON.stringify(text)}: expected + or - at ${JSON.stringify(rest)}`);
+    [sign, rest] = [rest[0] === "-" ? -1 : 1, rest.slice(1)];
+  }
+}
+
 function request() {
   const body = {
     model: $("model").value,
     layer: $("layer").value,
     preset: "PRESET_" + $("preset").value.toUpperCase(),
-    filters: selection($("filters").value),
     grid: { disabled: true }, // the page lays the pictures out itself
   };
+  const wanted = $("objective").value.split(";").map((t) => t.trim()).filter(Boolean);
+  if (wanted.length) {
+    body.objectives = wanted.map(objective);
+    if (Number($("diversity").value) > 0) body.diversity = { k: Number($("diversity").value) };
+  } else {
+    body.filters = selection($("filters").value);
+  }
   if ($("seed").value !== "") body.seed = $("seed").value;
   const overrides = {};
   for (const name of ["size", "steps"]) {
@@ -126,7 +159,10 @@ function tile(result, accepted) {
   button.dataset.index = result.index || 0;
   button.dataset.cached = Boolean(result.cached);
   button.tabIndex = -1; // one tab stop for the whole grid (see handle); arrows move
-  const name = `${p.model} ${p.layer} filter ${result.index || 0}`;
+  const what = (accepted.objectives || [])[result.index || 0];
+  const name = what ? `${p.model} ${what}` : `${p.model} ${p.layer} filter ${result.index || 0}`;
+  // A diversity group or an interpolation reads as one row: it starts a new line.
+  button.dataset.row = result.target || 0;
   if (result.image) {
     const img = document.createElement("img");
     img.src = "data:image/png;base64," + result.image.data;
@@ -142,10 +178,14 @@ function tile(result, accepted) {
   }
   const caption = document.createElement("span");
   caption.className = "caption";
-  caption.textContent = `#${result.index || 0} · ${result.dead ? "dead" : "loss " + number(result.loss, 2)}`;
+  const label = what ? `${what}${result.member ? " #" + result.member : ""}` : `#${result.index || 0}`;
+  caption.textContent = `${label} · ${result.dead ? "dead" : "loss " + number(result.loss, 2)}`;
   button.append(caption);
   button.addEventListener("click", () => detail(result, name));
   const item = document.createElement("li");
+  if (what && accepted.params && (accepted.filters || []).length > 1 && !result.member) {
+    item.className = "row-start"; // the first picture of a group (or of an objective)
+  }
   item.append(button);
   return item;
 }
@@ -234,11 +274,20 @@ async function run(submit) {
   Object.assign(tally, { done: 0, total: 0, dead: 0, cached: 0, started: performance.now() });
   $("progress").textContent = "Starting…";
   $("stop").disabled = false;
+  let body;
+  try {
+    body = request();
+  } catch (error) {
+    showError(error.message);
+    $("stop").disabled = true;
+    running = null;
+    return;
+  }
   try {
     const response = await fetch("/v1/visualize", {
       method: "POST",
       headers: headers({ "Content-Type": "application/json", Accept: "application/x-ndjson" }),
-      body: JSON.stringify(request()),
+      body: JSON.stringify(body),
       signal: controller.signal,
     });
     if (!response.ok) throw new Error(await failure(response));
