@@ -206,8 +206,3 @@ def _finite(weight: float, field: str) -> float:
             f"{field} must be finite and within +-{MAX_WEIGHT:g}, got {weight}", field
         )
     return weight
-
-
-def layer_of(targets: Sequence[Target]) -> str:
-    """The layer a request's pictures are labelled with (metrics, logs): the first named."""
-    return targets[0].objective.terms[0].layer if targets else ""
