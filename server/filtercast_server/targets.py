@@ -56,7 +56,9 @@ def resolve_targets(
     if diversity is None or diversity.k == 0:
         return tuple(_single(o, i) for i, o in enumerate(checked))
     _check_group(params, diversity.k, "diversity.k")
-    layer = diversity.layer or checked[0].terms[0].layer
+    # Default: the objective's first (H, W, C) layer; for a dense unit, the model's deepest one.
+    spatial = [name for name in checked[0].layers if model.dense_layer(name) is None]
+    layer = diversity.layer or (spatial[0] if spatial else model.layers[-1].name)
     if model.dense_layer(layer) is not None:
         raise InvalidRequestError(
             f"diversity compares Gram matrices of an (H, W, C) layer; {layer} is dense", "diversity"

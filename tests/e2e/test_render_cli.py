@@ -84,3 +84,27 @@ def test_set_refuses_a_value_given_twice_and_a_malformed_pair(tmp_path: Path) ->
     assert twice.returncode == 2 and "steps given twice" in twice.stderr
     malformed = render(*SMALL, "--set", "revive", "--out", str(tmp_path))
     assert malformed.returncode == 2 and "'revive' is not NAME=VALUE" in malformed.stderr
+
+
+def test_render_objectives_of_a_model_file_with_diversity(tmp_path: Path) -> None:
+    from tests.support.digits import train_classifier
+
+    model = tmp_path / "digits.keras"
+    train_classifier(model, seed=1, epochs=1)
+    out = tmp_path / "out"
+    result = render(
+        *["--model", f"digits={model}", "--preset", "robust", "--size", "32", "--steps", "3"],
+        *["--set", "pad=0", "--objective", "logits:3", "--objective", "layer(conv2)"],
+        *["--diversity", "2", "--seed", "1", "--out", str(out)],
+    )
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    records = sorted(manifest["filters"], key=lambda f: f["index"])
+    assert [(r["objective"], r["member"]) for r in records] == [
+        ("logits:3", 0),
+        ("logits:3", 1),
+        ("layer(conv2)", 0),
+        ("layer(conv2)", 1),
+    ]
+    assert all((out / r["file"]).is_file() for r in records)
+    assert "picture    3" in result.stdout + result.stderr  # progress names pictures, not filters
