@@ -57,6 +57,20 @@ class Plan:
             return plain_structure(self.params.layer)
         return structure_of(self.targets)
 
+    def units(self, indices: Iterable[int]) -> list[list[int]]:
+        """`indices` in the units they run as: a group's members together, every other alone."""
+        found: list[list[int]] = []
+        previous = None
+        for index in indices:
+            target = self.target(index)
+            group = (target.target, target.group) if target.group is not None else None
+            if found and group is not None and group == previous:
+                found[-1].append(index)
+            else:
+                found.append([index])
+            previous = group
+        return found
+
     def jobs(self, indices: Iterable[int], **fields: Any) -> list["Job"]:
         """A job per picture of `indices`; a group's members share one fresh group token."""
         tokens: dict[int, object] = {}
@@ -99,17 +113,6 @@ class Job:
     is_cancelled: Callable[[], bool] = lambda: False
     key: str = ""
     followers: list[Any] = field(default_factory=list)
-
-
-def units(jobs: list[Job]) -> list[list[Job]]:
-    """Jobs in the units they run as: a group's members together, every other job alone."""
-    found: list[list[Job]] = []
-    for job in jobs:
-        if found and job.group is not None and found[-1][0].group is job.group:
-            found[-1].append(job)
-        else:
-            found.append([job])
-    return found
 
 
 # Returns up to n jobs to start now (fewer, or none, is fine).

@@ -16,6 +16,7 @@ same cache keys as before objectives existed. Nothing here imports TensorFlow;
 objective_of reads the wire's Objective message.
 """
 
+import functools
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -192,6 +193,7 @@ class Structure:
         """Whether rows are coupled within groups."""
         return self.diversity_layer is not None or self.shared_low_frequencies
 
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 (structures live as long as the server)
     def assign(self, objective: Objective) -> list[tuple[int, Term]]:
         """The slot each term of `objective` fills: its kind and layer's, in order."""
         used: Counter[Slot] = Counter()

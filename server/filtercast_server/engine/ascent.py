@@ -32,7 +32,6 @@ from filtercast_server.jobs import (
     JobSource,
     Plan,
     Precision,
-    units,
 )
 from filtercast_server.objectives import Structure, plain_structure
 from filtercast_server.params import AscentParams
@@ -111,7 +110,7 @@ class AscentEngine:
     def run(self, plan: Plan) -> Iterator[FilterOutcome]:
         """Yield each filter's outcome of one plan as soon as it is known."""
         check_groups_fit(plan, self.batch_size(plan.params))
-        pending = deque(units(plan.jobs(plan.filters)))
+        pending = deque(plan.jobs(unit) for unit in plan.units(plan.filters))
 
         def source(n: int) -> list[Job]:
             taken: list[Job] = []

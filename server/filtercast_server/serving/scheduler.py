@@ -37,7 +37,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 
-from filtercast_server.jobs import Ended, FilterOutcome, Job, Plan, units
+from filtercast_server.jobs import Ended, FilterOutcome, Job, Plan
 from filtercast_server.serving.batching import (
     BatchEngine,
     BatchFailedError,
@@ -137,7 +137,7 @@ class Scheduler:
             shared: list[Job] = []
             fresh: list[Job] = []
             # A group is shared whole or not at all: its members are coupled.
-            for unit in units(plan.jobs(plan.filters, owner=handle)):
+            for unit in (plan.jobs(u, owner=handle) for u in plan.units(plan.filters)):
                 found = [self._in_flight.get(keys.get(job.index, "")) for job in unit]
                 if all(j is not None and not abandoned(j) for j in found):
                     shared.extend(j for j in found if j is not None)

@@ -27,7 +27,7 @@ from filtercast_server.cache.entry import Expectation
 from filtercast_server.cache.keys import filter_keys
 from filtercast_server.cache.results import ResultCache
 from filtercast_server.errors import InvalidRequestError, RefusedError, UnknownModelError, quoted
-from filtercast_server.jobs import Plan, units
+from filtercast_server.jobs import Plan
 from filtercast_server.objectives import objectives_of
 from filtercast_server.observability.logs import ThrottledLog
 from filtercast_server.params import Limits
@@ -259,10 +259,10 @@ class FilterVisualizerServicer:
         present = await self._ask_cache(self.cache.present, nothing, work.keys)
         # A group is served from the cache whole, or computed whole (its rows are coupled).
         work.cached = [
-            job.index
-            for unit in units(plan.jobs(plan.filters))
-            if all(job.index in present for job in unit)
-            for job in unit
+            index
+            for unit in plan.units(plan.filters)
+            if all(index in present for index in unit)
+            for index in unit
         ]
         return work
 

@@ -22,7 +22,7 @@ from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.cache.entry import Expectation
 from filtercast_server.cache.results import ResultCache
 from filtercast_server.grid import GridCollector
-from filtercast_server.jobs import FilterOutcome, Job, Plan, units
+from filtercast_server.jobs import FilterOutcome, Plan
 from filtercast_server.observability.logs import ThrottledLog
 from filtercast_server.serving.admission import Slot
 from filtercast_server.serving.batching import Done, Failed, RequestHandle, Result
@@ -210,17 +210,17 @@ class Stream:
         """
         work, cache = self.work, self.tools.cache
         late: list[int] = []
-        for chunk in _chunks(units(work.plan.jobs(work.cached)), FETCH_BATCH):
+        for chunk in _chunks(work.plan.units(work.cached), FETCH_BATCH):
             found: dict[int, FilterOutcome] = {}
             if cache is not None and cache.available():  # resting: not even queued
-                wanted = {job.index: work.keys[job.index] for unit in chunk for job in unit}
+                wanted = {index: work.keys[index] for unit in chunk for index in unit}
                 found = await self.tools.ask_cache(cache.fetch, {}, wanted, work.expect)
             for unit in chunk:  # a group whose member is gone is computed whole
-                if all(job.index in found for job in unit):
-                    for job in unit:
-                        await self._result(found[job.index])
+                if all(index in found for index in unit):
+                    for index in unit:
+                        await self._result(found[index])
                 else:
-                    late.extend(job.index for job in unit)
+                    late.extend(unit)
         self.queue(late)
         for handle in work.handles:
             while not isinstance(event := await self.tools.scheduler.next_event(handle), Done):
@@ -319,9 +319,9 @@ class Stream:
         )
 
 
-def _chunks(all_units: list[list[Job]], size: int) -> list[list[list[Job]]]:
-    """Units in chunks of about `size` jobs; a unit is never split."""
-    chunks: list[list[list[Job]]] = [[]]
+def _chunks(all_units: list[list[int]], size: int) -> list[list[list[int]]]:
+    """Units in chunks of about `size` pictures; a unit is never split."""
+    chunks: list[list[list[int]]] = [[]]
     for unit in all_units:
         if chunks[-1] and sum(map(len, chunks[-1])) + len(unit) > size:
             chunks.append([])
