@@ -39,6 +39,9 @@ class FakeContext:
         (FakeContext(), asyncio.CancelledError(), "CANCELLED"),
         (FakeContext(remaining=12.0), GeneratorExit(), "CANCELLED"),
         (FakeContext(remaining=0), asyncio.CancelledError(), "DEADLINE_EXCEEDED"),
+        # The client's own deadline timer fired a moment before the server's.
+        (FakeContext(remaining=0.004), asyncio.CancelledError(), "DEADLINE_EXCEEDED"),
+        (FakeContext(remaining=0.5), asyncio.CancelledError(), "CANCELLED"),
         (FakeContext(), CallEndedError(), "CANCELLED"),
         (FakeContext(), RuntimeError("a bug"), "UNKNOWN"),
     ],

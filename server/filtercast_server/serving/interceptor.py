@@ -33,6 +33,11 @@ from filtercast_server.serving.auth import AuthError, TokenAuthenticator
 log = logging.getLogger(__name__)
 
 HEALTH_SERVICE = "grpc.health.v1.Health"  # always open: probes carry no token
+# A client's deadline timer fires before the server's (the server counts the timeout
+# from when the headers arrived) and sends the same RST_STREAM as a user's cancel, so
+# the server sees a cancel a little before its own deadline. A cancel this close to
+# the deadline is the deadline.
+DEADLINE_MARGIN_SECONDS = 0.25
 _caller: contextvars.ContextVar[str] = contextvars.ContextVar("filtercast_caller", default="")
 
 
@@ -66,7 +71,7 @@ def final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -
         return grpc.StatusCode.OK
     if isinstance(error, asyncio.CancelledError | GeneratorExit):
         remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
+        if remaining is not None and remaining <= DEADLINE_MARGIN_SECONDS:
             return grpc.StatusCode.DEADLINE_EXCEEDED
         return grpc.StatusCode.CANCELLED
     return grpc.StatusCode.UNKNOWN
