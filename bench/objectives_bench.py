@@ -128,13 +128,70 @@ def digits_rows(steps: int, peer: Path | None) -> dict:
     return found
 
 
+def neuron_rows(weights: str, steps: int, channels: int, peer: Path | None) -> dict:
+    """Neurons at the centre of block5_conv1 (128 px): how robustly each picture drives its own.
+
+    Scored as bench/quality_bench.py scores channels, at the centre cell of
+    the layer's output instead of its mean: top-1 (the neuron's channel is
+    the most excited of all 512 there) in the identity view and in held-out
+    views, and the rank score. Beside Xplique 2.0.2's neuron objective.
+    """
+    sys.path.insert(0, str(ROOT / "bench"))
+    from quality_bench import Judge  # type: ignore[import-not-found]
+
+    device = select_device("auto")
+    models = {"vgg16": LoadedModel("vgg16", weights, device)}
+    engine = AscentEngine(models)
+    texts = [f"block5_conv1:{k}@center" for k in range(channels)]
+    make = {"objectives": objectives(*texts)}
+    timed(engine, models, 1, **make)  # traced before timing
+    plan = make_plan(
+        models, preset="robust", overrides={"size": 128, "steps": steps}, seed=1, **make
+    )
+    started = time.perf_counter()
+    outcomes = {o.index: o.image for o in engine.run(plan)}
+    ours = [outcomes[k] for k in range(channels)]
+    found = {"filtercast robust": (ours, (time.perf_counter() - started) / channels)}
+    if peer is not None:
+        out = Path(tempfile.mkdtemp()) / "xplique.npz"
+        command = [str(peer / "bin/python"), str(ROOT / "bench/peer_xplique_neurons.py")]
+        command += ["--weights", weights, "--channels", str(channels), "--out", str(out)]
+        subprocess.run(command, check=True, env={**os.environ, "PYTHONPATH": ""})
+        made = np.load(out)
+        found["xplique 2.0.2"] = (list(made["pictures"]), float(made["seconds"]) / channels)
+    judge = Judge(models["vgg16"], views=16, cell=(4, 4))
+    rows = {}
+    for name, (pictures, seconds) in found.items():
+        scores = [judge.score(k, picture) for k, picture in enumerate(pictures)]
+        rows[name] = {
+            "top1_identity": float(
+                np.mean([judge.activations(p, k)[0].argmax() == k for k, p in enumerate(pictures)])
+            ),
+            "top1_views": float(np.mean([s[0] for s in scores])),
+            "rank": float(np.mean([s[1] for s in scores])),
+            "seconds_per_picture": seconds,
+        }
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--peer-venv", type=Path, help="tf-keras-vis's own environment")
+    parser.add_argument("--xplique-venv", type=Path, help="Xplique's own environment")
+    parser.add_argument(
+        "--neurons", type=int, default=16, help="neurons compared (channels 0..N-1)"
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
+    neurons = neuron_rows(args.weights, args.steps, args.neurons, args.xplique_venv)
+    for name, row in neurons.items():
+        print(
+            f"neurons at the centre, {name}: top-1 {row['top1_identity']:.0%} as delivered, "
+            f"{row['top1_views']:.0%} of held-out views, rank {row['rank']:.3f}; "
+            f"{row['seconds_per_picture']:.2f} s per picture"
+        )
     rows = vgg16_rows(args.weights, args.steps)
     one = rows[0]["seconds"]
     print(f"{'request':26s} {'pictures':>8s} {'seconds':>8s} {'per picture':>11s} {'vs one':>7s}")
@@ -153,7 +210,9 @@ def main() -> None:
                 f"{found['seconds_per_picture']:.3f} s per picture"
             )
     if args.json:
-        Path(args.json).write_text(json.dumps({"vgg16": rows, "digits": digits}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"vgg16": rows, "digits": digits, "neurons": neurons}, indent=2)
+        )
 
 
 if __name__ == "__main__":

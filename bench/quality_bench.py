@@ -161,12 +161,13 @@ def run_robust(
 class Judge:
     """Scores delivered pictures by how robustly they drive their own filter."""
 
-    def __init__(self, model: LoadedModel, views: int) -> None:
+    def __init__(self, model: LoadedModel, views: int, cell: tuple[int, int] | None = None) -> None:
         self.extractor = model.extractor(LAYER, Precision.FLOAT32, training_preprocessing=True)
         self.views = views
+        self.cell = cell  # score one position of the layer's output (a neuron), not the mean
 
     def activations(self, picture: np.ndarray, index: int) -> np.ndarray:
-        """(views, filters) mean activations of the layer over the picture's views."""
+        """(views, filters) activations of the layer (its mean, or at `cell`) in each view."""
         size = picture.shape[0]
         params = dataclasses.replace(EVAL_VIEWS, size=size)
         transforms = [np.array([1, 0, 0, 0, 1, 0, 0, 0], np.float32)] + [
@@ -181,7 +182,8 @@ class Judge:
             interpolation="BILINEAR",
             fill_mode="CONSTANT",
         )
-        return self.extractor(seen, training=False).numpy().mean(axis=(1, 2))
+        maps = self.extractor(seen, training=False).numpy()
+        return maps.mean(axis=(1, 2)) if self.cell is None else maps[:, self.cell[0], self.cell[1]]
 
     def score(self, index: int, picture: np.ndarray | None) -> tuple[float, float, bool]:
         """(top-1 share of views, rank score, shows its filter) of one filter's picture."""

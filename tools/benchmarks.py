@@ -12,14 +12,14 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-HELPERS = {"baseline.py", "peer_tfkerasvis.py"}  # imported or run by the benchmarks
+HELPERS = {"baseline.py"}  # imported by the benchmarks; peer_*.py run in the peers' own venvs
 
 
 def benchmarks() -> dict[str, str]:
     """Name -> the first line of its docstring, for every benchmark script."""
     found = {}
     for path in sorted(BENCH.glob("*.py")):
-        if path.name not in HELPERS and not path.name.startswith("_"):
+        if path.name not in HELPERS and not path.name.startswith(("_", "peer_")):
             docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
             found[path.stem] = docstring.splitlines()[0] if docstring else ""
     return found

@@ -43,8 +43,11 @@ SERVICE: Final = "filtercast.v1.FilterVisualizerService"
 # Largest message either side accepts. A 412 px 8x8 grid is 3,331 x 3,331 x 3
 # = 33.3 MB raw and ~20 MB as PNG; 64 MiB leaves room for it in either format.
 MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
-# Largest request the server decodes: a full list of 2048 indices is ~10 KB.
-MAX_REQUEST_BYTES: Final = 1024 * 1024
+# Largest image a request may carry (AnalyzeImage): a 24 Mpx photograph as JPEG.
+MAX_IMAGE_BYTES: Final = 8 * 1024 * 1024
+# Largest request the server decodes: an image and its fields (a full list of
+# 2048 filter indices is ~10 KB).
+MAX_REQUEST_BYTES: Final = MAX_IMAGE_BYTES + 64 * 1024
 
 # Keepalive: clients ping every 30 s (also while idle) and give up after 10 s
 # without an answer; servers accept pings down to every 10 s (gRPC's default

@@ -3,6 +3,7 @@
 from filtercast_client import Client
 """
 
+from filtercast_client.analysis import ChannelMap, ImageAnalysis
 from filtercast_client.client import TLS, AsyncClient, Client
 from filtercast_client.errors import (
     Cancelled,
@@ -33,12 +34,14 @@ __all__ = [
     "Accepted",
     "AsyncClient",
     "Cancelled",
+    "ChannelMap",
     "Client",
     "DeadlineExceeded",
     "DenseLayerInfo",
     "FilterImage",
     "FiltercastError",
     "GridImage",
+    "ImageAnalysis",
     "InvalidRequest",
     "LayerInfo",
     "ModelInfo",

@@ -1,4 +1,4 @@
-"""The ``filtercast`` command line: models, layers, visualize, demo, render, serve."""
+"""The ``filtercast`` command line: models, layers, visualize, analyze, demo, render, serve."""
 
 import os
 import signal
@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from filtercast import contract
+from filtercast_client.cli_analyze import analyze
 from filtercast_client.cli_options import (
     WEIGHTS_HELP,
     Connection,
@@ -308,3 +309,6 @@ def render(
         console.print(f"interrupted: kept the finished filters in {out} (complete: false)")
         sys.exit(130)
     report(manifest, out)
+
+
+main.add_command(analyze)

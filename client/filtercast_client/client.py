@@ -26,6 +26,7 @@ import grpc
 from filtercast.contract import ContractError
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast.v1 import filtercast_pb2_grpc as pb_grpc
+from filtercast_client.analysis import ImageAnalysis, ImageInput, analyze_request
 from filtercast_client.channel import RETRY_POLICY, TLS, backoff, channel_options, target_of
 from filtercast_client.errors import (
     Cancelled,
@@ -321,6 +322,13 @@ class Client(_ClientBase[Visualization]):
         request = pb.DescribeModelRequest(model=model)
         return ModelInfo.from_message(self._unary(self.stub.DescribeModel, request, timeout).model)
 
+    def analyze(
+        self, image: ImageInput, *, timeout: float | None = 60, **fields: Any
+    ) -> ImageAnalysis:
+        """Which channels of a layer `image` excites, with heatmaps (analyze_request's fields)."""
+        request = analyze_request(image, **fields)
+        return ImageAnalysis.from_message(self._unary(self.stub.AnalyzeImage, request, timeout))
+
 
 NOT_FIELDS = ("self", "timeout")  # visualize's arguments that are not the request's
 
@@ -361,3 +369,11 @@ class AsyncClient(_ClientBase[AsyncVisualization]):
         request = pb.DescribeModelRequest(model=model)
         response = await self._unary(self.stub.DescribeModel, request, timeout)
         return ModelInfo.from_message(response.model)
+
+    async def analyze(
+        self, image: ImageInput, *, timeout: float | None = 60, **fields: Any
+    ) -> ImageAnalysis:
+        """Which channels of a layer `image` excites, with heatmaps (analyze_request's fields)."""
+        request = analyze_request(image, **fields)
+        response = await self._unary(self.stub.AnalyzeImage, request, timeout)
+        return ImageAnalysis.from_message(response)

@@ -50,6 +50,7 @@ class Settings:
     client_queue_limit: int = 2048
     max_concurrent_streams: int = 64
     client_max_streams: int = 8
+    client_new_steps_per_minute: int = 20
     stream_buffer: int = 16
     stall_seconds: float = 60.0
     max_stream_seconds: float = 3600.0
@@ -126,6 +127,7 @@ class Settings:
             "http_read_seconds",
             "max_concurrent_streams",
             "client_max_streams",
+            "client_new_steps_per_minute",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -165,6 +167,8 @@ HELP = {
     "max_concurrent_streams": "most VisualizeFilters streams open; more is RESOURCE_EXHAUSTED "
     "(health, reflection and model listing are never limited)",
     "client_max_streams": "most VisualizeFilters streams one client may have open",
+    "client_new_steps_per_minute": "most requests a minute one client may make that need a step "
+    "not compiled yet (a new objective structure, preset or precision: each traces the model)",
     "stream_buffer": "finished pictures a stream may hold unsent before its work pauses",
     "stall_seconds": "a stream whose client reads nothing for this long is ended",
     "max_stream_seconds": "longest a stream may run (the deadline of streams that set none)",

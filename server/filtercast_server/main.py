@@ -30,6 +30,7 @@ from filtercast_server.cache.backends import cache_secret, open_backend
 from filtercast_server.cache.results import ResultCache
 from filtercast_server.cache.secret import CacheSecretError
 from filtercast_server.config import Settings, SettingsError
+from filtercast_server.engine.analysis import LayerMaps
 from filtercast_server.engine.ascent import AscentEngine
 from filtercast_server.engine.devices import memory_in_use
 from filtercast_server.engine.loading import start_engine
@@ -38,7 +39,8 @@ from filtercast_server.model_registry import ModelConfig, RegistryError
 from filtercast_server.observability.logs import configure_logging, throttle_loop_errors
 from filtercast_server.observability.metrics import Metrics
 from filtercast_server.observability.metrics_http import serve_metrics
-from filtercast_server.serving.admission import StreamAdmission
+from filtercast_server.serving.admission import NewStepBudget, StreamAdmission
+from filtercast_server.serving.analysis import Analyses
 from filtercast_server.serving.auth import AuthConfigError, TokenAuthenticator
 from filtercast_server.serving.batching import SchedulerPolicy
 from filtercast_server.serving.front import Front
@@ -122,6 +124,8 @@ async def serve(settings: Settings) -> int:
                 admission=admission,
                 metrics=metrics,
                 cache=cache,
+                new_steps=NewStepBudget(settings.client_new_steps_per_minute),
+                analyses=Analyses(engine.models, LayerMaps(engine.models), settings.limits()),
             )
             front.open(servicer)
             await announce_serving(health_servicer, engine, metrics)
@@ -195,6 +199,7 @@ def server_limits(settings: Settings) -> pb.ServerLimits:
         client_queue_limit=settings.client_queue_limit,
         max_concurrent_streams=settings.max_concurrent_streams,
         client_max_streams=settings.client_max_streams,
+        client_new_steps_per_minute=settings.client_new_steps_per_minute,
         max_stream_seconds=settings.max_stream_seconds,
         stall_seconds=settings.stall_seconds,
     )

@@ -7,7 +7,7 @@ layers, their sizes), so planning imports no TensorFlow.
 
 import dataclasses
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,16 @@ if TYPE_CHECKING:  # models import TensorFlow; planning only asks them questions
 
 class OverBudgetError(InvalidRequestError):
     """The request would cost more than the per-request compute budget."""
+
+
+def served_model(models: "Mapping[str, LoadedModel]", name: str) -> "LoadedModel":
+    """The loaded model called `name`, or UnknownModelError listing the served ones."""
+    if name not in models:
+        raise UnknownModelError(
+            f"model {quoted(name)} is not served here; served models: " + ", ".join(sorted(models)),
+            name,
+        )
+    return models[name]
 
 
 def make_plan(
@@ -54,13 +64,7 @@ def make_plan(
     overrides = dict(overrides or {})
     recipe = resolve(preset, overrides, limits)
     params = recipe.params
-    if params.model not in models:
-        raise UnknownModelError(
-            f"model {quoted(params.model)} is not served here; served models: "
-            + ", ".join(sorted(models)),
-            params.model,
-        )
-    model = models[params.model]
+    model = served_model(models, params.model)
     if "layer" not in overrides:  # the built-ins' defaults are their presets' layers
         params = dataclasses.replace(params, layer=model.default_layer)
     wanted = Wanted(filters, tuple(objectives), diversity, interpolation)

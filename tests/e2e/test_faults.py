@@ -116,7 +116,7 @@ def test_huge_filter_selections_are_refused_before_anything_is_built(server) -> 
     error = raw_stream(server, listed.SerializeToString())
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "200000 filter indices listed; at most" in error.details()
-    # A 57 MB list never reaches the servicer: requests are capped at 1 MiB.
+    # A 57 MB list never reaches the servicer: requests are capped at 8 MiB + 64 KiB.
     huge = pb.VisualizeFiltersRequest(
         filters=pb.FilterSelection(list=pb.FilterList(indices=[2**30] * 10_000_000))
     ).SerializeToString()

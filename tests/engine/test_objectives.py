@@ -113,7 +113,12 @@ def test_each_objective_is_its_tensorflow_computation(tiny) -> None:
         logits[6, 2],
         2 * b[7, ..., 3].mean() - 0.5 * a[7, ..., 1].mean() + logits[7, 4],
     ]
-    method = AscentEngine(tiny).method(plan.params, Precision.FLOAT32, plan.structure)
+    engine = AscentEngine(tiny)
+    assert not engine.compiled(plan.params, Precision.FLOAT32, plan.structure)
+    method = engine.method(plan.params, Precision.FLOAT32, plan.structure)
+    # what the servicer asks before it charges a client for a new step
+    assert engine.compiled(plan.params, Precision.FLOAT32, plan.structure)
+    assert not engine.compiled(plan.params, Precision.BFLOAT16, plan.structure)
     rows = [Row(job) for job in plan.jobs(plan.filters)]
     _, losses = method.step((x,), rows)
     np.testing.assert_allclose(losses.numpy(), expected, rtol=1e-4, atol=1e-5)

@@ -10,6 +10,7 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2
 
+from filtercast import contract
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast.v1 import filtercast_pb2_grpc as pb_grpc
 from filtercast_client import (
@@ -25,7 +26,9 @@ from filtercast_client import (
     Unavailable,
 )
 from filtercast_server.params import Limits
+from filtercast_server.serving.admission import NewStepBudget
 from filtercast_server.serving.streams import Stream
+from filtercast_server.targets import MAX_GROUP
 from tests.support.processes import has_ipv6_loopback
 from tests.support.standin import CHANNELS, Engine, StandIn
 
@@ -160,6 +163,31 @@ def test_a_full_queue_is_overloaded_with_quota_and_retry_hint() -> None:
     assert error.quota is not None and error.quota.endswith("queue")
 
 
+def test_a_client_may_ask_for_only_so_many_new_compiled_steps_a_minute() -> None:
+    kinds = [
+        "block5_conv1:1",
+        "block5_conv1:1@center",
+        "layer(block5_conv1)",
+        "block5_conv1:1 - block5_conv1:2",
+    ]
+    with StandIn(new_steps=NewStepBudget(3)) as server, Client(server.address) as client:
+        for kind in kinds[:3]:  # each a new loss structure: a new compiled step
+            assert isinstance(list(client.visualize(objectives=[kind], steps=2))[-1], Summary)
+        with pytest.raises(Overloaded) as caught:
+            list(client.visualize(objectives=[kinds[3]], steps=2))
+        error = caught.value
+        assert "had not compiled" in str(error) and "repeat a kind" in str(error)
+        assert error.retry_after is not None and 0 < error.retry_after <= 20
+        assert error.quota == "client:127.0.0.1/client_new_steps"
+        # Work of a step already compiled costs nothing, whatever its filters or seed.
+        for seed in range(5):
+            events = list(client.visualize(objectives=["block5_conv1:9"], steps=2, seed=seed))
+            assert isinstance(events[-1], Summary)
+        # Another precision is another step.
+        with pytest.raises(Overloaded):
+            list(client.visualize(objectives=[kinds[0]], steps=2, precision="bfloat16"))
+
+
 def test_discovery_gives_presets_and_limits(standin) -> None:
     with Client(standin.address) as client:
         info = client.server_info()
@@ -176,6 +204,10 @@ def test_discovery_gives_presets_and_limits(standin) -> None:
     assert info.limits["max_size"] == Limits.max_size
     assert info.limits["max_filters"] == Limits.max_filters
     assert info.limits["max_message_bytes"] == 64 * 1024 * 1024
+    # The objectives' limits, so a client can size its request before sending it.
+    assert info.limits["max_objective_terms"] == contract.MAX_TERMS == 16
+    assert info.limits["max_direction_values"] == contract.MAX_VECTOR
+    assert info.limits["max_group_pictures"] == MAX_GROUP
 
 
 def slow_standin() -> StandIn:

@@ -26,7 +26,7 @@ from filtercast_server.model_registry import ModelConfig
 from filtercast_server.objectives import Structure
 from filtercast_server.observability.metrics import Metrics
 from filtercast_server.params import AscentParams, Limits
-from filtercast_server.serving.admission import StreamAdmission
+from filtercast_server.serving.admission import NewStepBudget, StreamAdmission
 from filtercast_server.serving.auth import TokenAuthenticator
 from filtercast_server.serving.batching import SchedulerPolicy
 from filtercast_server.serving.front import Front
@@ -109,13 +109,18 @@ class Engine:
     step_seconds: float = 0.005
     max_batch: int = 4
     finished: list[int] = field(default_factory=list)
+    steps: set[tuple] = field(default_factory=set)  # "compiled": the work it has run
 
     def batch_size(self, params: AscentParams) -> int:
         return self.max_batch
 
+    def compiled(self, params: AscentParams, precision: Precision, structure: Structure) -> bool:
+        return (params.model, params.parameterization, precision, structure) in self.steps
+
     def run_jobs(
         self, params: AscentParams, precision: Precision, structure: Structure, source: JobSource
     ) -> Iterator:
+        self.steps.add((params.model, params.parameterization, precision, structure))
         rows: list[list[Any]] = []  # [job, steps done]
         while True:
             rows.extend([job, 0] for job in source(self.max_batch - len(rows)))
@@ -161,6 +166,7 @@ class StandIn:
         cache_rest_seconds: float = 0,
         http_policy: HttpPolicy | None = None,
         admission: StreamAdmission | None = None,
+        new_steps: NewStepBudget | None = None,
         loading: bool = False,
     ) -> None:
         self.host = host
@@ -192,6 +198,7 @@ class StandIn:
             admission=admission or StreamAdmission(64, 8),
             metrics=self.metrics,
             cache=self.cache,
+            new_steps=new_steps,
         )
         self.front = Front(self.metrics, server_limits)
         self.loop = asyncio.new_event_loop()

@@ -11,7 +11,7 @@ import pytest
 
 from filtercast_server.errors import RefusedError
 from filtercast_server.observability.logs import ThrottledLog, throttle_loop_errors
-from filtercast_server.serving.admission import StreamAdmission
+from filtercast_server.serving.admission import NewStepBudget, StreamAdmission
 from filtercast_server.serving.auth import AuthConfigError, AuthError, TokenAuthenticator
 from filtercast_server.serving.interceptor import final_code, peer_host
 from filtercast_server.serving.streams import CallEndedError, StalledError, Stream
@@ -96,6 +96,7 @@ def test_tokens_file(tmp_path: Path) -> None:
     assert alice.name == "alice" and alice.may_call("VisualizeFilters")
     bob = auth.identify([("authorization", b"bearer fedcba9876543210fedc")])
     assert bob.role == "read" and not bob.may_call("VisualizeFilters")
+    assert not bob.may_call("AnalyzeImage") and bob.may_call("DescribeModel")
     assert bob.may_call("ListModels")
     for metadata in ([], [("authorization", "Basic abc")], [("authorization", "Bearer ")]):
         with pytest.raises(AuthError, match="needs a bearer token"):
@@ -177,3 +178,39 @@ def test_the_event_loops_own_errors_are_throttled_with_their_traceback(caplog) -
         "Task exception was never retrieved",
     ]
     assert lines[0].levelno == logging.ERROR and lines[0].exc_info[0] is OSError
+
+
+def test_new_step_budget_is_per_client_and_refills_over_a_minute() -> None:
+    now = [100.0]
+    budget = NewStepBudget(6, clock=lambda: now[0])
+    for _ in range(6):
+        budget.charge("a")
+    with pytest.raises(RefusedError) as refused:
+        budget.charge("a")
+    assert refused.value.reason == "client_new_steps"
+    assert refused.value.retry_after == pytest.approx(10.0)  # one token: 60 s / 6
+    budget.charge("b")  # another client has its own
+    now[0] += 10.0
+    budget.charge("a")  # one token came back
+    with pytest.raises(RefusedError):
+        budget.charge("a")
+    now[0] += 3600.0  # an idle client refills to the bucket's size, never beyond
+    for _ in range(6):
+        budget.charge("a")
+    with pytest.raises(RefusedError):
+        budget.charge("a")
+
+
+def test_new_step_budget_keeps_a_bounded_number_of_clients() -> None:
+    now = [0.0]
+    budget = NewStepBudget(2, clock=lambda: now[0])
+    budget.MAX_CLIENTS = 8
+    for client in range(8):
+        budget.charge(f"c{client}")
+    budget.charge("c0")
+    now[0] += 60.0  # all refilled: a newcomer drops the full buckets
+    budget.charge("new")
+    assert len(budget._tokens) == 1
+    for client in range(20):  # none full: half go, the table never grows past the bound
+        budget.charge(f"d{client}")
+        assert len(budget._tokens) <= 8

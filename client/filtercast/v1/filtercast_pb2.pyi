@@ -82,7 +82,7 @@ class PresetInfo(_message.Message):
     def __init__(self, preset: _Optional[_Union[Preset, str]] = ..., name: _Optional[str] = ..., defaults: _Optional[_Union[ResolvedParams, _Mapping]] = ..., default_filters: _Optional[int] = ...) -> None: ...
 
 class ServerLimits(_message.Message):
-    __slots__ = ("min_size", "max_size", "max_steps", "max_filters", "max_request_cost", "max_grid_n", "max_grid_margin", "max_message_bytes", "max_request_bytes", "queue_limit", "client_queue_limit", "max_concurrent_streams", "client_max_streams", "max_stream_seconds", "stall_seconds")
+    __slots__ = ("min_size", "max_size", "max_steps", "max_filters", "max_request_cost", "max_grid_n", "max_grid_margin", "max_message_bytes", "max_request_bytes", "queue_limit", "client_queue_limit", "max_concurrent_streams", "client_max_streams", "max_stream_seconds", "stall_seconds", "max_objective_terms", "max_direction_values", "max_group_pictures", "max_image_bytes", "max_image_pixels", "max_analyzed_channels", "client_new_steps_per_minute")
     MIN_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +98,13 @@ class ServerLimits(_message.Message):
     CLIENT_MAX_STREAMS_FIELD_NUMBER: _ClassVar[int]
     MAX_STREAM_SECONDS_FIELD_NUMBER: _ClassVar[int]
     STALL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_OBJECTIVE_TERMS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DIRECTION_VALUES_FIELD_NUMBER: _ClassVar[int]
+    MAX_GROUP_PICTURES_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ANALYZED_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_NEW_STEPS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
     min_size: int
     max_size: int
     max_steps: int
@@ -113,7 +120,14 @@ class ServerLimits(_message.Message):
     client_max_streams: int
     max_stream_seconds: float
     stall_seconds: float
-    def __init__(self, min_size: _Optional[int] = ..., max_size: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_filters: _Optional[int] = ..., max_request_cost: _Optional[int] = ..., max_grid_n: _Optional[int] = ..., max_grid_margin: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., queue_limit: _Optional[int] = ..., client_queue_limit: _Optional[int] = ..., max_concurrent_streams: _Optional[int] = ..., client_max_streams: _Optional[int] = ..., max_stream_seconds: _Optional[float] = ..., stall_seconds: _Optional[float] = ...) -> None: ...
+    max_objective_terms: int
+    max_direction_values: int
+    max_group_pictures: int
+    max_image_bytes: int
+    max_image_pixels: int
+    max_analyzed_channels: int
+    client_new_steps_per_minute: int
+    def __init__(self, min_size: _Optional[int] = ..., max_size: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_filters: _Optional[int] = ..., max_request_cost: _Optional[int] = ..., max_grid_n: _Optional[int] = ..., max_grid_margin: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., queue_limit: _Optional[int] = ..., client_queue_limit: _Optional[int] = ..., max_concurrent_streams: _Optional[int] = ..., client_max_streams: _Optional[int] = ..., max_stream_seconds: _Optional[float] = ..., stall_seconds: _Optional[float] = ..., max_objective_terms: _Optional[int] = ..., max_direction_values: _Optional[int] = ..., max_group_pictures: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_analyzed_channels: _Optional[int] = ..., client_new_steps_per_minute: _Optional[int] = ...) -> None: ...
 
 class DescribeModelRequest(_message.Message):
     __slots__ = ("model",)
@@ -516,3 +530,71 @@ class Summary(_message.Message):
     revived: int
     cached: int
     def __init__(self, kept: _Optional[int] = ..., dead: _Optional[int] = ..., total_seconds: _Optional[float] = ..., mean_filter_seconds: _Optional[float] = ..., revived: _Optional[int] = ..., cached: _Optional[int] = ...) -> None: ...
+
+class AnalyzeImageRequest(_message.Message):
+    __slots__ = ("model", "layer", "image", "size", "top_k", "channels", "raw_maps")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    RAW_MAPS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    layer: str
+    image: bytes
+    size: int
+    top_k: int
+    channels: _containers.RepeatedScalarFieldContainer[int]
+    raw_maps: bool
+    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., image: _Optional[bytes] = ..., size: _Optional[int] = ..., top_k: _Optional[int] = ..., channels: _Optional[_Iterable[int]] = ..., raw_maps: _Optional[bool] = ...) -> None: ...
+
+class AnalyzeImageResponse(_message.Message):
+    __slots__ = ("model", "layer", "seen", "preprocessing", "source_format", "source_mode", "source_width", "source_height", "map_height", "map_width", "channel_count", "layer_total", "top", "named")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    SEEN_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_MODE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAP_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAP_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAYER_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    TOP_FIELD_NUMBER: _ClassVar[int]
+    NAMED_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    layer: str
+    seen: Image
+    preprocessing: str
+    source_format: str
+    source_mode: str
+    source_width: int
+    source_height: int
+    map_height: int
+    map_width: int
+    channel_count: int
+    layer_total: float
+    top: _containers.RepeatedCompositeFieldContainer[ChannelActivation]
+    named: _containers.RepeatedCompositeFieldContainer[ChannelActivation]
+    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., seen: _Optional[_Union[Image, _Mapping]] = ..., preprocessing: _Optional[str] = ..., source_format: _Optional[str] = ..., source_mode: _Optional[str] = ..., source_width: _Optional[int] = ..., source_height: _Optional[int] = ..., map_height: _Optional[int] = ..., map_width: _Optional[int] = ..., channel_count: _Optional[int] = ..., layer_total: _Optional[float] = ..., top: _Optional[_Iterable[_Union[ChannelActivation, _Mapping]]] = ..., named: _Optional[_Iterable[_Union[ChannelActivation, _Mapping]]] = ...) -> None: ...
+
+class ChannelActivation(_message.Message):
+    __slots__ = ("channel", "mean", "share", "max", "peak", "heatmap", "raw_map")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    PEAK_FIELD_NUMBER: _ClassVar[int]
+    HEATMAP_FIELD_NUMBER: _ClassVar[int]
+    RAW_MAP_FIELD_NUMBER: _ClassVar[int]
+    channel: int
+    mean: float
+    share: float
+    max: float
+    peak: Position
+    heatmap: Image
+    raw_map: bytes
+    def __init__(self, channel: _Optional[int] = ..., mean: _Optional[float] = ..., share: _Optional[float] = ..., max: _Optional[float] = ..., peak: _Optional[_Union[Position, _Mapping]] = ..., heatmap: _Optional[_Union[Image, _Mapping]] = ..., raw_map: _Optional[bytes] = ...) -> None: ...

@@ -50,6 +50,11 @@ class FilterVisualizerServiceStub:
                 request_serializer=filtercast_dot_v1_dot_filtercast__pb2.VisualizeFiltersRequest.SerializeToString,
                 response_deserializer=filtercast_dot_v1_dot_filtercast__pb2.VisualizeFiltersResponse.FromString,
                 _registered_method=True)
+        self.AnalyzeImage = channel.unary_unary(
+                '/filtercast.v1.FilterVisualizerService/AnalyzeImage',
+                request_serializer=filtercast_dot_v1_dot_filtercast__pb2.AnalyzeImageRequest.SerializeToString,
+                response_deserializer=filtercast_dot_v1_dot_filtercast__pb2.AnalyzeImageResponse.FromString,
+                _registered_method=True)
 
 
 class FilterVisualizerServiceServicer:
@@ -78,6 +83,14 @@ class FilterVisualizerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AnalyzeImage(self, request, context):
+        """Which channels of a layer one image excites, and where: the top channels by
+        mean activation, and a heatmap of each (and of any channel asked for).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FilterVisualizerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +108,11 @@ def add_FilterVisualizerServiceServicer_to_server(servicer, server):
                     servicer.VisualizeFilters,
                     request_deserializer=filtercast_dot_v1_dot_filtercast__pb2.VisualizeFiltersRequest.FromString,
                     response_serializer=filtercast_dot_v1_dot_filtercast__pb2.VisualizeFiltersResponse.SerializeToString,
+            ),
+            'AnalyzeImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnalyzeImage,
+                    request_deserializer=filtercast_dot_v1_dot_filtercast__pb2.AnalyzeImageRequest.FromString,
+                    response_serializer=filtercast_dot_v1_dot_filtercast__pb2.AnalyzeImageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +197,33 @@ class FilterVisualizerService:
             '/filtercast.v1.FilterVisualizerService/VisualizeFilters',
             filtercast_dot_v1_dot_filtercast__pb2.VisualizeFiltersRequest.SerializeToString,
             filtercast_dot_v1_dot_filtercast__pb2.VisualizeFiltersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnalyzeImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/filtercast.v1.FilterVisualizerService/AnalyzeImage',
+            filtercast_dot_v1_dot_filtercast__pb2.AnalyzeImageRequest.SerializeToString,
+            filtercast_dot_v1_dot_filtercast__pb2.AnalyzeImageResponse.FromString,
             options,
             channel_credentials,
             insecure,

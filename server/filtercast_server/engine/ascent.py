@@ -64,6 +64,24 @@ class AscentEngine:
         largest = max(params.view_size(size) for size in params.round_sizes())
         return max(1, min(self.max_batch, self.max_batch_pixels // (largest * largest)))
 
+    @staticmethod
+    def _step_key(params: AscentParams, precision: Precision, structure: Structure) -> tuple:
+        """What one compiled step serves: everything its trace depends on."""
+        return (
+            params.model,
+            structure,
+            precision,
+            params.border,
+            params.objective,
+            params.preprocessing,
+            params.parameterization,
+            None if params.parameterization == "fourier" else params.gradient_norm,
+        )
+
+    def compiled(self, params: AscentParams, precision: Precision, structure: Structure) -> bool:
+        """Whether the step of this work is compiled now (any thread may ask: a dict lookup)."""
+        return self._step_key(params, precision, structure) in self._steps
+
     def method(
         self, params: AscentParams, precision: Precision, structure: Structure | None = None
     ) -> Method:
@@ -74,16 +92,7 @@ class AscentEngine:
         model = self.models[params.model]
         structure = structure or plain_structure(params.layer)
         fourier = params.parameterization == "fourier"
-        key = (
-            params.model,
-            structure,
-            precision,
-            params.border,
-            params.objective,
-            params.preprocessing,
-            params.parameterization,
-            None if fourier else params.gradient_norm,
-        )
+        key = self._step_key(params, precision, structure)
         if key not in self._steps:
             with tf.device(model.device.name):  # the extractor's own weights (pre-activation)
                 extractor = model.extractor(

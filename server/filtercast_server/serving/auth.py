@@ -8,9 +8,10 @@ file readable only by the service), one per line::
     dashboard 0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a   read
 
 `visualize` (the default) may call everything; `read` may list and describe
-models but not run VisualizeFilters. The name identifies the caller in logs
-and in per-client limits; the token itself is never logged or echoed. Only
-the SHA-256 of each token is kept in memory.
+models but not run the network on anything (VisualizeFilters, AnalyzeImage).
+The name identifies the caller in logs and in per-client limits; the token
+itself is never logged or echoed. Only the SHA-256 of each token is kept in
+memory.
 """
 
 import hashlib
@@ -23,7 +24,7 @@ import grpc
 
 ROLES = ("visualize", "read")
 MIN_TOKEN_LENGTH = 16
-VISUALIZE_METHOD = "VisualizeFilters"
+COMPUTE_METHODS = ("VisualizeFilters", "AnalyzeImage")  # the `visualize` role's alone
 
 
 class AuthConfigError(ValueError):
@@ -61,7 +62,7 @@ class Identity:
 
     def may_call(self, method: str) -> bool:
         """Whether this caller's role allows `method` (a bare method name)."""
-        return self.role == "visualize" or method != VISUALIZE_METHOD
+        return self.role == "visualize" or method not in COMPUTE_METHODS
 
 
 def _digest(token: str) -> bytes:

@@ -96,6 +96,10 @@ class BatchEngine(Protocol):
         """Run jobs from `source` in one continuous batch, a step per iteration."""
         ...
 
+    def compiled(self, params: AscentParams, precision: Precision, structure: Structure) -> bool:
+        """Whether the step this work needs is compiled (else its first batch traces it)."""
+        ...
+
 
 class SchedulerObserver(Protocol):
     """What the scheduler reports (observability.metrics.Metrics)."""

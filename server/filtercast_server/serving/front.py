@@ -6,7 +6,7 @@ they are. Until then ListModels lists the presets and limits but no model,
 and the other calls are UNAVAILABLE with a retry hint, which clients retry;
 once `open` hands it the servicer, each call goes there; when `draining`,
 new streams are refused so clients go to another replica. gRPC and the HTTP
-gateway both call these three methods.
+gateway both call these methods.
 """
 
 from typing import Any
@@ -51,6 +51,7 @@ class Front:
             {
                 "ListModels": unary(self.ListModels, pb.ListModelsResponse),
                 "DescribeModel": unary(self.DescribeModel, pb.DescribeModelResponse),
+                "AnalyzeImage": unary(self.AnalyzeImage, pb.AnalyzeImageResponse),
                 "VisualizeFilters": grpc.unary_stream_rpc_method_handler(
                     self.VisualizeFilters,
                     response_serializer=pb.VisualizeFiltersResponse.SerializeToString,
@@ -93,3 +94,7 @@ class Front:
                 DRAINING_RETRY_SECONDS,
             )
         await servicer.VisualizeFilters(data, context)
+
+    async def AnalyzeImage(self, data: bytes, context: Any) -> pb.AnalyzeImageResponse:  # noqa: N802
+        """The top channels of a layer on one image, with heatmaps (UNAVAILABLE while loading)."""
+        return await (await self._ready(context)).AnalyzeImage(data, context)

@@ -27,12 +27,14 @@ from filtercast_server.cache.entry import Expectation
 from filtercast_server.cache.keys import filter_keys
 from filtercast_server.cache.results import ResultCache
 from filtercast_server.errors import InvalidRequestError, RefusedError, UnknownModelError, quoted
+from filtercast_server.images import ImageError
 from filtercast_server.jobs import Plan
 from filtercast_server.objectives import objectives_of
 from filtercast_server.observability.logs import ThrottledLog
 from filtercast_server.params import Limits
 from filtercast_server.planning import OverBudgetError, check_groups_fit, make_plan
-from filtercast_server.serving.admission import StreamAdmission
+from filtercast_server.serving.admission import NewStepBudget, StreamAdmission
+from filtercast_server.serving.analysis import Analyses
 from filtercast_server.serving.interceptor import current_caller
 from filtercast_server.serving.scheduler import Scheduler
 from filtercast_server.serving.status import ErrorFacts, refuse
@@ -104,10 +106,14 @@ class FilterVisualizerServicer:
         admission: StreamAdmission,
         metrics: "Metrics",
         cache: ResultCache | None = None,
+        new_steps: NewStepBudget | None = None,
+        analyses: Analyses | None = None,
     ) -> None:
         self.models = models
         self.policy = policy
         self.admission = admission
+        self.new_steps = new_steps
+        self.analyses = analyses
         self.metrics = metrics
         self.cache = cache
         # Planning may build a layer's extractor (Keras): off the event loop, one at a time.
@@ -165,6 +171,7 @@ class FilterVisualizerServicer:
             with self.admission.admit(client) as slot:
                 plan, preset, fmt = await self._plan(request, context, request_id)
                 work = await self._look_up(Work(request_id, plan, client))
+                self._charge_new_step(work)
                 labels = (plan.params.model, plan.params.layer, preset)
                 stream = Stream(self.streams, work, context, labels, not request.grid.disabled, fmt)
                 stream.queue([i for i in plan.filters if i not in work.cached])
@@ -181,21 +188,60 @@ class FilterVisualizerServicer:
                     accepted_message(request_id, plan, model, params, work.cached), slot
                 )
         except RefusedError as error:
-            _warn.warning(
-                (client, error.reason),
-                "refused a stream of %s (%s): %s",
-                client,
-                error.reason,
-                error,
+            await self._refused(context, client, error)
+
+    async def AnalyzeImage(self, data: bytes, context: Any) -> pb.AnalyzeImageResponse:  # noqa: N802
+        """The top channels of a layer on one image, with their heatmaps."""
+        request = await decode(data, pb.AnalyzeImageRequest, context, self.metrics)
+        client = current_caller()
+        if self.analyses is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server analyzes no images")
+        assert self.analyses is not None
+        try:
+            with self.analyses.admission.admit(client):
+                return await self.analyses.run(self.analyses.plan(request), request.image)
+        except RefusedError as error:
+            await self._refused(context, client, error)
+        except InvalidRequestError as error:
+            reason = "image" if isinstance(error, ImageError) else ""
+            await self._invalid(context, error, reason, visualize=False)
+        except Exception:  # a bug of ours, not the client's mistake: never UNKNOWN
+            log.exception("could not analyze an image of %s", client)
+            await context.abort(
+                grpc.StatusCode.INTERNAL,
+                "the server failed to analyze this image; its log has the details",
             )
-            subject = f"client:{client}" if error.reason.startswith("client") else "server"
-            await self._refuse(
-                context,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                error.reason,
-                str(error),
-                ErrorFacts(quota=f"{subject}/{error.reason}", retry_after=error.retry_after),
-            )
+        raise AssertionError("unreachable: every branch above ends the call")
+
+    async def _refused(self, context: Any, client: str, error: RefusedError) -> None:
+        """End the call RESOURCE_EXHAUSTED with the quota and a retry hint (logged throttled)."""
+        _warn.warning(
+            (client, error.reason), "refused a call of %s (%s): %s", client, error.reason, error
+        )
+        subject = f"client:{client}" if error.reason.startswith("client") else "server"
+        await self._refuse(
+            context,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            error.reason,
+            str(error),
+            ErrorFacts(quota=f"{subject}/{error.reason}", retry_after=error.retry_after),
+        )
+
+    async def _invalid(
+        self, context: Any, error: InvalidRequestError, reason: str = "", visualize: bool = True
+    ) -> None:
+        """End the call NOT_FOUND (an unknown model) or INVALID_ARGUMENT naming the field.
+
+        A VisualizeFilters field is named by its path (a parameter is under
+        `overrides`); other requests' fields are top-level.
+        """
+        if isinstance(error, UnknownModelError):
+            facts = ErrorFacts(field="model", resource=("model", error.model))
+            await self._refuse(context, grpc.StatusCode.NOT_FOUND, "invalid", str(error), facts)
+        reason = reason or ("over_budget" if isinstance(error, OverBudgetError) else "invalid")
+        field = field_path(error.field) if visualize else error.field
+        facts = ErrorFacts(field=field or None)
+        await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, reason, str(error), facts)
 
     # --- VisualizeFilters, step by step ---------------------------------------------------
 
@@ -226,13 +272,8 @@ class FilterVisualizerServicer:
             )
             check_grid_fits(plan, request.grid.disabled, self.policy.max_message_bytes)
             check_groups_fit(plan, self.streams.scheduler.engine.batch_size(plan.params))
-        except UnknownModelError as error:
-            facts = ErrorFacts(field="model", resource=("model", error.model))
-            await self._refuse(context, grpc.StatusCode.NOT_FOUND, "invalid", str(error), facts)
         except InvalidRequestError as error:
-            reason = "over_budget" if isinstance(error, OverBudgetError) else "invalid"
-            facts = ErrorFacts(field=field_path(error.field) or None)
-            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, reason, str(error), facts)
+            await self._invalid(context, error)
         except Exception:  # a bug of ours, not the client's mistake: never UNKNOWN
             log.exception("could not plan request %s", request_id)
             await context.abort(
@@ -241,6 +282,15 @@ class FilterVisualizerServicer:
                 "its log has the details",
             )
         return plan, preset, fmt
+
+    def _charge_new_step(self, work: Work) -> None:
+        """A request that would trace a new step spends its client's budget (RefusedError)."""
+        plan = work.plan
+        if self.new_steps is None or len(work.cached) == len(plan.filters):
+            return  # unbounded, or nothing to compute
+        engine = self.streams.scheduler.engine
+        if not engine.compiled(plan.params, plan.precision, plan.structure):
+            self.new_steps.charge(work.client)
 
     async def _look_up(self, work: Work) -> Work:
         """Which of the request's filters the cache holds (none while it rests)."""

@@ -15,10 +15,13 @@ from filtercast_server.objectives import decimal
 
 if TYPE_CHECKING:  # it imports TensorFlow; wire only reads a loaded model's description
     from filtercast_server.engine.models import LoadedModel
+from filtercast_server.analysis import MAX_CHANNELS
+from filtercast_server.images import MAX_IMAGE_PIXELS
 from filtercast_server.params import AscentParams, GridParams, Limits
 from filtercast_server.png import png_bytes
 from filtercast_server.presets import CATALOG
 from filtercast_server.selection import FilterSelection
+from filtercast_server.targets import MAX_GROUP
 
 OVERRIDE_FIELDS = (
     "size",
@@ -231,6 +234,12 @@ def limits_message(limits: Limits, **serving: Any) -> pb.ServerLimits:
         max_grid_margin=limits.max_margin,
         max_message_bytes=contract.MAX_MESSAGE_BYTES,
         max_request_bytes=contract.MAX_REQUEST_BYTES,
+        max_objective_terms=contract.MAX_TERMS,
+        max_direction_values=contract.MAX_VECTOR,
+        max_group_pictures=MAX_GROUP,
+        max_image_bytes=contract.MAX_IMAGE_BYTES,
+        max_image_pixels=MAX_IMAGE_PIXELS,
+        max_analyzed_channels=MAX_CHANNELS,
         **serving,
     )
 

@@ -86,6 +86,15 @@ class CallAborted(Exception):  # noqa: N818  (named as grpc's own AbortError is)
         return None
 
 
+def slow_body(read_seconds: float) -> CallAborted:
+    """The error for a request body that did not arrive in time (DEADLINE_EXCEEDED, 408)."""
+    return CallAborted(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        f"the request body did not arrive within {read_seconds:.0f} s",
+        http_status=408,
+    )
+
+
 class HttpCallContext:
     """What the servicer uses of a grpc.aio context, over one HTTP exchange.
 

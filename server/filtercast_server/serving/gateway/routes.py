@@ -7,6 +7,7 @@ responses) serves, on `--http-port`:
     GET  /gallery/{file}          its script and style sheet
     GET  /v1/models               ListModels
     GET  /v1/models/{model}       DescribeModel
+    POST /v1/models/{model}:analyze  AnalyzeImage: JSON, or the image as the body (images.py)
     POST /v1/visualize            VisualizeFilters: the request as JSON, the stream as
                                   NDJSON lines {"result": <response>} (or server-sent
                                   events with Accept: text/event-stream)
@@ -55,9 +56,11 @@ from filtercast_server.serving.gateway.calls import (
     CallAborted,
     HttpCallContext,
     error_response,
+    slow_body,
     to_json,
 )
 from filtercast_server.serving.gateway.connections import ConnectionLimit
+from filtercast_server.serving.gateway.images import ImageBodies
 from filtercast_server.serving.gateway.stream import Outlet, error_frame
 from filtercast_server.serving.interceptor import bind_caller
 
@@ -109,6 +112,7 @@ class Gateway:
         self.authenticator = authenticator
         package = resources.files("filtercast_server.serving.gateway") / "gallery"
         self._files = {name: (package / name).read_bytes() for name in GALLERY_FILES}
+        self.images = ImageBodies(metrics, policy.read_seconds)
 
     def app(self) -> web.Application:
         """The aiohttp application."""
@@ -118,6 +122,9 @@ class Gateway:
         app.router.add_get("/v1/models", self.list_models)
         app.router.add_get("/v1/models/{model}", self.describe_model)
         app.router.add_post("/v1/visualize", self.visualize, expect_handler=self._expect)
+        app.router.add_post(
+            "/v1/models/{model}:analyze", self.analyze, expect_handler=self._expect_image
+        )
         app.router.add_get("/v1/images/{key}.png", self.image)
         return app
 
@@ -243,6 +250,16 @@ class Gateway:
             },
         )
 
+    async def analyze(self, request: web.Request) -> web.Response:
+        """AnalyzeImage: the request as JSON, or the image as the body (gateway/images.py)."""
+        try:
+            self._authorize(request, "AnalyzeImage")
+            body = await self.images.request_of(request)
+            response = await self.front.AnalyzeImage(body.SerializeToString(), HttpCallContext())
+        except CallAborted as error:
+            return error_response(error)
+        return web.json_response(to_json(response), headers=SECURITY_HEADERS)
+
     async def visualize(self, request: web.Request) -> web.StreamResponse:
         """VisualizeFilters: NDJSON lines (or server-sent events) as the filters finish."""
         try:
@@ -273,7 +290,13 @@ class Gateway:
         await outlet.end(b"")
         return outlet.response
 
-    async def _expect(self, request: web.Request) -> web.StreamResponse | None:
+    async def _expect_image(self, request: web.Request) -> web.StreamResponse | None:
+        """`Expect: 100-continue` on an image body: its declared size and type first."""
+        return await self._expect(request, self.images.check)
+
+    async def _expect(
+        self, request: web.Request, check: Callable[[web.Request], None] | None = None
+    ) -> web.StreamResponse | None:
         """`Expect: 100-continue`: the body's declared size and type are checked first."""
         if request.version != HttpVersion11:
             return None  # HTTP/1.0 has no interim responses
@@ -287,7 +310,7 @@ class Gateway:
                 ),
             )
         try:
-            self._check_body(request)
+            (check or self._check_body)(request)
         except CallAborted as error:
             return self._counted(request, error)
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -326,11 +349,7 @@ class Gateway:
                 data = await request.read()
         except TimeoutError:
             self.metrics.rejected.labels("http_slow_body").inc()
-            raise CallAborted(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"the request body did not arrive within {self.policy.read_seconds:.0f} s",
-                http_status=408,
-            ) from None
+            raise slow_body(self.policy.read_seconds) from None
         try:
             text = data.decode("utf-8") or "{}"
             return json_format.Parse(text, pb.VisualizeFiltersRequest())
