@@ -406,7 +406,12 @@ def test_reflection_lists_and_describes_the_service(server) -> None:
     services = set(database.get_services())
     assert {"filtercast.v1.FilterVisualizerService", "grpc.health.v1.Health"} <= services
     service = DescriptorPool(database).FindServiceByName("filtercast.v1.FilterVisualizerService")
-    assert [m.name for m in service.methods] == ["ListModels", "DescribeModel", "VisualizeFilters"]
+    assert [m.name for m in service.methods] == [
+        "ListModels",
+        "DescribeModel",
+        "VisualizeFilters",
+        "AnalyzeImage",
+    ]
 
 
 def test_a_stream_delivers_its_first_result_well_before_its_last(tmp_path) -> None:

@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
+from PIL import Image
+from skimage import data as photographs
 
 from tests.support.standin import StandIn
 
@@ -20,12 +22,16 @@ def test_the_readme_has_python_snippets() -> None:
 @pytest.mark.parametrize("snippet", SNIPPETS, ids=lambda s: s.splitlines()[0][:40])
 def test_a_readme_snippet_runs(snippet: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
+    if "photo.jpg" in snippet:  # the README's own photograph: a real one
+        Image.fromarray(photographs.chelsea()).save(tmp_path / "photo.jpg", quality=90)
     printed = io.StringIO()
     with StandIn() as server, contextlib.redirect_stdout(printed):
         # The only change: the README's address is the stand-in's.
         exec(compile(snippet.replace("127.0.0.1:50051", server.address), "README", "exec"), {})
     if "event.pil.save" in snippet:
         assert sorted(p.name for p in tmp_path.glob("filter_*.png"))
+    if "client.analyze" in snippet:  # four ranked channels, one line each
+        assert len(printed.getvalue().splitlines()) == 4
     if "InvalidRequest" in snippet:  # it prints what its comments say it prints
         out = printed.getvalue()
         assert "overrides.size - size=4 is out of range" in out

@@ -7,6 +7,7 @@ The stand-in model "vgg16" has one layer, block5_conv1, of 64 filters; the
 stand-in engine "computes" a filter in `steps` steps of `step_seconds` each
 and counts what it finished, so tests can see the server's work stop.
 Filter i is dead when i % 7 == 3; its picture is a flat image of value i.
+AnalyzeImage is real but for the forward pass (`standin_maps`).
 """
 
 import asyncio
@@ -27,6 +28,7 @@ from filtercast_server.objectives import Structure
 from filtercast_server.observability.metrics import Metrics
 from filtercast_server.params import AscentParams, Limits
 from filtercast_server.serving.admission import NewStepBudget, StreamAdmission
+from filtercast_server.serving.analysis import Analyses
 from filtercast_server.serving.auth import TokenAuthenticator
 from filtercast_server.serving.batching import SchedulerPolicy
 from filtercast_server.serving.front import Front
@@ -70,6 +72,7 @@ class Model:
         self.device = Device()
         self.config = ModelConfig(name)
         self.preprocessing = self.config.preprocessing
+        self.training_preprocessing = self.config.preprocessing
         self.default_layer = "block5_conv1"
         self.default_preset = "classic"
         self.input_size = None
@@ -92,7 +95,7 @@ class Model:
     def dense_layer(self, name: str) -> None:
         return None
 
-    def smallest_input(self, layer: str, border: int) -> int:
+    def smallest_input(self, layer: str, border: int = 0) -> int:
         return 16
 
     def check_objective(self, layer: str, objective: str) -> None:
@@ -140,6 +143,14 @@ class Engine:
                     self.finished.append(job.index)
                     ended.append((job, outcome(job.index, params)))
             yield ended
+
+
+def standin_maps(model: str, layer: str, image: np.ndarray) -> np.ndarray:
+    """The stand-in layer on an image: channel c is the 16 px-pooled brightness times (c + 1)."""
+    cells = image.shape[0] // 16
+    pooled = image[: cells * 16, : cells * 16].astype(np.float32).mean(axis=2)
+    pooled = pooled.reshape(cells, 16, cells, 16).mean(axis=(1, 3))
+    return pooled[..., None] * np.arange(1, CHANNELS + 1, dtype=np.float32)
 
 
 def outcome(index: int, params: AscentParams) -> FilterOutcome:
@@ -191,14 +202,16 @@ class StandIn:
             results=self.cache,
         )
         server_limits = limits_message(self.limits, queue_limit=queue_limit)
+        models = {"vgg16": Model()}
         self.servicer = FilterVisualizerServicer(
-            {"vgg16": Model()},  # type: ignore[dict-item]
+            models,  # type: ignore[arg-type]
             self.scheduler,
             ServingPolicy(self.limits, server_limits, stall_seconds, max_message_bytes=64 << 20),
             admission=admission or StreamAdmission(64, 8),
             metrics=self.metrics,
             cache=self.cache,
             new_steps=new_steps,
+            analyses=Analyses(models, standin_maps, self.limits),  # type: ignore[arg-type]
         )
         self.front = Front(self.metrics, server_limits)
         self.loop = asyncio.new_event_loop()
