@@ -86,3 +86,14 @@ def redis_url(tmp_path_factory):
     yield f"redis://127.0.0.1:{port}/0"
     process.terminate()
     process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def web_server(tmp_path_factory):
+    """A real server (random weights, float32) with its HTTP gateway, one per module."""
+    from tests.support.processes import ServerProcess
+
+    folder = tmp_path_factory.mktemp("web")
+    process = ServerProcess("--precision", "float32", log_dir=folder, http=True).wait_serving()
+    yield process
+    assert process.stop() == 0

@@ -68,11 +68,13 @@ PRECISIONS: Final = {
     "bfloat16": pb.PRECISION_BFLOAT16,
 }
 IMAGE_FORMATS: Final = {"png": pb.IMAGE_FORMAT_PNG, "raw": pb.IMAGE_FORMAT_RAW}
+PULL_SPACES: Final = {"pixels": pb.PULL_SPACE_PIXELS, "features": pb.PULL_SPACE_FEATURES}
 
 # UNSPECIFIED (0) of each enum means its documented default.
 PRESET_DEFAULT: Final = "classic"
 PRECISION_DEFAULT: Final = "auto"
 IMAGE_FORMAT_DEFAULT: Final = "png"
+PULL_SPACE_DEFAULT: Final = "pixels"
 
 
 class ContractError(ValueError):

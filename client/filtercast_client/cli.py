@@ -27,7 +27,7 @@ from filtercast_client.cli_options import (
     rpc_failure,
 )
 from filtercast_client.cli_output import console, report, visualize_into
-from filtercast_client.errors import FiltercastError
+from filtercast_client.errors import FiltercastError, InvalidRequest
 from filtercast_client.request import build_request
 
 SERVER_COMMANDS = {"serve": "serve", "clear-cache": "clear_cache"}
@@ -204,15 +204,24 @@ def demo(
         server.stop()
 
 
-def objective_request(request: dict[str, Any]) -> Any:
-    """The objectives, diversity and interpolation of the CLI's request, as one wire message."""
-    return build_request(
-        objectives=request["objectives"],
-        diversity=request["diversity"],
-        diversity_weight=request["diversity_weight"],
-        interpolate=request["interpolate"],
-        frames=request["frames"],
-    )
+def wire_request(request: dict[str, Any]) -> Any:
+    """The CLI's objectives, diversity, interpolation and start image as one wire message.
+
+    render resolves the preset, filters and overrides itself.
+    """
+    try:
+        return build_request(
+            objectives=request["objectives"],
+            diversity=request["diversity"],
+            diversity_weight=request["diversity_weight"],
+            interpolate=request["interpolate"],
+            frames=request["frames"],
+            image=request["image"],
+            pull=request["pull"],
+            pull_space=request["pull_space"],
+        )
+    except InvalidRequest as error:
+        raise click.UsageError(error.message) from error
 
 
 def show_gallery(server: Any, request: dict[str, Any], log_path: Path) -> None:
@@ -298,7 +307,7 @@ def render(
             precision=request["precision"],
             seed=request["seed"],
             overrides=overrides,
-            objectives=objective_request(request),
+            request=wire_request(request),
             device=device,
             max_batch=max_batch,
             progress=progress,

@@ -155,7 +155,11 @@ def request_options(function: Any) -> Any:
 
 
 def objective_options(function: Any) -> Any:
-    """What to visualize beyond filters: --objective, --diversity, --interpolate, --frames."""
+    """What to visualize beyond filters, and where to start from.
+
+    --objective, --diversity, --interpolate, --frames; --image, --pull and
+    --pull-space accentuate a start image.
+    """
     options = [
         click.option(
             "--objective",
@@ -173,6 +177,23 @@ def objective_options(function: Any) -> Any:
         click.option("--diversity-weight", type=float, help="How strongly they differ (1)."),
         click.option("--interpolate", metavar="A..B", help="Frames from objective A to B."),
         click.option("--frames", type=int, default=8, show_default=True),
+        click.option(
+            "--image",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Accentuate: start every picture from this PNG or JPEG, pulled towards it.",
+        ),
+        click.option(
+            "--pull",
+            type=click.FloatRange(0, 1000),
+            help="How strongly the picture stays near --image (0..1000; default 100 in "
+            "pixels, 8 in features; 0: the image is only the start).",
+        ),
+        click.option(
+            "--pull-space",
+            type=click.Choice(list(contract.PULL_SPACES), case_sensitive=False),
+            default=contract.PULL_SPACE_DEFAULT,
+            show_default=True,
+        ),
     ]
     for option in reversed(options):
         function = option(function)
@@ -234,8 +255,13 @@ def request_of(
     diversity_weight: float | None = None,
     interpolate: str | None = None,
     frames: int = 8,
+    image: Path | None = None,
+    pull: float | None = None,
+    pull_space: str = contract.PULL_SPACE_DEFAULT,
 ) -> dict[str, Any]:
     """Keyword arguments of Client.visualize from the CLI options."""
+    if pull is not None and image is None:
+        raise click.UsageError("--pull is the weight towards a start image: give --image too")
     if interpolate is not None:
         try:
             contract.parse_interpolation(interpolate, frames, load_vector)
@@ -247,6 +273,9 @@ def request_of(
         "diversity_weight": diversity_weight,
         "interpolate": interpolate,
         "frames": frames,
+        "image": image,
+        "pull": pull,
+        "pull_space": pull_space.lower(),
         "overrides": settings or {},
         "preset": preset.lower(),
         "model": model,

@@ -247,6 +247,9 @@ class _ClientBase(Generic[StreamT]):
         diversity_weight: float | None = None,
         interpolate: str | pb.Interpolation | None = None,
         frames: int = 8,
+        image: ImageInput | None = None,
+        pull: float | None = None,
+        pull_space: str = "pixels",
         timeout: float | None = None,
     ) -> StreamT:
         """Start a VisualizeFilters stream: iterate it for Accepted, FilterImages, Grid, Summary.
@@ -259,8 +262,7 @@ class _ClientBase(Generic[StreamT]):
             (None: the preset's); `overrides`: any other Overrides field (border, ...).
         seed: reproduces a request (None: the server draws one, see Accepted.seed).
         precision: "auto", "float32" or "bfloat16". image_format: "png" or "raw".
-        grid, grid_n, grid_margin: the grid at the end, its side and margin.
-        keep_dead_filters: deliver dead filters' pictures too.
+        grid, grid_n, grid_margin, keep_dead_filters: the grid at the end.
         objectives: what to visualize instead of filters, one picture each, in
             the objective grammar ("block5_conv1:12 - 0.5*block5_conv1:40",
             "block5_conv1:12@center", "layer(block4_conv3)", "dense_1:3",
@@ -268,14 +270,12 @@ class _ClientBase(Generic[StreamT]):
         diversity, diversity_weight: k differing pictures of each objective,
             and how strongly they differ (robust preset).
         interpolate, frames: "A..B" and the frames from A to B (robust preset).
-        timeout: deadline of the whole stream, in seconds. Raises InvalidRequest
-        at once for an argument the contract rejects; the stream raises the
-        typed errors of filtercast_client.errors.
+        image, pull, pull_space: every picture starts from this image (path,
+            bytes, uint8 array), pulled towards it ("pixels" or "features").
+        timeout: the stream's deadline in seconds. Bad arguments raise InvalidRequest.
         """
         # Every argument but the deadline is a field of the request.
-        fields = {
-            name: value for name, value in locals().items() if name not in ("self", "timeout")
-        }
+        fields = {key: value for key, value in locals().items() if key not in ("self", "timeout")}
         message = build_request(**fields)
         return self._stream(
             lambda remaining: self.stub.VisualizeFilters(

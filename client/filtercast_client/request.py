@@ -11,6 +11,7 @@ import numpy as np
 from filtercast import contract
 from filtercast.contract import ContractError
 from filtercast.v1 import filtercast_pb2 as pb
+from filtercast_client.analysis import ImageInput, image_bytes
 from filtercast_client.errors import InvalidRequest
 
 
@@ -37,6 +38,9 @@ def build_request(
     diversity_layer: str = "",
     interpolate: str | pb.Interpolation | None = None,
     frames: int = 8,
+    image: ImageInput | None = None,
+    pull: float | None = None,
+    pull_space: str = "pixels",
 ) -> pb.VisualizeFiltersRequest:
     """A VisualizeFiltersRequest (see Client.visualize); InvalidRequest names a bad argument."""
     try:
@@ -52,6 +56,10 @@ def build_request(
         _objectives(request, objectives, interpolate, frames)
         if diversity or diversity_weight is not None or diversity_layer:
             _diversity(request.diversity, diversity, diversity_weight, diversity_layer)
+        if image is not None:
+            _accentuate(request.accentuate, image, pull, pull_space)
+        elif pull is not None:
+            raise ContractError("pull is the weight towards a start image: give image too", "pull")
     except ContractError as error:
         raise InvalidRequest(
             grpc.StatusCode.INVALID_ARGUMENT, str(error), field=error.field
@@ -64,12 +72,17 @@ def build_request(
     )
     if seed is not None:
         _set("seed", functools.partial(setattr, request, "seed", seed))
-    request.grid.disabled = not grid
-    if grid_n is not None:
-        _set("grid.n", functools.partial(setattr, request.grid, "n", grid_n))
-    if grid_margin is not None:
-        _set("grid.margin", functools.partial(setattr, request.grid, "margin", grid_margin))
+    _grid(request.grid, grid, grid_n, grid_margin)
     return request
+
+
+def _grid(message: pb.GridOptions, grid: bool, n: int | None, margin: int | None) -> None:
+    """The grid at the end of the stream: whether, its side and margin (None: the preset's)."""
+    message.disabled = not grid
+    if n is not None:
+        _set("grid.n", functools.partial(setattr, message, "n", n))
+    if margin is not None:
+        _set("grid.margin", functools.partial(setattr, message, "margin", margin))
 
 
 def _select(request: pb.VisualizeFiltersRequest, filters: str | Sequence[int] | None) -> None:
@@ -106,6 +119,16 @@ def _diversity(message: pb.Diversity, k: int, weight: float | None, layer: str) 
     message.layer = layer
     if weight is not None:
         _set("diversity.weight", functools.partial(setattr, message, "weight", weight))
+
+
+def _accentuate(
+    message: pb.Accentuation, image: ImageInput, pull: float | None, space: str
+) -> None:
+    """Start every picture from `image`, pulled towards it with `pull` in `space`."""
+    message.image = image_bytes(image)
+    message.pull_space = contract.lookup("pull_space", contract.PULL_SPACES, space)
+    if pull is not None:
+        _set("accentuate.pull", functools.partial(setattr, message, "pull", pull))
 
 
 def load_vector(path: str) -> list[float]:

@@ -4,6 +4,7 @@ No TensorFlow here: the API, the wire conversions, planning and the scheduler
 import these and stay importable (and unit-testable) without it.
 """
 
+import dataclasses
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from filtercast_server.accentuation import StartImage
 from filtercast_server.objectives import (
     Structure,
     Target,
@@ -45,6 +47,7 @@ class Plan:
     filters: tuple[int, ...]
     seed: int
     targets: tuple[Target, ...] = ()
+    start: StartImage | None = None  # accentuation: every picture starts from it
 
     def target(self, index: int) -> Target:
         """What picture `index` maximizes."""
@@ -53,9 +56,10 @@ class Plan:
     @functools.cached_property
     def structure(self) -> Structure:
         """The loss every picture of the request fits (part of its batches' key)."""
-        if not self.targets:
-            return plain_structure(self.params.layer)
-        return structure_of(self.targets)
+        found = structure_of(self.targets) if self.targets else plain_structure(self.params.layer)
+        if self.start is not None and self.start.pull > 0:
+            return dataclasses.replace(found, pull=self.start.space)
+        return found
 
     def units(self, indices: Iterable[int]) -> list[list[int]]:
         """`indices` in the units they run as: a group's members together, every other alone."""
@@ -78,7 +82,9 @@ class Plan:
         for index in indices:
             target = self.target(index)
             token = tokens.setdefault(target.target, object()) if target.group else None
-            jobs.append(Job(index, self.seed, target=target, group=token, **fields))
+            jobs.append(
+                Job(index, self.seed, target=target, group=token, start=self.start, **fields)
+            )
         return jobs
 
 
@@ -109,6 +115,7 @@ class Job:
     seed: int
     target: Target
     group: object | None = None  # shared by the jobs of one group of one submission
+    start: StartImage | None = None  # accentuation: the image it starts from
     owner: Any = None
     is_cancelled: Callable[[], bool] = lambda: False
     key: str = ""

@@ -180,6 +180,7 @@ class Structure:
     plain: bool = False  # the seeds' loss: one channel, no weights (see the module)
     diversity_layer: str | None = None
     shared_low_frequencies: bool = False  # interpolation: frames share them
+    pull: str | None = None  # accentuation: the space of the pull to the start image
     layers: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:

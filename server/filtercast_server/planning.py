@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from filtercast_server.accentuation import Accentuate, StartImage, start_image
 from filtercast_server.errors import InvalidRequestError, UnknownModelError, quoted
 from filtercast_server.jobs import Plan, Precision
 from filtercast_server.objectives import Diversity, Interpolation, Objective, Target
@@ -49,13 +50,15 @@ def make_plan(
     objectives: Sequence[Objective] = (),
     diversity: Diversity | None = None,
     interpolation: Interpolation | None = None,
+    accentuate: Accentuate | None = None,
 ) -> Plan:
     """Resolve preset + overrides, check model, layer, filters, sizes and cost.
 
     With `objectives` or an `interpolation` the pictures are targets (see
     targets.py) and `filters` must be None. A request naming no layer gets
     its model's default layer; AUTO precision
-    what the model's device prefers (see Device.resolve). Raises
+    what the model's device prefers (see Device.resolve). With `accentuate`
+    every picture starts from its image, pulled towards it. Raises
     InvalidRequestError (UnknownModelError, OverBudgetError) with a message
     that says what is valid. A missing seed is drawn at random and kept in
     the plan, so the result can be reproduced.
@@ -78,6 +81,7 @@ def make_plan(
         filters=tuple(indices),
         seed=_seed(seed),
         targets=targets,
+        start=_start(model, params, accentuate),
     )
     for layer in plan.structure.layers:
         if model.dense_layer(layer) is None:
@@ -88,6 +92,23 @@ def make_plan(
             )
     _check_cost(params, len(indices), limits)
     return plan
+
+
+def _start(
+    model: "LoadedModel", params: AscentParams, accentuate: Accentuate | None
+) -> StartImage | None:
+    """The request's start image at its size (InvalidRequestError naming what to change)."""
+    if accentuate is None:
+        return None
+    if params.revive:
+        raise InvalidRequestError(
+            "revive restarts a dead filter from fresh noise, and an accentuated picture "
+            "starts from its image; leave revive at 0 with a start image",
+            "revive",
+        )
+    # Decoded at the last round's size: upscale's later rounds pull towards a sharp image.
+    size = params.round_sizes()[-1]
+    return start_image(accentuate.image, size, model.channels, accentuate.pull, accentuate.space)
 
 
 @dataclass(frozen=True)

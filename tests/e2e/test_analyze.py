@@ -15,18 +15,8 @@ from filtercast.contract import MAX_IMAGE_BYTES
 from filtercast_client import Client
 from filtercast_client.errors import InvalidRequest, NotFound
 from tests.e2e.test_client_cli import cli
-from tests.support.processes import ServerProcess
 
 skimage_data = pytest.importorskip("skimage.data", reason="scikit-image ships the photographs")
-
-
-@pytest.fixture(scope="module")
-def web_server(tmp_path_factory):
-    """A real server (random weights) with its HTTP gateway."""
-    folder = tmp_path_factory.mktemp("analyze")
-    process = ServerProcess("--precision", "float32", log_dir=folder, http=True).wait_serving()
-    yield process
-    assert process.stop() == 0
 
 
 def jpeg(pixels: np.ndarray) -> bytes:

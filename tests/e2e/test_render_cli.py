@@ -108,3 +108,17 @@ def test_render_objectives_of_a_model_file_with_diversity(tmp_path: Path) -> Non
     ]
     assert all((out / r["file"]).is_file() for r in records)
     assert "picture    3" in result.stdout + result.stderr  # progress names pictures, not filters
+
+
+def test_render_accentuates_a_start_image(tmp_path: Path) -> None:
+    photo = tmp_path / "start.png"
+    pixels = np.linspace(0, 255, 48 * 64 * 3).reshape(48, 64, 3).astype(np.uint8)
+    Image.fromarray(pixels).save(photo)
+    out = tmp_path / "out"
+    result = render(*SMALL, "--filters", "0:2", "--image", str(photo), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    params = json.loads((out / "manifest.json").read_text())["params"]
+    assert len(params["start_image_sha256"]) == 64
+    assert (params["pull"], params["pull_space"]) == (100.0, "pixels")
+    revived = render(*SMALL, "--image", str(photo), "--set", "revive=1", "--out", str(out))
+    assert revived.returncode != 0 and "leave revive at 0" in revived.stderr

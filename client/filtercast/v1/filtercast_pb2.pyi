@@ -36,6 +36,12 @@ class TermKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TERM_KIND_LAYER: _ClassVar[TermKind]
     TERM_KIND_DIRECTION: _ClassVar[TermKind]
     TERM_KIND_UNIT: _ClassVar[TermKind]
+
+class PullSpace(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PULL_SPACE_UNSPECIFIED: _ClassVar[PullSpace]
+    PULL_SPACE_PIXELS: _ClassVar[PullSpace]
+    PULL_SPACE_FEATURES: _ClassVar[PullSpace]
 PRECISION_UNSPECIFIED: Precision
 PRECISION_AUTO: Precision
 PRECISION_FLOAT32: Precision
@@ -54,6 +60,9 @@ TERM_KIND_NEURON: TermKind
 TERM_KIND_LAYER: TermKind
 TERM_KIND_DIRECTION: TermKind
 TERM_KIND_UNIT: TermKind
+PULL_SPACE_UNSPECIFIED: PullSpace
+PULL_SPACE_PIXELS: PullSpace
+PULL_SPACE_FEATURES: PullSpace
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -319,6 +328,16 @@ class Interpolation(_message.Message):
     frames: int
     def __init__(self, start: _Optional[_Union[Objective, _Mapping]] = ..., end: _Optional[_Union[Objective, _Mapping]] = ..., frames: _Optional[int] = ...) -> None: ...
 
+class Accentuation(_message.Message):
+    __slots__ = ("image", "pull", "pull_space")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PULL_FIELD_NUMBER: _ClassVar[int]
+    PULL_SPACE_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    pull: float
+    pull_space: PullSpace
+    def __init__(self, image: _Optional[bytes] = ..., pull: _Optional[float] = ..., pull_space: _Optional[_Union[PullSpace, str]] = ...) -> None: ...
+
 class GridOptions(_message.Message):
     __slots__ = ("disabled", "n", "margin")
     DISABLED_FIELD_NUMBER: _ClassVar[int]
@@ -330,7 +349,7 @@ class GridOptions(_message.Message):
     def __init__(self, disabled: _Optional[bool] = ..., n: _Optional[int] = ..., margin: _Optional[int] = ...) -> None: ...
 
 class VisualizeFiltersRequest(_message.Message):
-    __slots__ = ("model", "layer", "filters", "preset", "overrides", "seed", "precision", "image_format", "grid", "keep_dead_filters", "objectives", "diversity", "interpolation")
+    __slots__ = ("model", "layer", "filters", "preset", "overrides", "seed", "precision", "image_format", "grid", "keep_dead_filters", "objectives", "diversity", "interpolation", "accentuate")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
@@ -344,6 +363,7 @@ class VisualizeFiltersRequest(_message.Message):
     OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
     DIVERSITY_FIELD_NUMBER: _ClassVar[int]
     INTERPOLATION_FIELD_NUMBER: _ClassVar[int]
+    ACCENTUATE_FIELD_NUMBER: _ClassVar[int]
     model: str
     layer: str
     filters: FilterSelection
@@ -357,7 +377,8 @@ class VisualizeFiltersRequest(_message.Message):
     objectives: _containers.RepeatedCompositeFieldContainer[Objective]
     diversity: Diversity
     interpolation: Interpolation
-    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., filters: _Optional[_Union[FilterSelection, _Mapping]] = ..., preset: _Optional[_Union[Preset, str]] = ..., overrides: _Optional[_Union[Overrides, _Mapping]] = ..., seed: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., image_format: _Optional[_Union[ImageFormat, str]] = ..., grid: _Optional[_Union[GridOptions, _Mapping]] = ..., keep_dead_filters: _Optional[bool] = ..., objectives: _Optional[_Iterable[_Union[Objective, _Mapping]]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ..., interpolation: _Optional[_Union[Interpolation, _Mapping]] = ...) -> None: ...
+    accentuate: Accentuation
+    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., filters: _Optional[_Union[FilterSelection, _Mapping]] = ..., preset: _Optional[_Union[Preset, str]] = ..., overrides: _Optional[_Union[Overrides, _Mapping]] = ..., seed: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., image_format: _Optional[_Union[ImageFormat, str]] = ..., grid: _Optional[_Union[GridOptions, _Mapping]] = ..., keep_dead_filters: _Optional[bool] = ..., objectives: _Optional[_Iterable[_Union[Objective, _Mapping]]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ..., interpolation: _Optional[_Union[Interpolation, _Mapping]] = ..., accentuate: _Optional[_Union[Accentuation, _Mapping]] = ...) -> None: ...
 
 class VisualizeFiltersResponse(_message.Message):
     __slots__ = ("accepted", "filter", "grid", "summary")
@@ -372,7 +393,7 @@ class VisualizeFiltersResponse(_message.Message):
     def __init__(self, accepted: _Optional[_Union[Accepted, _Mapping]] = ..., filter: _Optional[_Union[FilterResult, _Mapping]] = ..., grid: _Optional[_Union[Grid, _Mapping]] = ..., summary: _Optional[_Union[Summary, _Mapping]] = ...) -> None: ...
 
 class ResolvedParams(_message.Message):
-    __slots__ = ("model", "layer", "preset", "precision", "seed", "size", "steps", "step_size", "init_scale", "init_offset", "gradient_norm", "border", "dead_threshold", "upscale_rounds", "upscale_factor", "deprocess_std", "deprocess_eps", "crop", "grid_n", "grid_margin", "grid_order", "grid_disabled", "image_format", "parameterization", "objective", "preprocessing", "revive", "pad", "jitter", "scale_jitter", "rotate_degrees")
+    __slots__ = ("model", "layer", "preset", "precision", "seed", "size", "steps", "step_size", "init_scale", "init_offset", "gradient_norm", "border", "dead_threshold", "upscale_rounds", "upscale_factor", "deprocess_std", "deprocess_eps", "crop", "grid_n", "grid_margin", "grid_order", "grid_disabled", "image_format", "parameterization", "objective", "preprocessing", "revive", "pad", "jitter", "scale_jitter", "rotate_degrees", "start_image_sha256", "pull", "pull_space")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
@@ -404,6 +425,9 @@ class ResolvedParams(_message.Message):
     JITTER_FIELD_NUMBER: _ClassVar[int]
     SCALE_JITTER_FIELD_NUMBER: _ClassVar[int]
     ROTATE_DEGREES_FIELD_NUMBER: _ClassVar[int]
+    START_IMAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    PULL_FIELD_NUMBER: _ClassVar[int]
+    PULL_SPACE_FIELD_NUMBER: _ClassVar[int]
     model: str
     layer: str
     preset: Preset
@@ -435,7 +459,10 @@ class ResolvedParams(_message.Message):
     jitter: int
     scale_jitter: float
     rotate_degrees: float
-    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., preset: _Optional[_Union[Preset, str]] = ..., precision: _Optional[_Union[Precision, str]] = ..., seed: _Optional[int] = ..., size: _Optional[int] = ..., steps: _Optional[int] = ..., step_size: _Optional[float] = ..., init_scale: _Optional[float] = ..., init_offset: _Optional[float] = ..., gradient_norm: _Optional[str] = ..., border: _Optional[int] = ..., dead_threshold: _Optional[float] = ..., upscale_rounds: _Optional[int] = ..., upscale_factor: _Optional[float] = ..., deprocess_std: _Optional[float] = ..., deprocess_eps: _Optional[float] = ..., crop: _Optional[int] = ..., grid_n: _Optional[int] = ..., grid_margin: _Optional[int] = ..., grid_order: _Optional[str] = ..., grid_disabled: _Optional[bool] = ..., image_format: _Optional[_Union[ImageFormat, str]] = ..., parameterization: _Optional[str] = ..., objective: _Optional[str] = ..., preprocessing: _Optional[str] = ..., revive: _Optional[int] = ..., pad: _Optional[int] = ..., jitter: _Optional[int] = ..., scale_jitter: _Optional[float] = ..., rotate_degrees: _Optional[float] = ...) -> None: ...
+    start_image_sha256: str
+    pull: float
+    pull_space: str
+    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., preset: _Optional[_Union[Preset, str]] = ..., precision: _Optional[_Union[Precision, str]] = ..., seed: _Optional[int] = ..., size: _Optional[int] = ..., steps: _Optional[int] = ..., step_size: _Optional[float] = ..., init_scale: _Optional[float] = ..., init_offset: _Optional[float] = ..., gradient_norm: _Optional[str] = ..., border: _Optional[int] = ..., dead_threshold: _Optional[float] = ..., upscale_rounds: _Optional[int] = ..., upscale_factor: _Optional[float] = ..., deprocess_std: _Optional[float] = ..., deprocess_eps: _Optional[float] = ..., crop: _Optional[int] = ..., grid_n: _Optional[int] = ..., grid_margin: _Optional[int] = ..., grid_order: _Optional[str] = ..., grid_disabled: _Optional[bool] = ..., image_format: _Optional[_Union[ImageFormat, str]] = ..., parameterization: _Optional[str] = ..., objective: _Optional[str] = ..., preprocessing: _Optional[str] = ..., revive: _Optional[int] = ..., pad: _Optional[int] = ..., jitter: _Optional[int] = ..., scale_jitter: _Optional[float] = ..., rotate_degrees: _Optional[float] = ..., start_image_sha256: _Optional[str] = ..., pull: _Optional[float] = ..., pull_space: _Optional[str] = ...) -> None: ...
 
 class Accepted(_message.Message):
     __slots__ = ("request_id", "params", "filter_count", "filters", "weights_source", "weights_sha256", "device", "cached_filters", "objectives")

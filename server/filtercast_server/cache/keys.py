@@ -2,6 +2,7 @@
 
 (engine version, TensorFlow and Keras versions, the model's identity, every
 resolved ascent parameter, the precision used, the seed, the filter index;
+an accentuated picture's start image (its pixels' hash) and pull;
 for an objective's picture, in place of the index, everything its target is:
 its terms, its noise, its group and place in it).
 Grid parameters are not in it: the grid is stitched again from the pictures.
@@ -59,6 +60,8 @@ def filter_keys(plan: Plan, model_identity: str) -> dict[int, str]:
             "params": asdict(plan.params),
             "precision": plan.precision.value,
             "seed": plan.seed,
+            # accentuated pictures only: keys of the others stay as they were
+            **({"start": plan.start.identity()} if plan.start is not None else {}),
         },
         sort_keys=True,
     ).encode()

@@ -21,7 +21,7 @@ import numpy as np
 from filtercast_server.engine.fourier import FourierAscent, build_fourier_step
 from filtercast_server.engine.losses import Loss
 from filtercast_server.engine.models import LoadedModel
-from filtercast_server.engine.pixels import PixelAscent, build_step, rescale
+from filtercast_server.engine.pixels import PixelAscent, build_step, rescale, start_units
 from filtercast_server.engine.rows import Method, Row, State
 from filtercast_server.engine.tf import tf
 from filtercast_server.jobs import (
@@ -76,6 +76,7 @@ class AscentEngine:
             params.preprocessing,
             params.parameterization,
             None if params.parameterization == "fourier" else params.gradient_norm,
+            params.init_offset if structure.pull else None,  # a start image's units
         )
 
     def compiled(self, params: AscentParams, precision: Precision, structure: Structure) -> bool:
@@ -93,6 +94,7 @@ class AscentEngine:
         structure = structure or plain_structure(params.layer)
         fourier = params.parameterization == "fourier"
         key = self._step_key(params, precision, structure)
+        units = start_units(params, float(np.mean(model.training_preprocessing.std)))
         if key not in self._steps:
             with tf.device(model.device.name):  # the extractor's own weights (pre-activation)
                 extractor = model.extractor(
@@ -101,20 +103,21 @@ class AscentEngine:
                     training_preprocessing=params.preprocessing == "model",
                     pre_activation=params.objective == "pre_activation",
                 )
-                loss = Loss(structure, params.border, model.widths(structure.layers))
+                widths = model.widths(structure.layers)
+                loss = Loss(structure, params.border, widths, model.channels)
                 if len(self._steps) >= MAX_COMPILED_STEPS:  # the oldest goes: bounded memory
                     del self._steps[next(iter(self._steps))]
                 step = (
                     build_fourier_step(extractor, loss, model.channels)
                     if fourier
-                    else build_step(extractor, loss, params.gradient_norm, model.channels)
+                    else build_step(extractor, loss, params.gradient_norm, model.channels, units)
                 )
                 self._steps[key] = (step, loss)
         step, loss = self._steps[key]
         with tf.device(model.device.name):
             if fourier:
                 return FourierAscent(params, step, model.channels, loss)
-            return PixelAscent(params, step, model.channels, loss)
+            return PixelAscent(params, step, model.channels, loss, units)
 
     def run(self, plan: Plan) -> Iterator[FilterOutcome]:
         """Yield each filter's outcome of one plan as soon as it is known."""

@@ -75,6 +75,22 @@ def initial_spectrum(
     return np.random.default_rng(key).normal(0.0, params.init_scale, shape).astype(np.float32)
 
 
+def spectrum_of(image: np.ndarray, channels: int) -> np.ndarray:
+    """The spectrum (C, S, S//2+1, 2) whose picture is `image` (S, S, C) in 0..1: the inverse.
+
+    Undoes the sigmoid (values kept off 0 and 1 by half a level of uint8),
+    the colour mix and the 1/f scale: pictures() of it gives `image` back.
+    """
+    size = image.shape[0]
+    level = 0.5 / 255.0
+    clipped = np.clip(image.astype(np.float64), level, 1.0 - level)
+    mixed = np.log(clipped / (1.0 - clipped))  # the sigmoid's inverse
+    linear = mixed @ np.linalg.inv(color_mix(channels).astype(np.float64)).T
+    coefficients = np.fft.rfft2(np.moveaxis(linear, -1, 0) * SPECTRUM_DIVISOR)
+    coefficients /= frequency_scale(size).numpy()
+    return np.stack([coefficients.real, coefficients.imag], axis=-1).astype(np.float32)
+
+
 def view_transform(
     params: AscentParams, seed: int, noise: tuple[int, ...], step: int
 ) -> np.ndarray:
@@ -108,6 +124,18 @@ def spatial(spectra: tf.Tensor) -> tf.Tensor:
     return tf.transpose(images, [0, 2, 3, 1])
 
 
+def through(images: tf.Tensor, views: tf.Tensor, side: tf.Tensor) -> tf.Tensor:
+    """Each image (0..1) seen through its row's view (view_transform), `side` px, gray outside."""
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=views,
+        output_shape=tf.stack([side, side]),
+        fill_value=GRAY,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )
+
+
 def build_fourier_step(extractor: tf.keras.Model, loss: Loss, channels: int) -> FourierStep:
     """One compiled Adam step for a whole batch of spectra.
 
@@ -134,24 +162,21 @@ def build_fourier_step(extractor: tf.keras.Model, loss: Loss, channels: int) -> 
         ]
     )
     def step(spectra, m, v, t, data, views, learning_rate, pad):
+        view = tf.shape(spectra)[2] + 2 * pad
+        start_outputs = None
+        if loss.structure.pull == "features":  # the start, seen through the same views
+            start_outputs = extractor(through(data["anchor"], views, view) * 255.0, training=False)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(spectra)
             images = tf.sigmoid(tf.einsum("ij,bhwj->bhwi", mix, spatial(spectra)))
-            view = tf.shape(spectra)[2] + 2 * pad
-            seen = tf.raw_ops.ImageProjectiveTransformV3(
-                images=images,
-                transforms=views,
-                output_shape=tf.stack([view, view]),
-                fill_value=GRAY,
-                interpolation="BILINEAR",
-                fill_mode="CONSTANT",
-            )
-            outputs = extractor(seen * 255.0, training=False)
+            outputs = extractor(through(images, views, view) * 255.0, training=False)
             losses = loss(outputs, data)
             total = tf.reduce_sum(losses)
             penalty = loss.penalty(outputs, data, losses)
             if penalty is not None:
                 total += tf.reduce_sum(penalty)
+            if loss.structure.pull:
+                total -= tf.reduce_sum(loss.pull(images, outputs, start_outputs, data, losses))
         grads = tape.gradient(total, spectra)
         if loss.structure.shared_low_frequencies:
             size = tf.shape(spectra)[2]
@@ -176,10 +201,12 @@ class FourierAscent:
         self._pad = tf.constant(params.pad, tf.int32)
 
     def initial(self, rows: Sequence[Row]) -> tuple[np.ndarray, ...]:
-        """Each row's start spectrum, and zero Adam moments."""
+        """Each row's start spectrum (its start image's, or noise), and zero Adam moments."""
         spectra = np.stack(
             [
-                initial_spectrum(self.params, r.job.seed, r.noise, self.channels, r.attempt)
+                spectrum_of(r.job.start.at(self.params.size), self.channels)
+                if r.job.start is not None
+                else initial_spectrum(self.params, r.job.seed, r.noise, self.channels, r.attempt)
                 for r in rows
             ]
         )
@@ -191,7 +218,7 @@ class FourierAscent:
         spectra, m, v, losses = self._step(
             *state,
             tf.constant([r.steps + 1 for r in rows], tf.float32),
-            self._loss.data(rows),
+            self._loss.data(rows, self.params.size),
             tf.constant(views),
             self._learning_rate,
             self._pad,

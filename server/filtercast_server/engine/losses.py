@@ -9,6 +9,9 @@ mean, no weights), so its pictures keep their bytes.
 Rows are independent except within a group: a diversity term couples the
 rows of one group through their Gram matrices, and `segment` says which rows
 those are. Rows of other groups add exact zeros to each other's gradients.
+
+An accentuated structure (structure.pull) adds each row's start image, in
+0..1 (`anchor`), and the weight of its pull towards it (accentuation.py).
 """
 
 from collections.abc import Sequence
@@ -34,19 +37,29 @@ class Loss:
     structure: Structure
     border: int
     widths: tuple[tuple[str, int], ...]  # channels (or units) of each of its layers
+    channels: int = 3  # of the image
 
     def specs(self) -> dict[str, tf.TensorSpec]:
         """The input signature of the per-row data."""
-        return data_specs(self.structure, dict(self.widths))
+        specs = data_specs(self.structure, dict(self.widths))
+        if self.structure.pull:
+            specs["pull_weight"] = tf.TensorSpec([None], tf.float32)
+            specs["anchor"] = tf.TensorSpec([None, None, None, self.channels], tf.float32)
+        return specs
 
-    def data(self, rows: Sequence[Row]) -> Data:
-        """The rows' data for one step."""
-        return row_data(self.structure, rows, dict(self.widths))
+    def data(self, rows: Sequence[Row], size: int) -> Data:
+        """The rows' data for one step on images of `size` px."""
+        data = row_data(self.structure, rows, dict(self.widths))
+        if self.structure.pull:
+            starts = [row.job.start for row in rows]
+            assert all(starts), "an accentuated batch holds only rows with a start image"
+            data["pull_weight"] = tf.constant([s.pull for s in starts], tf.float32)  # type: ignore[union-attr]
+            data["anchor"] = tf.constant(np.stack([s.at(size) for s in starts]))  # type: ignore[union-attr]
+        return data
 
     def __call__(self, outputs: tf.Tensor | Sequence[tf.Tensor], data: Data) -> tf.Tensor:
         """Each row's objective (B,) from the extractor's output(s)."""
-        outputs = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
-        return objective_losses(outputs, data, self.structure, self.border)
+        return objective_losses(_listed(outputs), data, self.structure, self.border)
 
     def penalty(
         self, outputs: tf.Tensor | Sequence[tf.Tensor], data: Data, losses: tf.Tensor
@@ -55,8 +68,43 @@ class Loss:
         layer = self.structure.diversity_layer
         if layer is None:
             return None
-        outputs = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
-        return diversity_penalty(outputs[self.structure.layers.index(layer)], data, losses)
+        index = self.structure.layers.index(layer)
+        return diversity_penalty(_listed(outputs)[index], data, losses)
+
+    def pull(
+        self,
+        images: tf.Tensor,
+        outputs: tf.Tensor | Sequence[tf.Tensor],
+        anchor_outputs: tf.Tensor | Sequence[tf.Tensor] | None,
+        data: Data,
+        losses: tf.Tensor,
+    ) -> tf.Tensor:
+        """Each row's pull (B,), to subtract: weight x |objective| x its distance to the start.
+
+        pixels: the mean squared difference of `images` (0..1) and the anchor;
+        features: per layer of the structure, the mean squared difference of
+        its activations and the anchor's, over the anchor's mean square.
+        """
+        if self.structure.pull == "pixels":
+            distance = tf.reduce_mean(tf.square(images - data["anchor"]), axis=[1, 2, 3])
+        else:
+            assert anchor_outputs is not None
+            pairs = zip(_listed(outputs), _listed(anchor_outputs), strict=True)
+            distance = tf.add_n([_feature_distance(now, start) for now, start in pairs])
+            distance /= len(self.structure.layers)
+        return data["pull_weight"] * tf.stop_gradient(tf.abs(losses)) * distance
+
+
+def _listed(outputs: tf.Tensor | Sequence[tf.Tensor]) -> list[tf.Tensor]:
+    return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+
+
+def _feature_distance(now: tf.Tensor, start: tf.Tensor) -> tf.Tensor:
+    """(B,) mean squared difference of two activations, over the start's mean square."""
+    now, start = tf.cast(now, tf.float32), tf.stop_gradient(tf.cast(start, tf.float32))
+    axes = list(range(1, len(start.shape)))
+    energy = tf.reduce_mean(tf.square(start), axis=axes) + 1e-6
+    return tf.reduce_mean(tf.square(now - start), axis=axes) / energy
 
 
 def data_specs(structure: Structure, widths: dict[str, int]) -> dict[str, tf.TensorSpec]:

@@ -61,16 +61,42 @@ def smooth_noise(
     return total + np.float32(params.init_offset)
 
 
+def start_units(params: AscentParams, training_std: float) -> tuple[float, float]:
+    """(offset, span): a start image x in 0..1 becomes offset + (x - 0.5) * span pixel units.
+
+    With the model's preprocessing the image is in 0..255 pixel units; fed
+    raw (the seeds), it is centred where the preset's own start noise is, at
+    the scale of the network's training input (a span of 255 for caffe's
+    0..255, 2 for tf's -1..1).
+    """
+    if params.preprocessing == "model":
+        return 127.5, 255.0
+    return params.init_offset, 255.0 / training_std
+
+
+def start_pixels(image: np.ndarray, units: tuple[float, float]) -> np.ndarray:
+    """A start image (0..1) in pixel units (see start_units)."""
+    offset, span = units
+    return (offset + (image - 0.5) * span).astype(np.float32)
+
+
 def build_step(
-    extractor: tf.keras.Model, loss: Loss, gradient_norm: str, channels: int = 3
+    extractor: tf.keras.Model,
+    loss: Loss,
+    gradient_norm: str,
+    channels: int = 3,
+    units: tuple[float, float] = (0.5, 1.0),
 ) -> StepFn:
     """One compiled ascent step for a whole batch.
 
     Takes (images float32 (B,H,W,C), the rows' objective data (see Loss),
     step_size) and returns the updated images and each row's objective
     before the update. The input signature has free batch and spatial sizes:
-    one trace serves every batch of the loss's structure.
+    one trace serves every batch of the loss's structure. An accentuated
+    structure subtracts the pull to each row's start image, whose 0..1 values
+    are `units` = (offset, span) in these pixel units (start_units).
     """
+    offset, span = units
 
     @tf.function(
         input_signature=[
@@ -88,6 +114,17 @@ def build_step(
             penalty = loss.penalty(outputs, data, losses)
             if penalty is not None:
                 total += tf.reduce_sum(penalty)
+            if loss.structure.pull:
+                anchor = offset + (data["anchor"] - 0.5) * span
+                # the start's features need no gradient: computed off the tape
+                with tape.stop_recording():
+                    start_outputs = (
+                        extractor(anchor, training=False)
+                        if loss.structure.pull == "features"
+                        else None
+                    )
+                unit = (images - offset) / span + 0.5
+                total -= tf.reduce_sum(loss.pull(unit, outputs, start_outputs, data, losses))
         grads = tape.gradient(total, images)
         if gradient_norm == "rms":
             scale = tf.sqrt(tf.reduce_mean(tf.square(grads), axis=[1, 2, 3], keepdims=True))
@@ -125,16 +162,27 @@ def rescale(images: np.ndarray, params: AscentParams, target: int) -> np.ndarray
 class PixelAscent:
     """The seeds' method: a plain float image moved along the normalized gradient."""
 
-    def __init__(self, params: AscentParams, step: StepFn, channels: int, loss: Loss) -> None:
+    def __init__(
+        self,
+        params: AscentParams,
+        step: StepFn,
+        channels: int,
+        loss: Loss,
+        units: tuple[float, float],
+    ) -> None:
         self.params, self.channels, self._step, self._loss = params, channels, step, loss
         self._step_size = tf.constant(params.step_size, tf.float32)
+        self._units = units  # of a start image (start_units)
 
     def initial(self, rows: Sequence[Row]) -> tuple[np.ndarray, ...]:
-        """Each row's start noise."""
+        """Each row's start: its start image (accentuation), else its start noise."""
+        size = self.params.round_sizes()[0]
         return (
             np.stack(
                 [
-                    initial_image(self.params, r.job.seed, r.noise, self.channels, r.attempt)
+                    start_pixels(r.job.start.at(size), self._units)
+                    if r.job.start is not None
+                    else initial_image(self.params, r.job.seed, r.noise, self.channels, r.attempt)
                     for r in rows
                 ]
             ),
@@ -142,7 +190,8 @@ class PixelAscent:
 
     def step(self, state: State, rows: Sequence[Row]) -> tuple[State, tf.Tensor]:
         """Img += step_size * normalized gradient, for every row."""
-        images, losses = self._step(state[0], self._loss.data(rows), self._step_size)
+        data = self._loss.data(rows, int(state[0].shape[1]))
+        images, losses = self._step(state[0], data, self._step_size)
         return (images,), losses
 
     def pictures(self, state: State) -> np.ndarray:

@@ -11,6 +11,7 @@ from typing import Any
 
 from filtercast import manifest
 from filtercast.v1 import filtercast_pb2 as pb
+from filtercast_server.accentuation import accentuate_of
 from filtercast_server.engine.ascent import AscentEngine
 from filtercast_server.engine.devices import Device, select_device
 from filtercast_server.engine.models import LoadedModel
@@ -33,7 +34,11 @@ def manifest_fields(plan: Plan, preset: str, device: Device, model: LoadedModel)
         preset=preset,
         precision=plan.precision.value,
         seed=plan.seed,
-        params={**plan.params.to_dict(), **plan.grid.to_dict()},
+        params={
+            **plan.params.to_dict(),
+            **plan.grid.to_dict(),
+            **(plan.start.fields() if plan.start else {}),
+        },
         weights_source=model.weights_source,
         weights_sha256=model.weights_sha256,
         device=device.description,
@@ -55,12 +60,13 @@ def render(
     device: str = "auto",
     max_batch: int = 64,
     progress: Progress | None = None,
-    objectives: pb.VisualizeFiltersRequest | None = None,
+    request: pb.VisualizeFiltersRequest | None = None,
 ) -> dict[str, Any]:
     """Render a plan into `out`; returns the manifest written there.
 
-    `model` is a built-in's name or NAME=PATH of a model file; `objectives`
-    a request message whose objectives, diversity and interpolation are used.
+    `model` is a built-in's name or NAME=PATH of a model file; `request` a
+    request message whose objectives, diversity, interpolation and start
+    image (accentuate) are used.
     """
     overrides = dict(overrides or {})
     config = parse_model_flag(model) if model and "=" in model else None
@@ -70,7 +76,9 @@ def render(
         overrides["layer"] = layer
     # Check what needs no model before the slow load; make_plan checks the rest.
     model_name = resolve(preset, overrides, Limits()).params.model
-    wanted, diversity, interpolation = objectives_of(objectives or pb.VisualizeFiltersRequest())
+    request = request or pb.VisualizeFiltersRequest()
+    wanted, diversity, interpolation = objectives_of(request)
+    accentuate = accentuate_of(request)
     chosen_device = select_device(device)
     loaded = LoadedModel(model_name, weights, chosen_device, config=config)
     models = {model_name: loaded}
@@ -84,6 +92,7 @@ def render(
         objectives=wanted,
         diversity=diversity,
         interpolation=interpolation,
+        accentuate=accentuate,
     )
     engine = AscentEngine(models, max_batch=max_batch)
     folder = manifest.OutputFolder(out, manifest_fields(plan, preset, chosen_device, loaded))

@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError, Message
 
 from filtercast.contract import MAX_MESSAGE_BYTES
 from filtercast.v1 import filtercast_pb2 as pb
+from filtercast_server.accentuation import accentuate_of
 from filtercast_server.cache.entry import Expectation
 from filtercast_server.cache.keys import filter_keys
 from filtercast_server.cache.results import ResultCache
@@ -255,6 +256,7 @@ class FilterVisualizerServicer:
                 preset = self.models[request.model].default_preset
             fmt = image_format(request)
             objectives, diversity, interpolation = objectives_of(request)
+            accentuate = accentuate_of(request)
             plan = await asyncio.get_running_loop().run_in_executor(
                 self._planner,
                 lambda: make_plan(
@@ -268,6 +270,7 @@ class FilterVisualizerServicer:
                     objectives=objectives,
                     diversity=diversity,
                     interpolation=interpolation,
+                    accentuate=accentuate,
                 ),
             )
             check_grid_fits(plan, request.grid.disabled, self.policy.max_message_bytes)

@@ -155,6 +155,8 @@ def resolved_params(
     message.seed = plan.seed
     message.grid_disabled = grid_disabled
     message.image_format = fmt
+    for name, value in plan.start.fields().items() if plan.start else ():
+        setattr(message, name, value)
     return message
 
 

@@ -7,7 +7,7 @@ and a google.rpc.Status body with the typed details.
 """
 
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import grpc
 from aiohttp import web
@@ -16,6 +16,11 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2  # noqa: F401  (registers detail types)
 
 from filtercast_server.serving.status import DETAILS_KEY
+
+if TYPE_CHECKING:
+    from filtercast_server.observability.metrics import Metrics
+
+MessageT = TypeVar("MessageT", bound=Message)
 
 # google.rpc.Code -> HTTP status, as grpc-gateway maps them.
 HTTP_STATUS = {
@@ -93,6 +98,19 @@ def slow_body(read_seconds: float) -> CallAborted:
         f"the request body did not arrive within {read_seconds:.0f} s",
         http_status=408,
     )
+
+
+def parsed_json(data: bytes, message: MessageT, metrics: "Metrics") -> MessageT:
+    """`data` as JSON of `message`'s type, or INVALID_ARGUMENT saying it is not."""
+    try:
+        return json_format.Parse(data.decode("utf-8") or "{}", message)
+    # ValueError: bad UTF-8 or JSON; RecursionError: JSON nested beyond Python's stack.
+    except (json_format.ParseError, ValueError, RecursionError) as error:
+        metrics.rejected.labels("malformed").inc()
+        raise CallAborted(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"the body is not a {message.DESCRIPTOR.full_name} in JSON: {str(error)[:300]}",
+        ) from error
 
 
 class HttpCallContext:

@@ -1,9 +1,12 @@
-"""The body of `POST /v1/models/{model}:analyze`: an image, read within bounds.
+"""Bodies that carry an image, read within bounds.
 
-Two shapes, both to one AnalyzeImageRequest: the request in JSON (the image
-base64, as the proto3 JSON mapping has it), or the image itself as the body
-(`Content-Type: image/png` or `image/jpeg`) with the other fields in the
-query (`?layer=block5_conv1&size=224&top_k=8&channels=1,2&raw_maps=true`).
+`POST /v1/models/{model}:analyze` takes two shapes, both to one
+AnalyzeImageRequest: the request in JSON (the image base64, as the proto3
+JSON mapping has it), or the image itself as the body (`Content-Type:
+image/png` or `image/jpeg`) with the other fields in the query
+(`?layer=block5_conv1&size=224&top_k=8&channels=1,2&raw_maps=true`).
+`POST /v1/visualize:accentuate` takes a VisualizeFiltersRequest in JSON whose
+`accentuate.image` is the start image, base64.
 
 Bodies this large are bounded three ways before they can fill memory: the
 declared size (413 before reading, also before `100 Continue`), the bytes
@@ -17,12 +20,11 @@ from collections.abc import Iterator
 
 import grpc
 from aiohttp import web
-from google.protobuf import json_format
 
 from filtercast.contract import MAX_IMAGE_BYTES
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.observability.metrics import Metrics
-from filtercast_server.serving.gateway.calls import CallAborted, slow_body
+from filtercast_server.serving.gateway.calls import CallAborted, parsed_json, slow_body
 from filtercast_server.serving.status import ErrorFacts, status_trailers
 
 IMAGE_TYPES = ("image/png", "image/jpeg")
@@ -50,6 +52,19 @@ class ImageBodies:
                 "image/png or image/jpeg",
                 http_status=415,
             )
+        self._check_length(request)
+
+    def check_json(self, request: web.Request) -> None:
+        """check, for a route that takes JSON only."""
+        if request.content_type != "application/json":
+            raise CallAborted(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "send the VisualizeFiltersRequest as application/json, its accentuate.image base64",
+                http_status=415,
+            )
+        self._check_length(request)
+
+    def _check_length(self, request: web.Request) -> None:
         if (request.content_length or 0) > self._limit(request):
             raise CallAborted(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -85,17 +100,16 @@ class ImageBodies:
             message = _query_request(request)
             message.image = data
         else:
-            try:
-                message = json_format.Parse(data.decode("utf-8") or "{}", pb.AnalyzeImageRequest())
-            except (json_format.ParseError, ValueError, RecursionError) as error:
-                self.metrics.rejected.labels("malformed").inc()
-                raise CallAborted(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "the body is not a filtercast.v1.AnalyzeImageRequest in JSON: "
-                    f"{str(error)[:300]}",
-                ) from error
+            message = parsed_json(data, pb.AnalyzeImageRequest(), self.metrics)
         message.model = request.match_info["model"]
         return message
+
+    async def visualize_request_of(self, request: web.Request) -> pb.VisualizeFiltersRequest:
+        """The VisualizeFiltersRequest (with its start image) the JSON body carries."""
+        self.check_json(request)
+        with self._slot():
+            data = await self._read(request, MAX_IMAGE_BODY)
+        return parsed_json(data, pb.VisualizeFiltersRequest(), self.metrics)
 
     async def _read(self, request: web.Request, limit: int) -> bytes:
         """The body, at most `limit` bytes, within read_seconds (413, 408)."""

@@ -11,6 +11,7 @@ responses) serves, on `--http-port`:
     POST /v1/visualize            VisualizeFilters: the request as JSON, the stream as
                                   NDJSON lines {"result": <response>} (or server-sent
                                   events with Accept: text/event-stream)
+    POST /v1/visualize:accentuate  the same, its JSON carrying a start image (images.py)
     GET  /v1/images/{key}.png     a cached picture (FilterResult.image_key)
 
 Bodies follow the proto3 JSON mapping (lowerCamelCase names, enum names,
@@ -34,13 +35,12 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 
 import grpc
 from aiohttp import HttpVersion11, web
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from filtercast.contract import is_loopback_host
@@ -56,6 +56,7 @@ from filtercast_server.serving.gateway.calls import (
     CallAborted,
     HttpCallContext,
     error_response,
+    parsed_json,
     slow_body,
     to_json,
 )
@@ -122,6 +123,9 @@ class Gateway:
         app.router.add_get("/v1/models", self.list_models)
         app.router.add_get("/v1/models/{model}", self.describe_model)
         app.router.add_post("/v1/visualize", self.visualize, expect_handler=self._expect)
+        app.router.add_post(
+            "/v1/visualize:accentuate", self.accentuate, expect_handler=self._expect_json_image
+        )
         app.router.add_post(
             "/v1/models/{model}:analyze", self.analyze, expect_handler=self._expect_image
         )
@@ -262,9 +266,21 @@ class Gateway:
 
     async def visualize(self, request: web.Request) -> web.StreamResponse:
         """VisualizeFilters: NDJSON lines (or server-sent events) as the filters finish."""
+        return await self._visualize(request, self._request_body)
+
+    async def accentuate(self, request: web.Request) -> web.StreamResponse:
+        """VisualizeFilters from a start image: its body is read as images are (images.py)."""
+        return await self._visualize(request, self.images.visualize_request_of)
+
+    async def _visualize(
+        self,
+        request: web.Request,
+        read: Callable[[web.Request], Awaitable[pb.VisualizeFiltersRequest]],
+    ) -> web.StreamResponse:
+        """The stream of one VisualizeFilters whose request `read` takes from the body."""
         try:
             self._authorize(request, "VisualizeFilters")
-            body = await self._request_body(request)
+            body = await read(request)
         except CallAborted as error:
             return error_response(error)
         outlet = Outlet(request, self.policy.stall_seconds)
@@ -293,6 +309,10 @@ class Gateway:
     async def _expect_image(self, request: web.Request) -> web.StreamResponse | None:
         """`Expect: 100-continue` on an image body: its declared size and type first."""
         return await self._expect(request, self.images.check)
+
+    async def _expect_json_image(self, request: web.Request) -> web.StreamResponse | None:
+        """`Expect: 100-continue` on a JSON body carrying an image."""
+        return await self._expect(request, self.images.check_json)
 
     async def _expect(
         self, request: web.Request, check: Callable[[web.Request], None] | None = None
@@ -337,7 +357,8 @@ class Gateway:
         if (request.content_length or 0) > MAX_BODY_BYTES:
             raise CallAborted(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"a request body is at most {MAX_BODY_BYTES} bytes",
+                f"a request body is at most {MAX_BODY_BYTES} bytes (a request with a start "
+                "image goes to /v1/visualize:accentuate)",
                 http_status=413,
             )
 
@@ -350,17 +371,7 @@ class Gateway:
         except TimeoutError:
             self.metrics.rejected.labels("http_slow_body").inc()
             raise slow_body(self.policy.read_seconds) from None
-        try:
-            text = data.decode("utf-8") or "{}"
-            return json_format.Parse(text, pb.VisualizeFiltersRequest())
-        # ValueError: bad UTF-8 or JSON; RecursionError: JSON nested beyond Python's stack.
-        except (json_format.ParseError, ValueError, RecursionError) as error:
-            self.metrics.rejected.labels("malformed").inc()
-            raise CallAborted(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"the body is not a filtercast.v1.VisualizeFiltersRequest in JSON: "
-                f"{str(error)[:300]}",
-            ) from error
+        return parsed_json(data, pb.VisualizeFiltersRequest(), self.metrics)
 
 
 class GatewayListener:
