@@ -210,3 +210,45 @@ def test_an_objective_the_page_cannot_read_is_shown(browser, server) -> None:
     browser.get(f"{server.http_url}/?{urllib.parse.urlencode({**SELECTION, 'objective': 'b:1 *'})}")
     error = browser.find_element(By.ID, "error")
     assert "expected + or -" in error.text and error.is_displayed()
+
+
+def test_a_dropped_photo_shows_its_channels_and_accentuates_one(browser, server, tmp_path) -> None:
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image ships the photos")
+    photo = skimage_data.chelsea()
+    path = tmp_path / "chelsea.jpg"
+    Image.fromarray(photo).save(path, quality=90)
+    not_a_photo = tmp_path / "notes.txt"
+    not_a_photo.write_text("not an image")
+    browser.get_log("browser")  # what earlier tests left there
+    browser.get(f"{server.http_url}/?{urllib.parse.urlencode(SELECTION)}")
+    wait_done(browser)
+    chooser = browser.find_element(By.ID, "photo-file")
+    status = browser.find_element(By.ID, "photo-status")
+    chooser.send_keys(str(not_a_photo))
+    WebDriverWait(browser, 30).until(lambda _: "not a PNG or JPEG" in status.text)
+    chooser.send_keys(str(path))
+    WebDriverWait(browser, 60).until(lambda _: "channels it excites most" in status.text)
+    cards = browser.find_elements(By.CSS_SELECTOR, "#photo-channels .channel")
+    assert len(cards) == 8 and "block1_conv2" in status.text
+    assert all(c.find_element(By.TAG_NAME, "img").get_attribute("src") for c in cards)
+    channel = cards[1].find_element(By.CSS_SELECTOR, ".accentuate")
+    chosen = channel.get_attribute("data-channel")
+    channel.click()
+    assert "1 of 1 filters" in wait_done(browser)
+    tile = browser.find_element(By.CSS_SELECTOR, ".tile")
+    assert tile.get_attribute("data-index") == chosen
+    assert browser.find_element(By.ID, "photo-start").is_selected()
+    data = tile.find_element(By.TAG_NAME, "img").get_attribute("src").split(",", 1)[1]
+    picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("L"), float)
+    seen = np.asarray(Image.fromarray(photo).convert("L").resize((48, 32)), float)[:, 8:40]
+    # two steps from the photo: still the photo (a picture from noise would not correlate)
+    assert np.corrcoef(picture.ravel(), seen.ravel())[0, 1] > 0.8
+    assert not errors(browser)

@@ -1,6 +1,9 @@
 // The filtercast gallery: pick a model, layer, preset and seed; pictures appear
 // as the server finishes them (POST /v1/visualize, NDJSON). The page's URL holds
 // the selection, so a link shows the same pictures (from the cache when warm).
+// A dropped image is analysed (POST /v1/models/{model}:analyze): its top channels
+// with heatmaps; a channel's Accentuate shows it grown from the image
+// (POST /v1/visualize:accentuate).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -10,6 +13,9 @@ const FIELDS = [
 let models = [];
 let running = null; // the AbortController of the stream in progress
 let download = null; // the object URL of the picture the detail offers to save
+let photo = null; // the dropped image: { bytes (base64), name }
+const PHOTO_TYPES = ["image/png", "image/jpeg"];
+const PHOTO_TOP_K = 8;
 
 function headers(extra) {
   const token = $("token").value.trim();
@@ -123,6 +129,7 @@ function request() {
     if ($(name).value !== "") overrides[name] = Number($(name).value);
   }
   if (Object.keys(overrides).length) body.overrides = overrides;
+  if (photo && $("photo-start").checked) body.accentuate = { image: photo.bytes };
   return body;
 }
 
@@ -284,7 +291,8 @@ async function run(submit) {
     return;
   }
   try {
-    const response = await fetch("/v1/visualize", {
+    const route = body.accentuate ? "/v1/visualize:accentuate" : "/v1/visualize";
+    const response = await fetch(route, {
       method: "POST",
       headers: headers({ "Content-Type": "application/json", Accept: "application/x-ndjson" }),
       body: JSON.stringify(body),
@@ -337,7 +345,89 @@ function navigate(event) {
   target.focus();
 }
 
+function base64(buffer) {
+  const bytes = new Uint8Array(buffer);
+  let text = "";
+  for (let at = 0; at < bytes.length; at += 0x8000) { // in slices: no argument-count limit
+    text += String.fromCharCode(...bytes.subarray(at, at + 0x8000));
+  }
+  return btoa(text);
+}
+
+function channelCard(channel) {
+  const item = document.createElement("li");
+  const figure = document.createElement("figure");
+  figure.className = "channel";
+  const img = document.createElement("img");
+  img.src = "data:image/png;base64," + channel.heatmap.data;
+  img.alt = `heatmap of channel ${channel.channel || 0}`;
+  const caption = document.createElement("figcaption");
+  caption.className = "caption";
+  caption.textContent = `#${channel.channel || 0} · ${(100 * (channel.share || 0)).toFixed(1)}%`;
+  const accentuate = document.createElement("button");
+  accentuate.type = "button";
+  accentuate.className = "accentuate";
+  accentuate.dataset.channel = channel.channel || 0;
+  accentuate.textContent = "Accentuate";
+  accentuate.addEventListener("click", () => {
+    $("objective").value = "";
+    $("filters").value = String(channel.channel || 0);
+    $("photo-start").checked = true;
+    run();
+  });
+  figure.append(img, caption, accentuate);
+  item.append(figure);
+  return item;
+}
+
+// The image to the analyze route as it is (its type says PNG or JPEG), then its top channels.
+async function analyse(file) {
+  showError("");
+  if (!PHOTO_TYPES.includes(file.type)) {
+    $("photo-status").textContent = `${file.name}: not a PNG or JPEG; choose one of those`;
+    return;
+  }
+  $("photo-status").textContent = `Analysing ${file.name}…`;
+  const bytes = await file.arrayBuffer();
+  const query = new URLSearchParams({ layer: $("layer").value, top_k: PHOTO_TOP_K });
+  const model = encodeURIComponent($("model").value);
+  const response = await fetch(`/v1/models/${model}:analyze?${query}`, {
+    method: "POST",
+    headers: headers({ "Content-Type": file.type }),
+    body: bytes,
+  });
+  if (!response.ok) {
+    $("photo-status").textContent = `${file.name}: ${await failure(response)}`;
+    return;
+  }
+  const found = await response.json();
+  photo = { bytes: base64(bytes), name: file.name };
+  $("photo-seen").src = "data:image/png;base64," + found.seen.data;
+  $("photo-channels").replaceChildren(...(found.top || []).map(channelCard));
+  $("photo-start").checked = false;
+  $("photo-result").hidden = false;
+  $("photo-status").textContent =
+    `${file.name} on ${found.layer}: the ${(found.top || []).length} channels it excites most`;
+}
+
+function watchDrops() {
+  const zone = $("photo-drop");
+  const chosen = (file) => file && analyse(file).catch((error) => showError(error.message));
+  $("photo-file").addEventListener("change", () => chosen($("photo-file").files[0]));
+  zone.addEventListener("dragover", (event) => {
+    event.preventDefault(); // allows the drop
+    zone.classList.add("over");
+  });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault(); // the browser would open the file instead
+    zone.classList.remove("over");
+    chosen(event.dataTransfer.files[0]);
+  });
+}
+
 async function start() {
+  watchDrops();
   $("controls").addEventListener("submit", run);
   $("model").addEventListener("change", () => fillLayers());
   $("stop").addEventListener("click", () => running && running.abort());
