@@ -36,6 +36,9 @@ def _params_dict(message: pb.ResolvedParams) -> dict[str, Any]:
         seed=message.seed,
         dead_threshold=params.get("dead_threshold"),
     )
+    if not message.start_image_sha256:  # no start image: nothing of accentuation to say
+        for name in ("start_image_sha256", "pull", "pull_space"):
+            del params[name]
     return params
 
 
