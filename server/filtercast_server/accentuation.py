@@ -14,7 +14,6 @@ size, and hashed: the hash of what the network starts from is part of every
 picture's cache key.
 """
 
-import functools
 import hashlib
 from dataclasses import dataclass, field
 from typing import Literal
@@ -53,6 +52,7 @@ class StartImage:
     pull: float  # relative weight of the distance to it; 0: only a start
     space: PullSpace
     sha256: str = field(init=False)
+    _sizes: dict[int, np.ndarray] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         digest = hashlib.sha256(np.ascontiguousarray(self.pixels).tobytes())
@@ -71,16 +71,23 @@ class StartImage:
         """What a manifest and Accepted's ResolvedParams record of it."""
         return {"start_image_sha256": self.sha256, "pull": self.pull, "pull_space": self.space}
 
-    @functools.lru_cache(maxsize=8)  # noqa: B019 (one per round size; lives with its request)
     def at(self, size: int) -> np.ndarray:
-        """float32 (size, size, C) in 0..1: the image resized (Lanczos) for a round of `size` px."""
-        pixels = self.pixels
-        if size != self.size:
-            channels = pixels.shape[-1]
-            image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
-            resized = image.resize((size, size), Image.Resampling.LANCZOS)
-            pixels = np.asarray(resized, dtype=np.uint8).reshape(size, size, channels)
-        return pixels.astype(np.float32) / 255.0
+        """float32 (size, size, C) in 0..1: the image resized (Lanczos) for a round of `size` px.
+
+        Kept per size for the life of the start (every step of every row asks for it).
+        """
+        found = self._sizes.get(size)
+        if found is None:
+            pixels = self.pixels
+            if size != self.size:
+                channels = pixels.shape[-1]
+                image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
+                resized = image.resize((size, size), Image.Resampling.LANCZOS)
+                pixels = np.asarray(resized, dtype=np.uint8).reshape(size, size, channels)
+            found = pixels.astype(np.float32) / 255.0
+            found.flags.writeable = False  # shared by every step of every row
+            self._sizes[size] = found
+        return found
 
 
 def accentuate_of(request: pb.VisualizeFiltersRequest) -> Accentuate | None:
