@@ -28,20 +28,30 @@ from filtercast_client.events import (
     ServerInfo,
     Summary,
 )
+from filtercast_client.examples import (
+    ChannelExamples,
+    DatasetExample,
+    DatasetExamples,
+    IndexProgress,
+)
 
 __all__ = [
     "TLS",
     "Accepted",
     "AsyncClient",
     "Cancelled",
+    "ChannelExamples",
     "ChannelMap",
     "Client",
+    "DatasetExample",
+    "DatasetExamples",
     "DeadlineExceeded",
     "DenseLayerInfo",
     "FilterImage",
     "FiltercastError",
     "GridImage",
     "ImageAnalysis",
+    "IndexProgress",
     "InvalidRequest",
     "LayerInfo",
     "ModelInfo",

@@ -1,4 +1,4 @@
-"""The ``filtercast`` command line: models, layers, visualize, analyze, demo, render, serve."""
+"""The ``filtercast`` command line: models, layers, visualize, analyze, examples, render, serve."""
 
 import os
 import signal
@@ -16,6 +16,7 @@ from rich.table import Table
 
 from filtercast import contract
 from filtercast_client.cli_analyze import analyze
+from filtercast_client.cli_examples import examples
 from filtercast_client.cli_options import (
     WEIGHTS_HELP,
     Connection,
@@ -65,7 +66,15 @@ def main() -> None:
 def models(connection: Connection) -> None:
     """List the models a server has loaded."""
     table = Table(
-        "model", "kind", "weights", "sha256", "input", "device", "auto precision", "layers"
+        "model",
+        "kind",
+        "weights",
+        "sha256",
+        "input",
+        "device",
+        "auto precision",
+        "layers",
+        "datasets",
     )
     try:
         with connection.client() as client:
@@ -80,6 +89,7 @@ def models(connection: Connection) -> None:
                     info.device,
                     info.auto_precision,
                     str(len(info.layers)),
+                    ", ".join(info.datasets) or "-",
                 )
     except FiltercastError as error:
         raise rpc_failure(error) from error
@@ -321,3 +331,4 @@ def render(
 
 
 main.add_command(analyze)
+main.add_command(examples)

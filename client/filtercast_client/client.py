@@ -45,6 +45,13 @@ from filtercast_client.events import (
     ServerInfo,
     Summary,
 )
+from filtercast_client.examples import (
+    DatasetExamples,
+    IndexProgress,
+    collected,
+    examples_request,
+    typed_events,
+)
 from filtercast_client.request import build_request
 
 __all__ = [
@@ -329,6 +336,31 @@ class Client(_ClientBase[Visualization]):
         request = analyze_request(image, **fields)
         return ImageAnalysis.from_message(self._unary(self.stub.AnalyzeImage, request, timeout))
 
+    def examples(
+        self,
+        dataset: str,
+        *,
+        timeout: float | None = 3600,
+        on_progress: Callable[[IndexProgress], None] | None = None,
+        **fields: Any,
+    ) -> DatasetExamples:
+        """The dataset images that excite each channel most (examples_request's fields).
+
+        `on_progress` hears each IndexProgress while the server builds the
+        dataset's index (the first time a model and layer are asked for).
+        """
+        request = examples_request(dataset, **fields)
+        events = []
+        try:
+            messages = self.stub.DatasetExamples(request, timeout=timeout, metadata=self.metadata)
+            for event, message in typed_events(request, messages):
+                if on_progress is not None and isinstance(event, IndexProgress):
+                    on_progress(event)
+                events.append((event, message))
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+        return collected(events)
+
 
 NOT_FIELDS = ("self", "timeout")  # visualize's arguments that are not the request's
 
@@ -377,3 +409,15 @@ class AsyncClient(_ClientBase[AsyncVisualization]):
         request = analyze_request(image, **fields)
         response = await self._unary(self.stub.AnalyzeImage, request, timeout)
         return ImageAnalysis.from_message(response)
+
+    async def examples(
+        self, dataset: str, *, timeout: float | None = 3600, **fields: Any
+    ) -> DatasetExamples:
+        """The dataset images that excite each channel most (examples_request's fields)."""
+        request = examples_request(dataset, **fields)
+        try:
+            call = self.stub.DatasetExamples(request, timeout=timeout, metadata=self.metadata)
+            messages = [message async for message in call]
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+        return collected(typed_events(request, messages))

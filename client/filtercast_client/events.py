@@ -303,6 +303,7 @@ class ModelInfo:
     description: str
     kind: str  # "builtin" or "file"
     dense_layers: list[DenseLayerInfo] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)  # image folders: Client.examples
 
     @classmethod
     def from_message(cls, message: pb.ModelInfo) -> "ModelInfo":
@@ -326,6 +327,7 @@ class ModelInfo:
             message.description,
             message.kind,
             [DenseLayerInfo(d.name, d.type, d.units, d.activation) for d in message.dense_layers],
+            [d.name for d in message.datasets],
         )
 
 

@@ -3,7 +3,8 @@
 Rooms: `engine/` (TensorFlow), `serving/` (gRPC, HTTP, the scheduler),
 `observability/` (metrics, logs), `cache/` (results kept), and here the
 TF-free core (params, presets, overrides, selection, planning, jobs, the
-model registry, grid, png, errors, config), which imports nothing of the
+model registry, grid, png, errors, config, images, analysis, accentuation,
+datasets and examples), which imports nothing of the
 rooms at run time; `main.py` composes them and only `command.py` imports it.
 
 TensorFlow is imported only by the engine, quietly (see engine/tf.py);

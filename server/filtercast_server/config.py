@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from filtercast.contract import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
+from filtercast_server.datasets import MAX_IMAGES
 from filtercast_server.model_registry import ModelConfig, model_configs
 from filtercast_server.params import Limits
 
@@ -41,6 +42,8 @@ class Settings:
     allow_unsafe: tuple[str, ...] = ()
     custom_objects: tuple[str, ...] = ()
     weights: str = "imagenet"
+    dataset: tuple[str, ...] = ()
+    dataset_max_images: int = MAX_IMAGES
     device: str = "auto"
     precision: str = "auto"
     max_batch: int = 0  # 0: the device's default (Device.batch_limits)
@@ -81,7 +84,9 @@ class Settings:
     def model_configs(self) -> list[ModelConfig]:
         """The models to serve (RegistryError, a SettingsError, when the settings are wrong)."""
         flags = () if self.models_file and self.model == ("vgg16",) else self.model
-        return model_configs(flags, self.models_file, self.allow_unsafe, self.custom_objects)
+        return model_configs(
+            flags, self.models_file, self.allow_unsafe, self.custom_objects, self.dataset
+        )
 
     def limits(self) -> Limits:
         """Request limits derived from the settings."""
@@ -128,6 +133,7 @@ class Settings:
             "max_concurrent_streams",
             "client_max_streams",
             "client_new_steps_per_minute",
+            "dataset_max_images",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -156,6 +162,11 @@ HELP = {
     "runs code stored in the file (Lambda layers)",
     "custom_objects": "module:attribute holding a custom layer/function (or a dict of them) "
     "that model files may use, repeatable",
+    "dataset": "NAME=DIR: an image folder (PNG/JPEG, recursive) whose images that excite each "
+    "filter most the server can show, for every model served, repeatable (a models file gives "
+    "a model its own)",
+    "dataset_max_images": "most images a dataset folder is indexed with (in path order; the "
+    "rest are skipped and counted)",
     "weights": "imagenet (Keras download), random, or a .weights.h5 path (single model)",
     "device": "auto, cpu or gpu",
     "precision": "default precision of requests that ask for AUTO: auto, float32, bfloat16",

@@ -17,12 +17,27 @@ class InvalidRequestError(ValueError):
         self.field = field
 
 
-class UnknownModelError(InvalidRequestError):
-    """The requested model is not served (gRPC NOT_FOUND, with a google.rpc.ResourceInfo)."""
+class NotFoundError(InvalidRequestError):
+    """A named resource is not here (gRPC NOT_FOUND, with a google.rpc.ResourceInfo)."""
+
+    def __init__(self, message: str, kind: str, name: str) -> None:
+        super().__init__(message, kind)
+        self.kind = kind  # the ResourceInfo's type and the request field that named it
+        self.name = name
+
+
+class UnknownModelError(NotFoundError):
+    """The requested model is not served."""
 
     def __init__(self, message: str, model: str) -> None:
-        super().__init__(message, "model")
-        self.model = model
+        super().__init__(message, "model", model)
+
+
+class UnknownDatasetError(NotFoundError):
+    """The model has no dataset of that name."""
+
+    def __init__(self, message: str, dataset: str) -> None:
+        super().__init__(message, "dataset", dataset)
 
 
 class ModelLoadError(RuntimeError):

@@ -27,9 +27,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from filtercast.contract import SERVICE, is_loopback_host, join_host_port
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.cache.backends import cache_secret, open_backend
+from filtercast_server.cache.indexes import IndexStore
 from filtercast_server.cache.results import ResultCache
 from filtercast_server.cache.secret import CacheSecretError
 from filtercast_server.config import Settings, SettingsError
+from filtercast_server.datasets import Dataset
 from filtercast_server.engine.analysis import LayerMaps
 from filtercast_server.engine.ascent import AscentEngine
 from filtercast_server.engine.devices import memory_in_use
@@ -43,6 +45,7 @@ from filtercast_server.serving.admission import NewStepBudget, StreamAdmission
 from filtercast_server.serving.analysis import Analyses
 from filtercast_server.serving.auth import AuthConfigError, TokenAuthenticator
 from filtercast_server.serving.batching import SchedulerPolicy
+from filtercast_server.serving.examples import DatasetExamples
 from filtercast_server.serving.front import Front
 from filtercast_server.serving.gateway.routes import Gateway, HttpPolicy, serve_gateway
 from filtercast_server.serving.interceptor import ServerPolicy
@@ -99,7 +102,7 @@ async def serve(settings: Settings) -> int:
             authenticator = authenticator_of(settings)
             metrics = Metrics()
             await open_metrics_port(parts, settings, metrics)
-            cache = open_cache(parts, settings, metrics)
+            cache, index_store = open_cache(parts, settings, metrics)
             admission = StreamAdmission(
                 settings.max_concurrent_streams, settings.client_max_streams
             )
@@ -117,6 +120,10 @@ async def serve(settings: Settings) -> int:
             )
             scheduler.start()
             parts.push_async_callback(asyncio.to_thread, scheduler.stop)
+            maps = LayerMaps(engine.models)
+            examples = dataset_examples(settings, engine, maps, scheduler, index_store, metrics)
+            if examples is not None:  # closed before the cache: its last stores land
+                parts.push_async_callback(asyncio.to_thread, examples.close)
             servicer = FilterVisualizerServicer(
                 engine.models,
                 scheduler,
@@ -125,7 +132,8 @@ async def serve(settings: Settings) -> int:
                 metrics=metrics,
                 cache=cache,
                 new_steps=NewStepBudget(settings.client_new_steps_per_minute),
-                analyses=Analyses(engine.models, LayerMaps(engine.models), settings.limits()),
+                analyses=Analyses(engine.models, maps, settings.limits()),
+                examples=examples,
             )
             front.open(servicer)
             await announce_serving(health_servicer, engine, metrics)
@@ -159,8 +167,12 @@ def authenticator_of(settings: Settings) -> TokenAuthenticator | None:
     return TokenAuthenticator.from_file(Path(settings.auth_tokens_file))
 
 
-def open_cache(parts: AsyncExitStack, settings: Settings, metrics: Metrics) -> ResultCache | None:
-    """The result cache `--cache` names, under its secret; None when off.
+def open_cache(
+    parts: AsyncExitStack, settings: Settings, metrics: Metrics
+) -> tuple[ResultCache | None, IndexStore | None]:
+    """The result cache `--cache` names, under its secret, and dataset indexes beside it.
+
+    Both None when the cache is off.
 
     An explicit directory or URL that cannot be opened, or a missing or bad
     secret, stops the start; the default directory that cannot be created is
@@ -173,8 +185,10 @@ def open_cache(parts: AsyncExitStack, settings: Settings, metrics: Metrics) -> R
             settings.cache, settings.cache_max_bytes, settings.cache_ttl_seconds or None
         )
         if backend is None:
-            return None
-        cache = ResultCache(backend, cache_secret(backend, settings.cache_secret_file), metrics)
+            return None, None
+        secret = cache_secret(backend, settings.cache_secret_file)
+        cache = ResultCache(backend, secret, metrics)
+        store = IndexStore(backend, secret, lambda what: metrics.cache_errors.labels(what).inc())
     except CacheSecretError as error:
         if backend is not None:
             backend.close()
@@ -186,9 +200,30 @@ def open_cache(parts: AsyncExitStack, settings: Settings, metrics: Metrics) -> R
             raise CacheConfigError(f"--cache {settings.cache}: {error}") from error
         log.warning("result cache off: the default directory cannot be used (%s)", error)
         metrics.cache_errors.labels("open").inc()
-        return None
+        return None, None
     parts.push_async_callback(asyncio.to_thread, cache.close)
-    return cache
+    return cache, store
+
+
+def dataset_examples(
+    settings: Settings,
+    engine: AscentEngine,
+    maps: LayerMaps,
+    scheduler: Scheduler,
+    store: IndexStore | None,
+    metrics: Metrics,
+) -> DatasetExamples | None:
+    """DatasetExamples over every model's registered folders (None when none has one)."""
+    datasets = {
+        name: {
+            dataset: Dataset(dataset, folder, settings.dataset_max_images)
+            for dataset, folder in model.config.datasets
+        }
+        for name, model in engine.models.items()
+    }
+    if not any(datasets.values()):
+        return None
+    return DatasetExamples(engine.models, datasets, maps, scheduler, store, metrics)
 
 
 def server_limits(settings: Settings) -> pb.ServerLimits:

@@ -16,6 +16,11 @@ A models file (TOML, read with the standard library)::
     description = "fine-tuned on fundus images"
     safe_mode = true                # false runs the file's code (Lambda layers): trust it first
 
+    [models.retina.datasets]        # image folders whose examples the server can show
+    fundus = "/data/fundus"         # relative paths are from the models file's folder
+
+`--dataset NAME=DIR` registers a folder for every model served.
+
 Nothing here imports TensorFlow: settings are checked before anything loads.
 """
 
@@ -100,6 +105,7 @@ class ModelConfig:
     description: str = ""
     safe_mode: bool = True
     custom_objects: dict[str, Any] = field(default_factory=dict, compare=False)
+    datasets: tuple[tuple[str, Path], ...] = ()  # (name, folder) of its image folders
 
     @property
     def builtin(self) -> bool:
@@ -114,6 +120,36 @@ def check_name(name: str) -> str:
             f"model name {name!r}: use lower-case letters, digits, '_', '-' and '.'"
         )
     return name
+
+
+def check_dataset(name: str, directory: str, where: str) -> tuple[str, Path]:
+    """(name, folder) when both can be used, else RegistryError saying what to change."""
+    if not name or not set(name) <= NAME_CHARACTERS:
+        raise RegistryError(f"{where}: dataset name {name!r}: use a-z, 0-9, '_', '-' and '.'")
+    path = Path(directory).expanduser()
+    if not path.is_dir():
+        raise RegistryError(f"{where}: dataset folder {path} is not a folder")
+    return name, path
+
+
+def parse_dataset_flag(value: str) -> tuple[str, Path]:
+    """`--dataset NAME=DIR`: a dataset name requests can use and a folder that exists."""
+    name, equals, directory = value.partition("=")
+    if not equals or not directory.strip():
+        raise RegistryError(f"--dataset {value!r}: use NAME=DIR")
+    return check_dataset(name.strip().lower(), directory.strip(), f"--dataset {value}")
+
+
+def datasets_of(spec: object, base: Path, where: str) -> tuple[tuple[str, Path], ...]:
+    """A models-file entry's [models.NAME.datasets] table: NAME = "DIR" (relative to `base`)."""
+    if not isinstance(spec, dict):
+        raise RegistryError(f'{where}: datasets must be a table of NAME = "DIR"')
+    found = []
+    for name, directory in spec.items():
+        if not isinstance(directory, str):
+            raise RegistryError(f"{where}: dataset {name} must be a folder's path (a string)")
+        found.append(check_dataset(name, str(base / Path(directory).expanduser()), where))
+    return tuple(found)
 
 
 def preprocessing_of(spec: dict[str, Any], where: str) -> Preprocessing:
@@ -171,6 +207,7 @@ KEY_TYPES: dict[str, type] = {
     "display_name": str,
     "description": str,
     "safe_mode": bool,
+    "datasets": dict,
 }
 KNOWN_KEYS = set(KEY_TYPES)
 
@@ -198,7 +235,12 @@ def parse_models_file(path: Path) -> list[ModelConfig]:
         check_name(name)
         for key, value in spec.items():
             if not isinstance(value, KEY_TYPES[key]):
-                kind = {str: "a string", list: "a list of numbers", bool: "true or false"}
+                kind = {
+                    str: "a string",
+                    list: "a list of numbers",
+                    bool: "true or false",
+                    dict: "a table",
+                }
                 raise RegistryError(f"{where}: {key} must be {kind[KEY_TYPES[key]]}")
         preset = spec.get("default_preset", "classic")
         if preset not in PRESETS:
@@ -222,6 +264,7 @@ def parse_models_file(path: Path) -> list[ModelConfig]:
                 spec.get("display_name", ""),
                 spec.get("description", ""),
                 bool(spec.get("safe_mode", True)),
+                datasets=datasets_of(spec.get("datasets", {}), path.parent, where),
             )
         )
     return configs
@@ -247,11 +290,13 @@ def model_configs(
     models_file: str = "",
     unsafe: Iterable[str] = (),
     custom_objects: Iterable[str] = (),
+    datasets: Iterable[str] = (),
 ) -> list[ModelConfig]:
     """Every model to serve, from --model values (comma lists allowed) and the models file.
 
     `unsafe` names the models that may load with safe_mode off (their code runs);
-    `custom_objects` are importable classes/functions every file model may use.
+    `custom_objects` are importable classes/functions every file model may use;
+    `datasets` (--dataset NAME=DIR) are image folders of every model.
     """
     configs = [parse_model_flag(item) for flag in flags for item in flag.split(",") if item.strip()]
     if models_file:
@@ -267,6 +312,12 @@ def model_configs(
     if strangers:
         raise RegistryError(f"--allow-unsafe names no configured model: {', '.join(strangers)}")
     objects = load_custom_objects(custom_objects)
+    shared = tuple(parse_dataset_flag(value) for value in datasets)
+    for config in configs:
+        names = [name for name, _ in (*config.datasets, *shared)]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise RegistryError(f"model {config.name}: dataset(s) named twice: {', '.join(twice)}")
     return [
         ModelConfig(
             c.name,
@@ -278,6 +329,7 @@ def model_configs(
             c.description,
             c.safe_mode and c.name not in unsafe,
             objects,
+            (*c.datasets, *shared),
         )
         for c in configs
     ]

@@ -7,7 +7,8 @@ The stand-in model "vgg16" has one layer, block5_conv1, of 64 filters; the
 stand-in engine "computes" a filter in `steps` steps of `step_seconds` each
 and counts what it finished, so tests can see the server's work stop.
 Filter i is dead when i % 7 == 3; its picture is a flat image of value i.
-AnalyzeImage is real but for the forward pass (`standin_maps`).
+AnalyzeImage is real but for the forward pass (`standin_maps`); so are
+DatasetExamples (`datasets=`), on `IndexMaps`.
 """
 
 import asyncio
@@ -15,13 +16,17 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 
 from filtercast_server.cache.backends import Backend
+from filtercast_server.cache.indexes import IndexStore
 from filtercast_server.cache.results import ResultCache
+from filtercast_server.datasets import Dataset
+from filtercast_server.examples import ReceptiveField
 from filtercast_server.jobs import FilterOutcome, JobSource, Precision
 from filtercast_server.model_registry import ModelConfig
 from filtercast_server.objectives import Structure
@@ -31,6 +36,7 @@ from filtercast_server.serving.admission import NewStepBudget, StreamAdmission
 from filtercast_server.serving.analysis import Analyses
 from filtercast_server.serving.auth import TokenAuthenticator
 from filtercast_server.serving.batching import SchedulerPolicy
+from filtercast_server.serving.examples import DatasetExamples
 from filtercast_server.serving.front import Front
 from filtercast_server.serving.gateway.routes import Gateway, HttpPolicy, serve_gateway
 from filtercast_server.serving.interceptor import ServerPolicy
@@ -64,13 +70,13 @@ class Device:
 class Model:
     """What planning and the API ask of a loaded model."""
 
-    def __init__(self, name: str = "vgg16") -> None:
+    def __init__(self, name: str = "vgg16", datasets: tuple = ()) -> None:
         self.name = name
         self.weights_source = "random"
         self.weights_sha256 = ""
         self.cache_identity = f"standin:{name}"
         self.device = Device()
-        self.config = ModelConfig(name)
+        self.config = ModelConfig(name, datasets=datasets)
         self.preprocessing = self.config.preprocessing
         self.training_preprocessing = self.config.preprocessing
         self.default_layer = "block5_conv1"
@@ -153,6 +159,33 @@ def standin_maps(model: str, layer: str, image: np.ndarray) -> np.ndarray:
     return pooled[..., None] * np.arange(1, CHANNELS + 1, dtype=np.float32)
 
 
+@dataclass
+class IndexMaps:
+    """The stand-in layer for dataset indexes (standin_maps per image), counting its images.
+
+    `gate`, when given, is waited for before every batch: a test holds a build mid-way.
+    """
+
+    images: int = 0
+    batches: list[int] = field(default_factory=list)
+    gate: threading.Event | None = None
+
+    def maxima(
+        self, model: str, layer: str, images: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        if self.gate is not None and len(images) and images.any():  # the warm-up is blank
+            assert self.gate.wait(30), "the test never opened the gate"
+        maps = np.stack([standin_maps(model, layer, image) for image in images])
+        flat = maps.reshape(len(images), -1, CHANNELS)
+        if images.any():
+            self.images += len(images)
+            self.batches.append(len(images))
+        return flat.max(axis=1), flat.argmax(axis=1).astype(np.int32), maps.shape[1:3]
+
+    def receptive_field(self, model: str, layer: str, size: int) -> ReceptiveField:
+        return ReceptiveField(16, 16, 0)
+
+
 def outcome(index: int, params: AscentParams) -> FilterOutcome:
     dead = index % 7 == 3
     side = params.output_size
@@ -179,6 +212,8 @@ class StandIn:
         admission: StreamAdmission | None = None,
         new_steps: NewStepBudget | None = None,
         loading: bool = False,
+        datasets: dict[str, Path] | None = None,
+        index_maps: IndexMaps | None = None,
     ) -> None:
         self.host = host
         self.loading = loading
@@ -202,7 +237,17 @@ class StandIn:
             results=self.cache,
         )
         server_limits = limits_message(self.limits, queue_limit=queue_limit)
-        models = {"vgg16": Model()}
+        folders = tuple((datasets or {}).items())
+        models = {"vgg16": Model(datasets=folders)}
+        self.index_maps = index_maps or IndexMaps()
+        examples = DatasetExamples(
+            models,  # type: ignore[arg-type]
+            {"vgg16": {name: Dataset(name, folder) for name, folder in folders}},
+            self.index_maps,
+            self.scheduler,
+            IndexStore(cache_backend, SECRET, self._index_fault) if cache_backend else None,
+            self.metrics,
+        )
         self.servicer = FilterVisualizerServicer(
             models,  # type: ignore[arg-type]
             self.scheduler,
@@ -212,12 +257,16 @@ class StandIn:
             cache=self.cache,
             new_steps=new_steps,
             analyses=Analyses(models, standin_maps, self.limits),  # type: ignore[arg-type]
+            examples=examples if folders else None,
         )
         self.front = Front(self.metrics, server_limits)
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _index_fault(self, operation: str) -> None:
+        self.metrics.cache_errors.labels(operation).inc()
 
     @property
     def address(self) -> str:
@@ -268,6 +317,8 @@ class StandIn:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(30)
         self.scheduler.stop()
+        if self.servicer.examples is not None:
+            self.servicer.examples.close()
         if self.cache is not None:
             self.cache.close()
 

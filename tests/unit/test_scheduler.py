@@ -250,3 +250,81 @@ def test_cancelling_a_request_drops_its_whole_group() -> None:
 
     asyncio.run(run())
     assert counted.ended == {"cancelled": 8}
+
+
+class Background:
+    """Background work of `steps` steps; each records whether a request's batch was active."""
+
+    def __init__(self, scheduler: Scheduler, steps: int, fail_at: int = -1) -> None:
+        self.scheduler = scheduler
+        self.left = steps
+        self.fail_at = fail_at
+        self.ran: list[int] = []  # request steps the engine had run when each step ran
+        self.failed: list[BaseException] = []
+
+    def step(self) -> bool:
+        if len(self.ran) == self.fail_at:
+            raise RuntimeError("a broken file")
+        self.ran.append(len(self.scheduler.engine.steps))
+        time.sleep(0.002)
+        self.left -= 1
+        return self.left > 0
+
+    def fail(self, error: BaseException) -> None:
+        self.failed.append(error)
+
+
+def test_background_work_runs_only_while_no_request_can() -> None:
+    engine = StandInEngine()
+    scheduler = Scheduler(engine, SchedulerPolicy(queue_limit=100))
+    work = Background(scheduler, steps=30)
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        scheduler.submit_background(work)
+        while len(work.ran) < 3:  # it runs at once on an idle worker
+            await asyncio.sleep(0.001)
+        handle = scheduler.submit("r", plan("block5_conv1", range(8), step_ms=5, steps=3), loop)
+        await drain(scheduler, handle)
+        return len(engine.steps)
+
+    scheduler.start()
+    try:
+        request_steps = asyncio.run(run())
+        deadline = time.monotonic() + 10
+        while work.left and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        scheduler.stop()
+    assert work.left == 0 and not work.failed
+    # Every step ran before the request came, or after all its steps: none in between.
+    assert all(ran in (0, request_steps) for ran in work.ran), work.ran
+    assert work.ran.count(request_steps) > 0
+
+
+def test_failing_background_work_is_told_why_and_the_worker_goes_on() -> None:
+    engine = StandInEngine()
+    scheduler = Scheduler(engine, SchedulerPolicy(queue_limit=100))
+    broken, fine = Background(scheduler, steps=5, fail_at=2), Background(scheduler, steps=2)
+    scheduler.submit_background(broken)
+    scheduler.submit_background(fine)
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 10
+        while fine.left and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        scheduler.stop()
+    assert [str(e) for e in broken.failed] == ["a broken file"] and len(broken.ran) == 2
+    assert fine.left == 0 and not fine.failed
+
+
+def test_background_work_is_bounded_and_fails_when_the_server_stops() -> None:
+    scheduler = Scheduler(StandInEngine(), SchedulerPolicy(queue_limit=100))  # never started
+    works = [Background(scheduler, steps=1) for _ in range(8)]
+    for work in works:
+        scheduler.submit_background(work)
+    with pytest.raises(QueueFullError, match="background jobs"):
+        scheduler.submit_background(Background(scheduler, steps=1))
+    scheduler.stop()
+    assert all("stopping" in str(work.failed[0]) for work in works)

@@ -42,6 +42,13 @@ class PullSpace(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PULL_SPACE_UNSPECIFIED: _ClassVar[PullSpace]
     PULL_SPACE_PIXELS: _ClassVar[PullSpace]
     PULL_SPACE_FEATURES: _ClassVar[PullSpace]
+
+class IndexState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INDEX_STATE_UNSPECIFIED: _ClassVar[IndexState]
+    INDEX_STATE_QUEUED: _ClassVar[IndexState]
+    INDEX_STATE_BUILDING: _ClassVar[IndexState]
+    INDEX_STATE_READY: _ClassVar[IndexState]
 PRECISION_UNSPECIFIED: Precision
 PRECISION_AUTO: Precision
 PRECISION_FLOAT32: Precision
@@ -63,6 +70,10 @@ TERM_KIND_UNIT: TermKind
 PULL_SPACE_UNSPECIFIED: PullSpace
 PULL_SPACE_PIXELS: PullSpace
 PULL_SPACE_FEATURES: PullSpace
+INDEX_STATE_UNSPECIFIED: IndexState
+INDEX_STATE_QUEUED: IndexState
+INDEX_STATE_BUILDING: IndexState
+INDEX_STATE_READY: IndexState
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -151,7 +162,7 @@ class DescribeModelResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "weights_source", "weights_sha256", "device", "auto_precision", "layers", "default_layer", "input_size", "input_channels", "preprocessing", "default_preset", "display_name", "description", "kind", "dense_layers")
+    __slots__ = ("name", "weights_source", "weights_sha256", "device", "auto_precision", "layers", "default_layer", "input_size", "input_channels", "preprocessing", "default_preset", "display_name", "description", "kind", "dense_layers", "datasets")
     NAME_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_SOURCE_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +178,7 @@ class ModelInfo(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DENSE_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
     name: str
     weights_source: str
     weights_sha256: str
@@ -182,7 +194,14 @@ class ModelInfo(_message.Message):
     description: str
     kind: str
     dense_layers: _containers.RepeatedCompositeFieldContainer[DenseLayerInfo]
-    def __init__(self, name: _Optional[str] = ..., weights_source: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., device: _Optional[str] = ..., auto_precision: _Optional[_Union[Precision, str]] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., default_layer: _Optional[str] = ..., input_size: _Optional[int] = ..., input_channels: _Optional[int] = ..., preprocessing: _Optional[str] = ..., default_preset: _Optional[_Union[Preset, str]] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., kind: _Optional[str] = ..., dense_layers: _Optional[_Iterable[_Union[DenseLayerInfo, _Mapping]]] = ...) -> None: ...
+    datasets: _containers.RepeatedCompositeFieldContainer[DatasetInfo]
+    def __init__(self, name: _Optional[str] = ..., weights_source: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., device: _Optional[str] = ..., auto_precision: _Optional[_Union[Precision, str]] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., default_layer: _Optional[str] = ..., input_size: _Optional[int] = ..., input_channels: _Optional[int] = ..., preprocessing: _Optional[str] = ..., default_preset: _Optional[_Union[Preset, str]] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., kind: _Optional[str] = ..., dense_layers: _Optional[_Iterable[_Union[DenseLayerInfo, _Mapping]]] = ..., datasets: _Optional[_Iterable[_Union[DatasetInfo, _Mapping]]] = ...) -> None: ...
+
+class DatasetInfo(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class DenseLayerInfo(_message.Message):
     __slots__ = ("name", "type", "units", "activation")
@@ -625,3 +644,112 @@ class ChannelActivation(_message.Message):
     heatmap: Image
     raw_map: bytes
     def __init__(self, channel: _Optional[int] = ..., mean: _Optional[float] = ..., share: _Optional[float] = ..., max: _Optional[float] = ..., peak: _Optional[_Union[Position, _Mapping]] = ..., heatmap: _Optional[_Union[Image, _Mapping]] = ..., raw_map: _Optional[bytes] = ...) -> None: ...
+
+class DatasetExamplesRequest(_message.Message):
+    __slots__ = ("model", "layer", "dataset", "filters", "top_k")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    layer: str
+    dataset: str
+    filters: FilterSelection
+    top_k: int
+    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., dataset: _Optional[str] = ..., filters: _Optional[_Union[FilterSelection, _Mapping]] = ..., top_k: _Optional[int] = ...) -> None: ...
+
+class DatasetExamplesResponse(_message.Message):
+    __slots__ = ("progress", "channel", "summary")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    progress: IndexProgress
+    channel: ChannelExamples
+    summary: ExamplesSummary
+    def __init__(self, progress: _Optional[_Union[IndexProgress, _Mapping]] = ..., channel: _Optional[_Union[ChannelExamples, _Mapping]] = ..., summary: _Optional[_Union[ExamplesSummary, _Mapping]] = ...) -> None: ...
+
+class IndexProgress(_message.Message):
+    __slots__ = ("state", "images_done", "images_total", "skipped")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_DONE_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    state: IndexState
+    images_done: int
+    images_total: int
+    skipped: int
+    def __init__(self, state: _Optional[_Union[IndexState, str]] = ..., images_done: _Optional[int] = ..., images_total: _Optional[int] = ..., skipped: _Optional[int] = ...) -> None: ...
+
+class ChannelExamples(_message.Message):
+    __slots__ = ("channel", "examples")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    channel: int
+    examples: _containers.RepeatedCompositeFieldContainer[DatasetExample]
+    def __init__(self, channel: _Optional[int] = ..., examples: _Optional[_Iterable[_Union[DatasetExample, _Mapping]]] = ...) -> None: ...
+
+class DatasetExample(_message.Message):
+    __slots__ = ("image", "image_sha256", "value", "position", "box", "crop")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    CROP_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    image_sha256: str
+    value: float
+    position: Position
+    box: CropBox
+    crop: Image
+    def __init__(self, image: _Optional[str] = ..., image_sha256: _Optional[str] = ..., value: _Optional[float] = ..., position: _Optional[_Union[Position, _Mapping]] = ..., box: _Optional[_Union[CropBox, _Mapping]] = ..., crop: _Optional[_Union[Image, _Mapping]] = ...) -> None: ...
+
+class CropBox(_message.Message):
+    __slots__ = ("top", "left", "height", "width")
+    TOP_FIELD_NUMBER: _ClassVar[int]
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    top: int
+    left: int
+    height: int
+    width: int
+    def __init__(self, top: _Optional[int] = ..., left: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ...) -> None: ...
+
+class ExamplesSummary(_message.Message):
+    __slots__ = ("model", "layer", "dataset", "content_sha256", "images", "skipped", "size", "map_height", "map_width", "receptive_field", "from_store", "index_seconds", "total_seconds")
+    class SkippedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAP_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAP_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    RECEPTIVE_FIELD_FIELD_NUMBER: _ClassVar[int]
+    FROM_STORE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    layer: str
+    dataset: str
+    content_sha256: str
+    images: int
+    skipped: _containers.ScalarMap[str, int]
+    size: int
+    map_height: int
+    map_width: int
+    receptive_field: int
+    from_store: bool
+    index_seconds: float
+    total_seconds: float
+    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., dataset: _Optional[str] = ..., content_sha256: _Optional[str] = ..., images: _Optional[int] = ..., skipped: _Optional[_Mapping[str, int]] = ..., size: _Optional[int] = ..., map_height: _Optional[int] = ..., map_width: _Optional[int] = ..., receptive_field: _Optional[int] = ..., from_store: _Optional[bool] = ..., index_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ...) -> None: ...

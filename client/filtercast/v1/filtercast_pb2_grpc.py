@@ -55,6 +55,11 @@ class FilterVisualizerServiceStub:
                 request_serializer=filtercast_dot_v1_dot_filtercast__pb2.AnalyzeImageRequest.SerializeToString,
                 response_deserializer=filtercast_dot_v1_dot_filtercast__pb2.AnalyzeImageResponse.FromString,
                 _registered_method=True)
+        self.DatasetExamples = channel.unary_stream(
+                '/filtercast.v1.FilterVisualizerService/DatasetExamples',
+                request_serializer=filtercast_dot_v1_dot_filtercast__pb2.DatasetExamplesRequest.SerializeToString,
+                response_deserializer=filtercast_dot_v1_dot_filtercast__pb2.DatasetExamplesResponse.FromString,
+                _registered_method=True)
 
 
 class FilterVisualizerServiceServicer:
@@ -91,6 +96,17 @@ class FilterVisualizerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DatasetExamples(self, request, context):
+        """The images of an operator's dataset folder that excite each requested
+        channel most (ranked by the channel's maximum over positions), with the
+        receptive-field crop around that maximum: IndexProgress while the
+        dataset's index is built (once per model, layer and folder content), one
+        ChannelExamples per channel, then an ExamplesSummary.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FilterVisualizerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +129,11 @@ def add_FilterVisualizerServiceServicer_to_server(servicer, server):
                     servicer.AnalyzeImage,
                     request_deserializer=filtercast_dot_v1_dot_filtercast__pb2.AnalyzeImageRequest.FromString,
                     response_serializer=filtercast_dot_v1_dot_filtercast__pb2.AnalyzeImageResponse.SerializeToString,
+            ),
+            'DatasetExamples': grpc.unary_stream_rpc_method_handler(
+                    servicer.DatasetExamples,
+                    request_deserializer=filtercast_dot_v1_dot_filtercast__pb2.DatasetExamplesRequest.FromString,
+                    response_serializer=filtercast_dot_v1_dot_filtercast__pb2.DatasetExamplesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -224,6 +245,33 @@ class FilterVisualizerService:
             '/filtercast.v1.FilterVisualizerService/AnalyzeImage',
             filtercast_dot_v1_dot_filtercast__pb2.AnalyzeImageRequest.SerializeToString,
             filtercast_dot_v1_dot_filtercast__pb2.AnalyzeImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DatasetExamples(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/filtercast.v1.FilterVisualizerService/DatasetExamples',
+            filtercast_dot_v1_dot_filtercast__pb2.DatasetExamplesRequest.SerializeToString,
+            filtercast_dot_v1_dot_filtercast__pb2.DatasetExamplesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,8 @@ an accentuated picture's start image (its pixels' hash) and pull;
 for an objective's picture, in place of the index, everything its target is:
 its terms, its noise, its group and place in it).
 Grid parameters are not in it: the grid is stitched again from the pictures.
+A dataset index has a key of its own (`index_key`): the model, the layer,
+the size its images were seen at and the folder's content hash.
 
 ENGINE_VERSION names the ascent's arithmetic. Any change that moves a
 preset's numbers (a new step rule, another noise draw, a deprocess change)
@@ -22,6 +24,7 @@ from importlib import metadata
 from filtercast_server.jobs import Plan
 
 ENGINE_VERSION = 1
+INDEX_VERSION = 1  # a dataset index's ranking and layout: bump when either changes
 KEY_HEX = 32  # 128 bits: collisions are out of reach, keys stay short in URLs
 
 
@@ -79,6 +82,23 @@ def filter_keys(plan: Plan, model_identity: str) -> dict[int, str]:
         ).hexdigest()
         for index in plan.filters
     }
+
+
+def index_key(model_identity: str, layer: str, size: int, content_sha256: str, depth: int) -> str:
+    """The key of a dataset's index: the model, layer and size it was seen at, its content."""
+    material = json.dumps(
+        {
+            "index": INDEX_VERSION,
+            "runtime": runtime_versions(),
+            "model": model_identity,
+            "layer": layer,
+            "size": size,
+            "content": content_sha256,
+            "depth": depth,
+        },
+        sort_keys=True,
+    ).encode()
+    return hashlib.blake2b(material, digest_size=KEY_HEX // 2).hexdigest()
 
 
 def is_key(text: str) -> bool:

@@ -35,6 +35,7 @@ class Metrics(EngineObserver):
         self._declare_grpc(self.registry)
         self._declare_cache(self.registry)
         self._declare_http(self.registry)
+        self._declare_indexes(self.registry)
 
     def _declare_requests(self, r: CollectorRegistry) -> None:
         """Streams, filters and refusals."""
@@ -180,8 +181,9 @@ class Metrics(EngineObserver):
         self.cache_errors = Counter(
             "filtercast_cache_errors_total",
             "Result cache faults, by operation (open, lookup, store, forged: an entry whose "
-            "tag fails, corrupt: one whose fields fail, delete, volume): each is logged and "
-            "the filter computed",
+            "tag fails, corrupt: one whose fields fail, delete, volume; index_lookup, "
+            "index_store, index_corrupt: a dataset index's): each is logged and the filter "
+            "computed or the index built",
             ["operation"],
             registry=r,
         )
@@ -202,7 +204,17 @@ class Metrics(EngineObserver):
             ["reason"],
             registry=r,
         )
-        for operation in ("open", "lookup", "store", "forged", "corrupt", "delete"):
+        for operation in (
+            "open",
+            "lookup",
+            "store",
+            "forged",
+            "corrupt",
+            "delete",
+            "index_lookup",
+            "index_store",
+            "index_corrupt",
+        ):
             self.cache_errors.labels(operation)
         self.cache_evictions.labels("free_space")
 
@@ -226,6 +238,27 @@ class Metrics(EngineObserver):
             buckets=REQUEST_BUCKETS,
             registry=r,
         )
+
+    def _declare_indexes(self, r: CollectorRegistry) -> None:
+        """Dataset indexes (DatasetExamples)."""
+        self.index_images = Counter(
+            "filtercast_index_images_total",
+            "Dataset images an index build read, by outcome (ranked; skipped: over a bound, "
+            "unreadable, undecodable or changed)",
+            ["outcome"],
+            registry=r,
+        )
+        self.index_builds = Counter(
+            "filtercast_index_builds_total",
+            "Dataset indexes a request needed, by how it got them (memory, store: built "
+            "earlier; built; failed)",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("ranked", "skipped"):
+            self.index_images.labels(outcome)
+        for outcome in ("memory", "store", "built", "failed"):
+            self.index_builds.labels(outcome)
 
     def on_step(
         self, params: AscentParams, precision: Precision, rows: int, seconds: float

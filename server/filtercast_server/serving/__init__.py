@@ -6,7 +6,9 @@ hands them to the `servicer` once the models are loaded; `servicer` and
 cache, submit, stream back); `wire` converts between messages and the core's
 values and builds every response message; `status` writes error details;
 `admission` bounds streams; `scheduler` (its vocabulary in `batching`)
-batches jobs across requests on the one device thread; `interceptor` and
+batches jobs across requests on the one device thread; `analysis` answers
+AnalyzeImage beside it, `examples` DatasetExamples, whose indexes
+`indexing` builds as the scheduler's background work; `interceptor` and
 `auth` authenticate and count every call; `listeners`, `tls` and
 `reflection` are the ports'; `gateway/` is the HTTP/JSON face and the
 gallery over the same front.

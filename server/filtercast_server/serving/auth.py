@@ -8,7 +8,8 @@ file readable only by the service), one per line::
     dashboard 0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a   read
 
 `visualize` (the default) may call everything; `read` may list and describe
-models but not run the network on anything (VisualizeFilters, AnalyzeImage).
+models but not run the network on anything (VisualizeFilters, AnalyzeImage,
+DatasetExamples).
 The name identifies the caller in logs and in per-client limits; the token
 itself is never logged or echoed. Only the SHA-256 of each token is kept in
 memory.
@@ -24,7 +25,8 @@ import grpc
 
 ROLES = ("visualize", "read")
 MIN_TOKEN_LENGTH = 16
-COMPUTE_METHODS = ("VisualizeFilters", "AnalyzeImage")  # the `visualize` role's alone
+# The `visualize` role's alone.
+COMPUTE_METHODS = ("VisualizeFilters", "AnalyzeImage", "DatasetExamples")
 
 
 class AuthConfigError(ValueError):

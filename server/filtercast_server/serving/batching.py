@@ -4,11 +4,13 @@ The engine it drives (BatchEngine), what it reports (SchedulerObserver) and
 where finished jobs go (ResultSink), as protocols; its SchedulerPolicy; a
 request inside it (RequestHandle, whose events — Result, then Done, or
 Failed — the servicer reads with Scheduler.next_event); one compute key's
-continuous batch (Cohort).
+continuous batch (Cohort); work that runs only when no request's batch can
+(BackgroundWork, in a BackgroundQueue: a dataset's index).
 """
 
 import asyncio
 import functools
+import logging
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -19,6 +21,8 @@ from filtercast_server.errors import RefusedError
 from filtercast_server.jobs import Ended, FilterOutcome, Job, JobSource, Plan, Precision
 from filtercast_server.objectives import Structure
 from filtercast_server.params import AscentParams
+
+log = logging.getLogger(__name__)
 
 
 class QueueFullError(RefusedError):
@@ -167,3 +171,58 @@ class Cohort:
     def turn(self) -> tuple[float, int]:
         """Sort key: least device time first (less any head start left), newest among equals."""
         return (self.used - self.head_start, -self.opened)
+
+
+class BackgroundWork(Protocol):
+    """Device work no client waits on step by step (serving.examples.IndexBuild)."""
+
+    def step(self) -> bool:
+        """Run one short batch on the device; False once there is nothing left."""
+        ...
+
+    def fail(self, error: BaseException) -> None:
+        """It cannot finish (a step raised, or the server stops); it is dropped after this."""
+        ...
+
+
+class BackgroundQueue:
+    """Background work, oldest first, one step at a time when the worker has nothing else.
+
+    Bounded: `add` past `limit` pieces is a QueueFullError. Added from the
+    event loop, run on the worker thread (a deque's ends are thread-safe).
+    """
+
+    def __init__(self, limit: int = 8) -> None:
+        self.limit = limit
+        self._works: deque[BackgroundWork] = deque()
+
+    def __bool__(self) -> bool:
+        return bool(self._works)
+
+    def add(self, work: BackgroundWork) -> None:
+        """Queue `work` behind the rest (QueueFullError when `limit` are queued)."""
+        if len(self._works) >= self.limit:
+            raise QueueFullError(
+                "background",
+                f"{len(self._works)} background jobs (dataset indexes) are queued, the most "
+                "this server holds; retry when one has finished",
+                30.0,
+            )
+        self._works.append(work)
+
+    def run_one(self) -> None:
+        """One step of the oldest work; a finished or failed one leaves the queue."""
+        work = self._works[0]
+        try:
+            more = work.step()
+        except Exception as error:  # one bad build must not stop the worker
+            log.exception("background work failed")
+            work.fail(error)
+            more = False
+        if not more:
+            self._works.popleft()
+
+    def fail_all(self, error: BaseException) -> None:
+        """Drop every piece, telling each why."""
+        while self._works:
+            self._works.popleft().fail(error)

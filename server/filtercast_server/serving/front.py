@@ -52,6 +52,10 @@ class Front:
                 "ListModels": unary(self.ListModels, pb.ListModelsResponse),
                 "DescribeModel": unary(self.DescribeModel, pb.DescribeModelResponse),
                 "AnalyzeImage": unary(self.AnalyzeImage, pb.AnalyzeImageResponse),
+                "DatasetExamples": grpc.unary_stream_rpc_method_handler(
+                    self.DatasetExamples,
+                    response_serializer=pb.DatasetExamplesResponse.SerializeToString,
+                ),
                 "VisualizeFilters": grpc.unary_stream_rpc_method_handler(
                     self.VisualizeFilters,
                     response_serializer=pb.VisualizeFiltersResponse.SerializeToString,
@@ -98,3 +102,15 @@ class Front:
     async def AnalyzeImage(self, data: bytes, context: Any) -> pb.AnalyzeImageResponse:  # noqa: N802
         """The top channels of a layer on one image, with heatmaps (UNAVAILABLE while loading)."""
         return await (await self._ready(context)).AnalyzeImage(data, context)
+
+    async def DatasetExamples(self, data: bytes, context: Any) -> None:  # noqa: N802
+        """A dataset's best images per channel, its index built when needed."""
+        servicer = await self._ready(context)
+        if self.draining:
+            await self._unavailable(
+                context,
+                "draining",
+                "this server is shutting down; another replica will answer",
+                DRAINING_RETRY_SECONDS,
+            )
+        await servicer.DatasetExamples(data, context)

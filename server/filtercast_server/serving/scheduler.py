@@ -26,6 +26,9 @@ instead of queuing its own: computed once, delivered to both. When the job's
 owner leaves, the first follower still there inherits it; a finished job is
 handed to the ResultSink (the cache) even when every requester has left.
 
+Background work (a dataset's index) runs one short step at a time when no
+request's batch can: a request waits for one such step at most.
+
 Results travel back to each request's asyncio queue through its event loop.
 """
 
@@ -39,6 +42,8 @@ from collections.abc import Callable, Mapping
 
 from filtercast_server.jobs import Ended, FilterOutcome, Job, Plan
 from filtercast_server.serving.batching import (
+    BackgroundQueue,
+    BackgroundWork,
     BatchEngine,
     BatchFailedError,
     Cohort,
@@ -96,6 +101,7 @@ class Scheduler:
         self._active: dict[tuple, Cohort] = {}
         self._opened = 0
         self._completions: deque[float] = deque(maxlen=RATE_WINDOW)
+        self._background = BackgroundQueue()
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._stopping = False
@@ -106,12 +112,19 @@ class Scheduler:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the step in hand; queued jobs are not started."""
+        """Stop after the step in hand; queued jobs are not started, background work fails."""
         with self._lock:
             self._stopping = True
             self._wakeup.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        self._background.fail_all(RuntimeError("the server is stopping"))
+
+    def submit_background(self, work: BackgroundWork) -> None:
+        """Run `work` step by step whenever no request's batch can run (QueueFullError)."""
+        with self._lock:
+            self._background.add(work)
+            self._wakeup.notify()
 
     @property
     def queued(self) -> int:
@@ -331,12 +344,16 @@ class Scheduler:
             with self._lock:
                 while not self._stopping:
                     self._open_cohorts()
-                    if self._active:
+                    if self._active or self._background:
                         break
                     self._wakeup.wait()
                 if self._stopping:
                     return
-                cohort = min(self._active.values(), key=Cohort.turn)
+                active = self._active.values()
+                cohort = min(active, key=Cohort.turn) if active else None
+            if cohort is None:
+                self._background.run_one()  # nothing else can run: one short step
+                continue
             started = time.perf_counter()
             ended: Ended = []
             try:

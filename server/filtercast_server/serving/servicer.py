@@ -27,7 +27,7 @@ from filtercast_server.accentuation import accentuate_of
 from filtercast_server.cache.entry import Expectation
 from filtercast_server.cache.keys import filter_keys
 from filtercast_server.cache.results import ResultCache
-from filtercast_server.errors import InvalidRequestError, RefusedError, UnknownModelError, quoted
+from filtercast_server.errors import InvalidRequestError, NotFoundError, RefusedError, quoted
 from filtercast_server.images import ImageError
 from filtercast_server.jobs import Plan
 from filtercast_server.objectives import objectives_of
@@ -36,6 +36,8 @@ from filtercast_server.params import Limits
 from filtercast_server.planning import OverBudgetError, check_groups_fit, make_plan
 from filtercast_server.serving.admission import NewStepBudget, StreamAdmission
 from filtercast_server.serving.analysis import Analyses
+from filtercast_server.serving.examples import DatasetChangedError, DatasetExamples
+from filtercast_server.serving.indexing import IndexBuildError
 from filtercast_server.serving.interceptor import current_caller
 from filtercast_server.serving.scheduler import Scheduler
 from filtercast_server.serving.status import ErrorFacts, refuse
@@ -109,12 +111,14 @@ class FilterVisualizerServicer:
         cache: ResultCache | None = None,
         new_steps: NewStepBudget | None = None,
         analyses: Analyses | None = None,
+        examples: DatasetExamples | None = None,
     ) -> None:
         self.models = models
         self.policy = policy
         self.admission = admission
         self.new_steps = new_steps
         self.analyses = analyses
+        self.examples = examples
         self.metrics = metrics
         self.cache = cache
         # Planning may build a layer's extractor (Keras): off the event loop, one at a time.
@@ -214,6 +218,52 @@ class FilterVisualizerServicer:
             )
         raise AssertionError("unreachable: every branch above ends the call")
 
+    async def DatasetExamples(self, data: bytes, context: Any) -> None:  # noqa: N802
+        """Progress while the dataset's index builds, each channel's best images, a summary."""
+        request = await decode(data, pb.DatasetExamplesRequest, context, self.metrics)
+        client = current_caller()
+        examples = self.examples
+        if examples is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server has no datasets")
+        assert examples is not None
+        stall = self.policy.stall_seconds
+        try:
+            with examples.admission.admit(client):
+                plan = examples.plan(request)
+                async with asyncio.timeout(self.policy.max_stream_seconds):
+                    await examples.run(plan, lambda message: _write_within(context, message, stall))
+        except RefusedError as error:
+            await self._refused(context, client, error)
+        except InvalidRequestError as error:
+            await self._invalid(context, error, visualize=False)
+        except _StalledError as stalled:
+            await stalled.write  # the status cannot overtake it; the client's exit ends both
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED, f"the client read nothing for {stall:.0f} s"
+            )
+        except TimeoutError:
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the stream ran past {self.policy.max_stream_seconds:.0f} s (the server's "
+                "--max-stream-seconds); the index goes on building: ask again later",
+            )
+        except DatasetChangedError as error:
+            await context.abort(
+                grpc.StatusCode.ABORTED,
+                f"the dataset changed while its examples were read ({error}); retry: the "
+                "index is built again for its new content",
+            )
+        except IndexBuildError as error:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"the dataset's index could not be built: {error}"
+            )
+        except Exception:  # a bug of ours, not the client's mistake: never UNKNOWN
+            log.exception("could not answer dataset examples for %s", client)
+            await context.abort(
+                grpc.StatusCode.INTERNAL,
+                "the server failed to find these examples; its log has the details",
+            )
+
     async def _refused(self, context: Any, client: str, error: RefusedError) -> None:
         """End the call RESOURCE_EXHAUSTED with the quota and a retry hint (logged throttled)."""
         _warn.warning(
@@ -231,13 +281,13 @@ class FilterVisualizerServicer:
     async def _invalid(
         self, context: Any, error: InvalidRequestError, reason: str = "", visualize: bool = True
     ) -> None:
-        """End the call NOT_FOUND (an unknown model) or INVALID_ARGUMENT naming the field.
+        """End the call NOT_FOUND (unknown model, dataset) or INVALID_ARGUMENT naming the field.
 
         A VisualizeFilters field is named by its path (a parameter is under
         `overrides`); other requests' fields are top-level.
         """
-        if isinstance(error, UnknownModelError):
-            facts = ErrorFacts(field="model", resource=("model", error.model))
+        if isinstance(error, NotFoundError):
+            facts = ErrorFacts(field=error.kind, resource=(error.kind, error.name))
             await self._refuse(context, grpc.StatusCode.NOT_FOUND, "invalid", str(error), facts)
         reason = reason or ("over_budget" if isinstance(error, OverBudgetError) else "invalid")
         field = field_path(error.field) if visualize else error.field
@@ -343,3 +393,20 @@ class FilterVisualizerServicer:
                 if started and time.monotonic() >= started[0] + LOOKUP_SECONDS:
                     cache.timed_out("lookup", LOOKUP_SECONDS)
                     return fallback
+
+
+class _StalledError(Exception):
+    """The client read nothing within the stall limit; `write` is still pending."""
+
+    def __init__(self, write: asyncio.Future) -> None:
+        super().__init__("stalled")
+        self.write = write
+
+
+async def _write_within(context: Any, message: Message, seconds: float) -> None:
+    """Write `message`, or _StalledError once the client has read nothing for `seconds`."""
+    write = asyncio.ensure_future(context.write(message))
+    try:
+        await asyncio.wait_for(asyncio.shield(write), seconds)
+    except TimeoutError:
+        raise _StalledError(write) from None

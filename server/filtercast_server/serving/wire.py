@@ -112,7 +112,7 @@ def overrides_of(request: pb.VisualizeFiltersRequest) -> dict[str, Any]:
     return overrides
 
 
-def filters_of(request: pb.VisualizeFiltersRequest) -> FilterSelection:
+def filters_of(request: pb.VisualizeFiltersRequest | pb.DatasetExamplesRequest) -> FilterSelection:
     """The filter selection as make_plan takes it (None: the preset's default).
 
     Ranges stay spans: make_plan checks their bounds before expanding them.
@@ -273,6 +273,7 @@ def model_info(model: "LoadedModel") -> pb.ModelInfo:
             pb.DenseLayerInfo(name=d.name, type=d.type, units=d.units, activation=d.activation)
             for d in model.dense_layers
         ],
+        datasets=[pb.DatasetInfo(name=name) for name, _ in config.datasets],
     )
 
 

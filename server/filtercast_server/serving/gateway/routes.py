@@ -12,6 +12,8 @@ responses) serves, on `--http-port`:
                                   NDJSON lines {"result": <response>} (or server-sent
                                   events with Accept: text/event-stream)
     POST /v1/visualize:accentuate  the same, its JSON carrying a start image (images.py)
+    POST /v1/models/{model}/datasets/{dataset}:examples  DatasetExamples: the rest of the
+                                  request as JSON, the stream as NDJSON (or SSE)
     GET  /v1/images/{key}.png     a cached picture (FilterResult.image_key)
 
 Bodies follow the proto3 JSON mapping (lowerCamelCase names, enum names,
@@ -55,6 +57,7 @@ from filtercast_server.serving.gateway.calls import (
     SECURITY_HEADERS,
     CallAborted,
     HttpCallContext,
+    MessageT,
     error_response,
     parsed_json,
     slow_body,
@@ -128,6 +131,11 @@ class Gateway:
         )
         app.router.add_post(
             "/v1/models/{model}:analyze", self.analyze, expect_handler=self._expect_image
+        )
+        app.router.add_post(
+            "/v1/models/{model}/datasets/{dataset}:examples",
+            self.examples,
+            expect_handler=self._expect,
         )
         app.router.add_get("/v1/images/{key}.png", self.image)
         return app
@@ -266,26 +274,34 @@ class Gateway:
 
     async def visualize(self, request: web.Request) -> web.StreamResponse:
         """VisualizeFilters: NDJSON lines (or server-sent events) as the filters finish."""
-        return await self._visualize(request, self._request_body)
+        return await self._stream(request, "VisualizeFilters", self._visualize_body)
 
     async def accentuate(self, request: web.Request) -> web.StreamResponse:
         """VisualizeFilters from a start image: its body is read as images are (images.py)."""
-        return await self._visualize(request, self.images.visualize_request_of)
+        return await self._stream(request, "VisualizeFilters", self.images.visualize_request_of)
 
-    async def _visualize(
-        self,
-        request: web.Request,
-        read: Callable[[web.Request], Awaitable[pb.VisualizeFiltersRequest]],
+    async def examples(self, request: web.Request) -> web.StreamResponse:
+        """DatasetExamples: the model and dataset from the path, the rest from the JSON body."""
+
+        async def read(request: web.Request) -> pb.DatasetExamplesRequest:
+            body = await self._request_body(request, pb.DatasetExamplesRequest())
+            body.model, body.dataset = request.match_info["model"], request.match_info["dataset"]
+            return body
+
+        return await self._stream(request, "DatasetExamples", read)
+
+    async def _stream(
+        self, request: web.Request, method: str, read: Callable[[web.Request], Awaitable[Message]]
     ) -> web.StreamResponse:
-        """The stream of one VisualizeFilters whose request `read` takes from the body."""
+        """The stream of one call of `method` whose request `read` takes from the body."""
         try:
-            self._authorize(request, "VisualizeFilters")
+            self._authorize(request, method)
             body = await read(request)
         except CallAborted as error:
             return error_response(error)
         outlet = Outlet(request, self.policy.stall_seconds)
         try:
-            await self.front.VisualizeFilters(
+            await getattr(self.front, method)(
                 body.SerializeToString(), HttpCallContext(outlet.send)
             )
         except CallAborted as error:
@@ -362,8 +378,12 @@ class Gateway:
                 http_status=413,
             )
 
-    async def _request_body(self, request: web.Request) -> pb.VisualizeFiltersRequest:
-        """The JSON body as a request, or INVALID_ARGUMENT (415, 413, 408 for a slow body)."""
+    async def _visualize_body(self, request: web.Request) -> pb.VisualizeFiltersRequest:
+        """The JSON body as a VisualizeFiltersRequest."""
+        return await self._request_body(request, pb.VisualizeFiltersRequest())
+
+    async def _request_body(self, request: web.Request, message: MessageT) -> MessageT:
+        """The JSON body as `message`, or INVALID_ARGUMENT (415, 413, 408 for a slow body)."""
         self._check_body(request)
         try:
             async with asyncio.timeout(self.policy.read_seconds):
@@ -371,7 +391,7 @@ class Gateway:
         except TimeoutError:
             self.metrics.rejected.labels("http_slow_body").inc()
             raise slow_body(self.policy.read_seconds) from None
-        return parsed_json(data, pb.VisualizeFiltersRequest(), self.metrics)
+        return parsed_json(data, message, self.metrics)
 
 
 class GatewayListener:

@@ -1,0 +1,199 @@
+"""A dataset's index being built: background work on the scheduler's worker, a batch a step.
+
+An `IndexBuild` ranks a folder's listing for one (model, layer, size): its
+images are read, checked and decoded two batches ahead on a thread pool (a
+file that fails is skipped and counted: undecodable, or changed since it was
+listed), each step sends one batch through the network (`IndexEngine.maxima`:
+every channel's maximum and where it is, the maps never leave the device)
+and merges it into the running top-k. Batches are sized to take about
+`BATCH_SECONDS` on the device, which bounds how long a picture's request
+waits behind one. Its progress is plain numbers the event loop reads; its
+result an asyncio future on that loop.
+"""
+
+import asyncio
+import time
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from filtercast.v1 import filtercast_pb2 as pb
+from filtercast_server.datasets import Dataset, DatasetImage, Listing
+from filtercast_server.errors import RefusedError
+from filtercast_server.examples import ExampleIndex, ExamplesPlan, ReceptiveField, TopExamples
+from filtercast_server.images import ImageError, decode_image, square_view, to_channels
+
+if TYPE_CHECKING:  # it imports TensorFlow; a build only reads a model's description
+    from filtercast_server.engine.models import LoadedModel
+
+BATCH_SECONDS = 0.5  # an index batch's device time, about: what a picture's request may wait
+MAX_BATCH = 32
+
+
+class IndexEngine(Protocol):
+    """What a build asks of the engine (engine.analysis.LayerMaps)."""
+
+    def maxima(
+        self, model: str, layer: str, images: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        """(B, C) maxima over positions, their flat positions, and the map's shape."""
+        ...
+
+    def receptive_field(self, model: str, layer: str, size: int) -> ReceptiveField:
+        """Which input pixels a position of `layer` sees."""
+        ...
+
+
+class IndexBuildError(Exception):
+    """The index could not be built (UNAVAILABLE: the server is stopping, or INTERNAL)."""
+
+
+def seen_image(data: bytes, name: str, size: int, channels: int) -> np.ndarray:
+    """A dataset file as the network sees it: checked, decoded, centre square (ImageError)."""
+    decoded = decode_image(data, name, shrink_to=size)
+    return to_channels(square_view(decoded.pixels, size), channels)
+
+
+@dataclass
+class Progress:
+    """Where a build stands (read by the event loop, written by the worker: plain ints)."""
+
+    state: int
+    done: int
+    total: int
+    skipped: int
+
+    def message(self) -> pb.DatasetExamplesResponse:
+        """As the stream's event."""
+        return pb.DatasetExamplesResponse(
+            progress=pb.IndexProgress(
+                state=self.state,  # type: ignore[arg-type]
+                images_done=self.done,
+                images_total=self.total,
+                skipped=self.skipped,
+            )
+        )
+
+
+class IndexBuild:
+    """One index being built on the scheduler's worker (BackgroundWork)."""
+
+    def __init__(
+        self,
+        plan: ExamplesPlan,
+        dataset: Dataset,
+        listing: Listing,
+        model: "LoadedModel",
+        engine: IndexEngine,
+        decoder: ThreadPoolExecutor,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        """A build waiting for its receptive field (`field`), then for the scheduler."""
+        self.plan, self.dataset, self.listing = plan, dataset, listing
+        self.channels = model.channels
+        self.map_shape = model.output_size(plan.layer, plan.size)
+        self.engine, self.decoder, self.loop = engine, decoder, loop
+        self.result: asyncio.Future[ExampleIndex] = loop.create_future()
+        self.top = TopExamples(model.layer(plan.layer).channels)
+        self.skipped: Counter[str] = Counter(listing.skipped)
+        listed_skips = sum(listing.skipped.values())
+        self.progress = Progress(
+            pb.INDEX_STATE_QUEUED, listed_skips, len(listing.images) + listed_skips, listed_skips
+        )
+        self.batch = 1
+        self._next = 0  # the next image to decode
+        self._decoding: deque[tuple[int, Future[np.ndarray]]] = deque()
+        self.field: ReceptiveField | None = None  # measured before the build is queued
+        self.preparing: asyncio.Task | None = None
+        self._started = 0.0
+        self.indexed = 0
+
+    def _decode(self, image: DatasetImage) -> np.ndarray:
+        data = self.dataset.read(image)  # OSError when it changed since the listing
+        return seen_image(data, image.name, self.plan.size, self.channels)
+
+    def _prefetch(self) -> None:
+        """Keep two batches decoding ahead of the device."""
+        images = self.listing.images
+        while self._next < len(images) and len(self._decoding) < 2 * self.batch:
+            future = self.decoder.submit(self._decode, images[self._next])
+            self._decoding.append((self._next, future))
+            self._next += 1
+
+    def step(self) -> bool:
+        """One batch through the network; False once every image is ranked."""
+        if self.progress.state == pb.INDEX_STATE_QUEUED:
+            self._started = time.perf_counter()
+            self.progress.state = pb.INDEX_STATE_BUILDING
+        self._prefetch()
+        numbers: list[int] = []
+        pixels: list[np.ndarray] = []
+        while self._decoding and len(numbers) < self.batch:
+            number, future = self._decoding.popleft()
+            try:
+                pixels.append(future.result())
+                numbers.append(number)
+            except ImageError:
+                self.skipped["undecodable"] += 1
+            except OSError:
+                self.skipped["changed"] += 1
+        if pixels:
+            started = time.perf_counter()
+            values, positions, _ = self.engine.maxima(
+                self.plan.model, self.plan.layer, np.stack(pixels)
+            )
+            self._size_batches(time.perf_counter() - started, len(pixels))
+            self.top.add(numbers, values, positions)
+            self.indexed += len(pixels)
+        self.progress.done = self._next - len(self._decoding) + sum(self.listing.skipped.values())
+        self.progress.skipped = sum(self.skipped.values())
+        if self._decoding or self._next < len(self.listing.images):
+            return True
+        self._finish()
+        return False
+
+    def _size_batches(self, seconds: float, rows: int) -> None:
+        """The next batches take about BATCH_SECONDS: doubled when fast, halved when slow."""
+        if seconds < BATCH_SECONDS / 2 and rows == self.batch:
+            self.batch = min(MAX_BATCH, self.batch * 2)
+        elif seconds > BATCH_SECONDS * 2 and self.batch > 1:
+            self.batch //= 2
+
+    def _finish(self) -> None:
+        assert self.field is not None
+        index = ExampleIndex.of(
+            self.top,
+            self.listing.images,
+            self.map_shape,
+            self.plan.size,
+            self.field,
+            self.indexed,
+            self.skipped,
+            self.listing.content_sha256,
+            time.perf_counter() - self._started,
+        )
+        self.progress.state = pb.INDEX_STATE_READY
+        self.loop.call_soon_threadsafe(_settle, self.result, index, None)
+
+    def fail(self, error: BaseException) -> None:
+        """The build stops: every waiter hears why."""
+        for _, future in self._decoding:
+            future.cancel()
+        failure = (
+            error
+            if isinstance(error, RefusedError)
+            else IndexBuildError(f"{type(error).__name__}: {error}")
+        )
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(_settle, self.result, None, failure)
+
+
+def _settle(future: asyncio.Future, value: Any, error: BaseException | None) -> None:
+    if not future.done():
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
