@@ -16,7 +16,7 @@ from rich.table import Table
 
 from filtercast import contract
 from filtercast_client.cli_analyze import analyze
-from filtercast_client.cli_examples import examples
+from filtercast_client.cli_examples import examples, write_local_examples
 from filtercast_client.cli_options import (
     WEIGHTS_HELP,
     Connection,
@@ -270,6 +270,12 @@ def stop_on_signal(signum: int, frame: object) -> None:
 )
 @click.option("--max-batch", type=int, default=64, show_default=True)
 @click.option("--step-size", type=float, help="Override the preset's step size.")
+@click.option(
+    "--dataset",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A folder of PNG/JPEG images: each filter's best ones go to OUT/examples/.",
+)
+@click.option("--dataset-top-k", type=int, default=8, show_default=True)
 @request_options
 def render(
     out: Path,
@@ -277,6 +283,8 @@ def render(
     device: str,
     max_batch: int,
     step_size: float | None,
+    dataset: Path | None,
+    dataset_top_k: int,
     timeout: float | None,
     **options: Any,
 ) -> None:
@@ -321,6 +329,9 @@ def render(
             device=device,
             max_batch=max_batch,
             progress=progress,
+            dataset=dataset,
+            examples_top_k=dataset_top_k,
+            on_examples=lambda index, crops: write_local_examples(index, crops, out / "examples"),
         )
     except (InvalidRequestError, ModelLoadError) as error:
         raise click.ClickException(str(error)) from error

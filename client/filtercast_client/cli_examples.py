@@ -1,7 +1,9 @@
 """`filtercast examples`: the dataset images that excite each channel of a layer most."""
 
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -12,7 +14,7 @@ from rich.table import Table
 from filtercast.contract import ContractError
 from filtercast_client.cli_options import Connection, connection_options, rpc_failure
 from filtercast_client.errors import FiltercastError
-from filtercast_client.examples import ChannelExamples, DatasetExamples, IndexProgress
+from filtercast_client.examples import ChannelExamples, DatasetExample, IndexProgress
 
 STRIP_HEIGHT = 96  # each crop of a channel's strip is scaled to this height
 
@@ -37,10 +39,10 @@ def strip(channel: ChannelExamples, gap: int = 4) -> np.ndarray | None:
     return canvas
 
 
-def write_examples(found: DatasetExamples, out: Path) -> None:
+def write_examples(channels: list[ChannelExamples], out: Path) -> None:
     """Each crop as channel_NNNN/RR_<image>.png and each channel's strip as channel_NNNN.png."""
     out.mkdir(parents=True, exist_ok=True)
-    for channel in found.channels:
+    for channel in channels:
         folder = out / f"channel_{channel.channel:04d}"
         folder.mkdir(exist_ok=True)
         for rank, example in enumerate(channel.examples, 1):
@@ -49,6 +51,25 @@ def write_examples(found: DatasetExamples, out: Path) -> None:
         pictures = strip(channel)
         if pictures is not None:
             Image.fromarray(pictures).save(out / f"channel_{channel.channel:04d}.png")
+
+
+def write_local_examples(index: Any, crops: dict[int, list[Any]], out: Path) -> None:
+    """What `render --dataset` found (the server package's ExampleIndex and Crops), as files."""
+    if out.is_dir():
+        shutil.rmtree(out)  # this run's channels only
+    channels = [
+        ChannelExamples(
+            channel,
+            [
+                DatasetExample(c.image.name, c.image.sha256, c.value, c.position, c.box, c.pixels)
+                for c in found
+            ],
+        )
+        for channel, found in crops.items()
+    ]
+    write_examples(channels, out)
+    skipped = sum(index.skipped.values())
+    click.echo(f"ranked {index.indexed} dataset images ({skipped} skipped): examples in {out}/")
 
 
 @click.command()
@@ -102,7 +123,7 @@ def examples(
     if as_json:
         click.echo(json.dumps(found.to_json(), indent=2))
         return
-    write_examples(found, out)
+    write_examples(found.channels, out)
     summary = found.summary
     table = Table("channel", "best images (value)")
     for channel in found.channels:

@@ -3,11 +3,13 @@
     --dataset NAME=DIR                 for every served model
     [models.NAME.datasets] NAME = DIR  in the models file, for that model
 
-A folder is listed recursively: files ending .png, .jpg or .jpeg (any case)
-are its images, everything else (and hidden files, and links that lead out
-of the folder) is not. Images are taken in path order up to `max_images`;
-the rest, files over the byte limit and files that cannot be read are
-skipped and counted by reason, never fatal. A file that does not decode is
+A folder is listed recursively: regular files ending .png, .jpg or .jpeg
+(any case) are its images, everything else (hidden files, links that lead
+out of the folder) is not. Images are taken in path order up to
+`max_images`; the rest, files over the byte limit (read at most that far:
+a file growing meanwhile is no way around it), files that are not regular
+(a FIFO would block a read forever), names that are not UTF-8 and files
+that cannot be read are skipped and counted by reason, never fatal. A file that does not decode is
 counted when the index reads it (images.py checks it like a client's image).
 
 The folder's content hash is the sha256 of every image's path and the
@@ -25,6 +27,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 
 from filtercast.contract import MAX_IMAGE_BYTES
 
@@ -45,7 +48,7 @@ class Listing:
     """A folder as it is now: its images in path order, what was skipped, the content hash."""
 
     images: tuple[DatasetImage, ...]
-    skipped: dict[str, int]  # reason -> count: too_many, too_large, unreadable
+    skipped: dict[str, int]  # reason -> count (too_many, too_large, not_a_file, bad_name, ...)
     content_sha256: str
 
 
@@ -63,7 +66,13 @@ class Dataset:
     _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     def list(self) -> Listing:
-        """The folder's images now, hashed (blocking: it reads what changed since last time)."""
+        """The folder's images now, hashed (blocking: it reads what changed since last time).
+
+        DatasetGoneError when the folder is no longer there (an empty folder is an empty
+        dataset; a missing one is the operator's to restore, not an index of nothing).
+        """
+        if not self.directory.is_dir():
+            raise DatasetGoneError(f"dataset {self.name}: its folder is gone from the server")
         candidates = _image_paths(self.directory)
         skipped: Counter[str] = Counter()
         if len(candidates) > self.max_images:
@@ -74,12 +83,22 @@ class Dataset:
         for name in candidates:
             path = self.directory / name
             try:
+                name.encode()  # a proto string, a JSON field: it must be UTF-8
                 stat = path.stat()
+                if not S_ISREG(stat.st_mode):
+                    skipped["not_a_file"] += 1
+                    continue
                 if stat.st_size > self.max_file_bytes:
                     skipped["too_large"] += 1
                     continue
                 memo = (name, stat.st_size, stat.st_mtime_ns, stat.st_ino)
-                digest = self._digests.get(memo) or hashlib.sha256(path.read_bytes()).hexdigest()
+                digest = self._digests.get(memo) or hashlib.sha256(self._bytes(path)).hexdigest()
+            except UnicodeEncodeError:
+                skipped["bad_name"] += 1
+                continue
+            except TooLargeError:
+                skipped["too_large"] += 1
+                continue
             except OSError:
                 skipped["unreadable"] += 1
                 continue
@@ -95,10 +114,33 @@ class Dataset:
 
     def read(self, image: DatasetImage) -> bytes:
         """The bytes of `image`, or OSError when it is not what the listing hashed."""
-        data = (self.directory / image.name).read_bytes()
+        data = self._bytes(self.directory / image.name)
         if hashlib.sha256(data).hexdigest() != image.sha256:
             raise OSError(f"{image.name} changed since the folder was listed")
         return data
+
+    def _bytes(self, path: Path) -> bytes:
+        """A regular file's bytes, read no further than the bound (TooLargeError past it).
+
+        Opened without blocking and checked once open: a file swapped for a
+        FIFO after the listing fails here instead of waiting for a writer.
+        """
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(descriptor, "rb") as file:
+            if not S_ISREG(os.fstat(descriptor).st_mode):
+                raise OSError(f"{path.name} is not a regular file")
+            data = file.read(self.max_file_bytes + 1)
+        if len(data) > self.max_file_bytes:
+            raise TooLargeError(f"{path.name} is over {self.max_file_bytes} bytes")
+        return data
+
+
+class DatasetGoneError(Exception):
+    """A registered folder no longer exists (FAILED_PRECONDITION: the operator restores it)."""
+
+
+class TooLargeError(OSError):
+    """A file grew past the byte bound after its size was checked."""
 
 
 def _image_paths(root: Path) -> list[str]:

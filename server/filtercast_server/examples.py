@@ -9,7 +9,7 @@ value (`ExampleIndex`) and the crop geometry; the forward passes are the
 engine's (engine/analysis.py), the build's scheduling is serving's.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -193,3 +193,26 @@ class ExampleIndex:
                 )
             )
         return found
+
+
+@dataclass(frozen=True)
+class Crop:
+    """One example of a channel: the image, its maximum, where, and the seen image around it."""
+
+    image: DatasetImage
+    value: float
+    position: tuple[int, int]  # (y, x) in the layer's map
+    box: tuple[int, int, int, int]  # (top, left, height, width) in the seen image
+    pixels: np.ndarray  # uint8 (height, width, C): the seen image inside `box`
+
+
+def crops_of(
+    index: ExampleIndex, channel: int, top_k: int, seen: Callable[[DatasetImage], np.ndarray]
+) -> list[Crop]:
+    """The channel's best `top_k` examples, each cropped from `seen(image)` (S x S x C)."""
+    found = []
+    for image, value, y, x in index.examples(channel, top_k):
+        top, left, height, width = index.field.box(y, x, index.size)
+        pixels = np.ascontiguousarray(seen(image)[top : top + height, left : left + width])
+        found.append(Crop(image, value, (y, x), (top, left, height, width), pixels))
+    return found

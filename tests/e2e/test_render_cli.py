@@ -122,3 +122,25 @@ def test_render_accentuates_a_start_image(tmp_path: Path) -> None:
     assert (params["pull"], params["pull_space"]) == (100.0, "pixels")
     revived = render(*SMALL, "--image", str(photo), "--set", "revive=1", "--out", str(out))
     assert revived.returncode != 0 and "leave revive at 0" in revived.stderr
+
+
+def test_render_with_a_dataset_writes_each_filters_best_images(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    (photos / "nested").mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    for n in range(3):
+        pixels = rng.integers(0, 255, (120, 150, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(photos / ("nested" if n else ".") / f"p{n}.png")
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    out = tmp_path / "out"
+    args = [*SMALL, "--layer", "block2_conv1", "--filters", "0:2", "--out", str(out)]
+    result = render(*args, "--dataset", str(photos), "--dataset-top-k", "2")
+    assert result.returncode == 0, result.stderr
+    assert "ranked 3 dataset images (1 skipped)" in result.stdout
+    for channel in (0, 1):
+        crops = sorted((out / "examples" / f"channel_{channel:04d}").iterdir())
+        assert len(crops) == 2 and crops[0].name.startswith("01_")
+        strip = Image.open(out / "examples" / f"channel_{channel:04d}.png")
+        assert strip.height == 96
+    refused = render(*args, "--dataset", str(photos), "--objective", "block2_conv1:3")
+    assert refused.returncode == 1 and "give no objective" in refused.stderr

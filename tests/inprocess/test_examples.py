@@ -223,3 +223,14 @@ def test_the_gateway_streams_examples_as_ndjson(folder: Path) -> None:
     assert channel["examples"][0]["image"] == brute_force(folder, 7)[0][0]
     crop = base64.b64decode(channel["examples"][0]["crop"]["data"])  # the proto's Image, PNG
     assert Image.open(io.BytesIO(crop)).size == (16, 16)
+
+
+def test_a_folder_gone_from_the_server_is_a_failed_precondition(folder: Path) -> None:
+    with StandIn(datasets={"photos": folder}) as server, Client(server.address) as client:
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
+        with pytest.raises(grpc.RpcError) as raised:
+            client.examples("photos")
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "dataset photos: its folder is gone from the server" in str(raised.value)

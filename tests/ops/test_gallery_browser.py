@@ -6,8 +6,11 @@ Skipped, saying why, where chromium, chromium-driver or selenium are missing
 
 import shutil
 import urllib.parse
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.support.processes import ServerProcess
 
@@ -43,11 +46,30 @@ def browser():
     driver.quit()
 
 
+def drawn_photos(folder: Path, count: int = 6) -> Path:
+    """`count` pictures of stripes and blobs, a dataset whose examples the gallery shows."""
+    rng = np.random.default_rng(2)
+    folder.mkdir()
+    for n in range(count):
+        pixels = rng.integers(0, 255, (160, 200, 3), dtype=np.uint8)
+        pixels[:, :: 2 + n] = 255 * (n % 2)
+        Image.fromarray(pixels).save(folder / f"drawn_{n}.png")
+    return folder
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gallery")
+    photos = drawn_photos(folder / "photos")
     process = ServerProcess(
-        "--cache", str(folder / "cache"), "--precision", "float32", log_dir=folder, http=True
+        "--cache",
+        str(folder / "cache"),
+        "--precision",
+        "float32",
+        "--dataset",
+        f"photos={photos}",
+        log_dir=folder,
+        http=True,
     ).wait_serving()
     yield process
     process.stop()
@@ -251,4 +273,23 @@ def test_a_dropped_photo_shows_its_channels_and_accentuates_one(browser, server,
     seen = np.asarray(Image.fromarray(photo).convert("L").resize((48, 32)), float)[:, 8:40]
     # two steps from the photo: still the photo (a picture from noise would not correlate)
     assert np.corrcoef(picture.ravel(), seen.ravel())[0, 1] > 0.8
+    assert not errors(browser)
+
+
+def test_a_dataset_shows_its_examples_under_each_picture(browser, server) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get_log("browser")  # what earlier tests left there
+    selection = {**SELECTION, "dataset": "photos"}
+    browser.get(f"{server.http_url}/?{urllib.parse.urlencode(selection)}")
+    wait_done(browser)
+    status = browser.find_element(By.ID, "examples-status")
+    WebDriverWait(browser, 120).until(lambda _: "that excite each filter most" in status.text)
+    assert "photos: the 4 images of 6" in status.text
+    items = browser.find_elements(By.CSS_SELECTOR, "#tiles li")
+    strips = [item.find_elements(By.CSS_SELECTOR, ".examples img") for item in items]
+    assert [len(strip) for strip in strips] == [4] * FILTERS
+    assert all(img.get_attribute("src").startswith("data:image/png") for s in strips for img in s)
+    assert "drawn_" in strips[0][0].get_attribute("title")
     assert not errors(browser)

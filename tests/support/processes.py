@@ -65,7 +65,8 @@ class ServerProcess(LocalServer):
     def handled(self, method: str, code: str) -> float:
         """grpc_server_handled_total of one of our service's methods."""
         service = "grpc.health.v1.Health" if method in ("Check", "Watch") else SERVICE
-        kind = "server_stream" if method in ("VisualizeFilters", "Watch") else "unary"
+        streams = ("VisualizeFilters", "DatasetExamples", "Watch")
+        kind = "server_stream" if method in streams else "unary"
         return self.metric(
             "grpc_server_handled_total",
             grpc_code=code,

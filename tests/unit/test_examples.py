@@ -318,3 +318,29 @@ def test_a_models_file_gives_a_model_its_own_folders(tmp_path: Path) -> None:
     path.write_text('[models.vgg16.datasets]\nfundus = "fundus"\n')
     with pytest.raises(RegistryError, match="named twice: fundus"):
         model_configs([], str(path), datasets=[f"fundus={tmp_path}"])
+
+
+def test_hostile_entries_are_skipped_not_waited_for(tmp_path: Path) -> None:
+    root = folder_of(tmp_path, {"good.png": b"fine"})
+    os.mkfifo(root / "pipe.png")  # reading it would wait for a writer forever
+    (root / "dir.jpg").mkdir()  # a folder named like an image: not listed as one
+    odd = os.fsencode(root) + b"/caf\xe9.png"  # not UTF-8: no proto string can carry it
+    with open(odd, "wb") as file:
+        file.write(b"latin-1 name")
+    listing = Dataset("d", root).list()
+    assert [image.name for image in listing.images] == ["good.png"]
+    assert listing.skipped == {"not_a_file": 1, "bad_name": 1}
+
+
+def test_a_file_swapped_after_its_listing_is_refused_without_blocking(tmp_path: Path) -> None:
+    root = folder_of(tmp_path, {"a.png": b"one"})
+    dataset = Dataset("d", root, max_file_bytes=8)
+    (image,) = dataset.list().images
+    (root / "a.png").unlink()
+    os.mkfifo(root / "a.png")
+    with pytest.raises(OSError, match="not a regular file"):
+        dataset.read(image)
+    (root / "a.png").unlink()
+    (root / "a.png").write_bytes(b"grew past the bound")  # the size check is the read's own
+    with pytest.raises(OSError, match="over 8 bytes"):
+        dataset.read(image)

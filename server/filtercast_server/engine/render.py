@@ -3,19 +3,29 @@
 Loads one model, runs a plan through the engine and writes one PNG per live
 filter, ``grid.png`` and ``manifest.json`` (see filtercast.manifest).
 An interrupted run keeps what it finished and says ``complete: false``.
+With a dataset folder it then ranks the folder's images for each filter (the
+server's index, built in a row here) and hands the examples to `on_examples`.
 """
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from filtercast import manifest
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.accentuation import accentuate_of
+from filtercast_server.datasets import Dataset, DatasetImage
+from filtercast_server.engine.analysis import LayerMaps
 from filtercast_server.engine.ascent import AscentEngine
 from filtercast_server.engine.devices import Device, select_device
 from filtercast_server.engine.models import LoadedModel
+from filtercast_server.errors import InvalidRequestError
+from filtercast_server.examples import DEFAULT_TOP_K, Crop, ExampleIndex, crops_of, plan_examples
 from filtercast_server.grid import build_grid
+from filtercast_server.indexing import IndexBuilder, build_index, seen_image
 from filtercast_server.jobs import FilterOutcome, Plan
 from filtercast_server.model_registry import parse_model_flag
 from filtercast_server.objectives import objectives_of
@@ -24,6 +34,8 @@ from filtercast_server.params import Limits
 from filtercast_server.planning import make_plan
 
 Progress = Callable[[FilterOutcome, int, int], None]
+# The index a dataset gave, and each rendered filter's examples in it.
+ExamplesSink = Callable[[ExampleIndex, dict[int, list[Crop]]], None]
 
 
 def manifest_fields(plan: Plan, preset: str, device: Device, model: LoadedModel) -> dict[str, Any]:
@@ -61,12 +73,16 @@ def render(
     max_batch: int = 64,
     progress: Progress | None = None,
     request: pb.VisualizeFiltersRequest | None = None,
+    dataset: Path | None = None,
+    examples_top_k: int = DEFAULT_TOP_K,
+    on_examples: ExamplesSink | None = None,
 ) -> dict[str, Any]:
     """Render a plan into `out`; returns the manifest written there.
 
     `model` is a built-in's name or NAME=PATH of a model file; `request` a
     request message whose objectives, diversity, interpolation and start
-    image (accentuate) are used.
+    image (accentuate) are used; `dataset` a folder whose images that excite
+    each filter most go to `on_examples` once the pictures are written.
     """
     overrides = dict(overrides or {})
     config = parse_model_flag(model) if model and "=" in model else None
@@ -78,6 +94,8 @@ def render(
     model_name = resolve(preset, overrides, Limits()).params.model
     request = request or pb.VisualizeFiltersRequest()
     wanted, diversity, interpolation = objectives_of(request)
+    if dataset is not None and (wanted or interpolation):
+        raise InvalidRequestError("a dataset shows the examples of filters; give no objective")
     accentuate = accentuate_of(request)
     chosen_device = select_device(device)
     loaded = LoadedModel(model_name, weights, chosen_device, config=config)
@@ -102,7 +120,32 @@ def render(
         complete = True
     finally:
         written = folder.finish(complete)
+    if dataset is not None:
+        index, crops = dataset_examples(models, plan, dataset, examples_top_k)
+        if on_examples is not None:
+            on_examples(index, crops)
     return written
+
+
+def dataset_examples(
+    models: dict[str, LoadedModel], plan: Plan, folder: Path, top_k: int
+) -> tuple[ExampleIndex, dict[int, list[Crop]]]:
+    """The index of `folder` on the plan's layer, and each filter's best `top_k` crops."""
+    model = plan.params.model
+    dataset = Dataset(folder.name or "dataset", folder)
+    datasets = {model: {dataset.name: dataset}}
+    wanted = plan_examples(
+        models, datasets, model, plan.params.layer, dataset.name, list(plan.filters), top_k
+    )
+    loaded = models[model]
+    with ThreadPoolExecutor(2, thread_name_prefix="filtercast-dataset") as decoder:
+        builder = IndexBuilder(wanted, dataset, dataset.list(), loaded, LayerMaps(models), decoder)
+        index = build_index(builder)
+
+    def seen(image: DatasetImage) -> np.ndarray:
+        return seen_image(dataset.read(image), image.name, wanted.size, loaded.channels)
+
+    return index, {c: crops_of(index, c, top_k, seen) for c in wanted.channels}
 
 
 def _write(

@@ -26,17 +26,19 @@ import numpy as np
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.cache.indexes import IndexExpectation, IndexStore
 from filtercast_server.cache.keys import index_key
-from filtercast_server.datasets import Dataset, Listing
+from filtercast_server.datasets import Dataset, DatasetImage, Listing
+from filtercast_server.errors import RefusedError
 from filtercast_server.examples import (
     INDEX_DEPTH,
     ExampleIndex,
     ExamplesPlan,
     ReceptiveField,
+    crops_of,
     plan_examples,
 )
 from filtercast_server.images import ImageError
+from filtercast_server.indexing import IndexBuilder, IndexEngine, Progress, seen_image
 from filtercast_server.serving.admission import StreamAdmission
-from filtercast_server.serving.indexing import IndexBuild, IndexEngine, Progress, seen_image
 from filtercast_server.serving.scheduler import Scheduler
 from filtercast_server.serving.wire import encode_image, filters_of
 
@@ -56,6 +58,46 @@ Write = Callable[[pb.DatasetExamplesResponse], Awaitable[None]]
 
 class DatasetChangedError(Exception):
     """An example's file no longer holds the bytes the index was built from (ABORTED)."""
+
+
+class IndexBuildError(Exception):
+    """The index could not be built (UNAVAILABLE: the server is stopping, or INTERNAL)."""
+
+
+class IndexBuild:
+    """An IndexBuilder as the scheduler's background work, its end an asyncio future."""
+
+    def __init__(self, builder: IndexBuilder, loop: asyncio.AbstractEventLoop) -> None:
+        self.builder = builder
+        self.loop = loop
+        self.result: asyncio.Future[ExampleIndex] = loop.create_future()
+        self.preparing: asyncio.Task | None = None  # measuring its field, then queueing it
+
+    def step(self) -> bool:
+        """One batch (BackgroundWork); the last settles `result`."""
+        if self.builder.step():
+            return True
+        self.loop.call_soon_threadsafe(_settle, self.result, self.builder.index(), None)
+        return False
+
+    def fail(self, error: BaseException) -> None:
+        """The build stops: every waiter hears why (a refusal as itself)."""
+        self.builder.cancel()
+        failure = (
+            error
+            if isinstance(error, RefusedError)
+            else IndexBuildError(f"{type(error).__name__}: {error}")
+        )
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(_settle, self.result, None, failure)
+
+
+def _settle(future: asyncio.Future, value: object, error: BaseException | None) -> None:
+    if not future.done():
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
 
 
 class DatasetExamples:
@@ -139,10 +181,10 @@ class DatasetExamples:
             return found, False
         build = self._builds.get(key) or self._start(key, plan, dataset, listing)
         while not build.result.done():
-            await write(build.progress.message())
+            await write(build.builder.progress.message())
             await asyncio.wait({build.result}, timeout=PROGRESS_SECONDS)
         index = build.result.result()  # IndexBuildError (QueueFullError) when it failed
-        await write(build.progress.message())
+        await write(build.builder.progress.message())
         return index, True
 
     def _start(
@@ -155,12 +197,14 @@ class DatasetExamples:
         """
         loop = asyncio.get_running_loop()
         model = self.models[plan.model]
-        build = IndexBuild(plan, dataset, listing, model, self.engine, self._io, loop)
+        builder = IndexBuilder(plan, dataset, listing, model, self.engine, self._io)
+        build = IndexBuild(builder, loop)
         self._builds[key] = build
 
         async def prepare_and_queue() -> None:
             try:
-                build.field = await loop.run_in_executor(self._prepare, self._prepared, plan)
+                field = await loop.run_in_executor(self._prepare, self._prepared, plan)
+                builder.field = field
                 self.scheduler.submit_background(build)  # QueueFullError when it is full
             except Exception as error:
                 build.fail(error)
@@ -218,8 +262,8 @@ class DatasetExamples:
     ) -> pb.DatasetExamplesResponse:
         """One channel's message: each example read, checked, cropped and encoded (blocking)."""
         channels = self.models[plan.model].channels
-        examples = []
-        for image, value, y, x in index.examples(channel, plan.top_k):
+
+        def seen_of(image: DatasetImage) -> np.ndarray:
             pixels = seen.get(image.name)
             if pixels is None:
                 try:
@@ -229,18 +273,21 @@ class DatasetExamples:
                 seen[image.name] = pixels
                 if len(seen) > SEEN_KEPT:
                     seen.popitem(last=False)
-            top, left, height, width = index.field.box(y, x, plan.size)
-            crop = np.ascontiguousarray(pixels[top : top + height, left : left + width])
-            examples.append(
-                pb.DatasetExample(
-                    image=image.name,
-                    image_sha256=image.sha256,
-                    value=value,
-                    position=pb.Position(y=y, x=x),
-                    box=pb.CropBox(top=top, left=left, height=height, width=width),
-                    crop=encode_image(crop, pb.IMAGE_FORMAT_PNG),
-                )
+            return pixels
+
+        examples = [
+            pb.DatasetExample(
+                image=crop.image.name,
+                image_sha256=crop.image.sha256,
+                value=crop.value,
+                position=pb.Position(y=crop.position[0], x=crop.position[1]),
+                box=pb.CropBox(
+                    top=crop.box[0], left=crop.box[1], height=crop.box[2], width=crop.box[3]
+                ),
+                crop=encode_image(crop.pixels, pb.IMAGE_FORMAT_PNG),
             )
+            for crop in crops_of(index, channel, plan.top_k, seen_of)
+        ]
         return pb.DatasetExamplesResponse(
             channel=pb.ChannelExamples(channel=channel, examples=examples)
         )

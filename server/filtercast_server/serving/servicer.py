@@ -27,6 +27,7 @@ from filtercast_server.accentuation import accentuate_of
 from filtercast_server.cache.entry import Expectation
 from filtercast_server.cache.keys import filter_keys
 from filtercast_server.cache.results import ResultCache
+from filtercast_server.datasets import DatasetGoneError
 from filtercast_server.errors import InvalidRequestError, NotFoundError, RefusedError, quoted
 from filtercast_server.images import ImageError
 from filtercast_server.jobs import Plan
@@ -36,8 +37,11 @@ from filtercast_server.params import Limits
 from filtercast_server.planning import OverBudgetError, check_groups_fit, make_plan
 from filtercast_server.serving.admission import NewStepBudget, StreamAdmission
 from filtercast_server.serving.analysis import Analyses
-from filtercast_server.serving.examples import DatasetChangedError, DatasetExamples
-from filtercast_server.serving.indexing import IndexBuildError
+from filtercast_server.serving.examples import (
+    DatasetChangedError,
+    DatasetExamples,
+    IndexBuildError,
+)
 from filtercast_server.serving.interceptor import current_caller
 from filtercast_server.serving.scheduler import Scheduler
 from filtercast_server.serving.status import ErrorFacts, refuse
@@ -247,6 +251,9 @@ class FilterVisualizerServicer:
                 f"the stream ran past {self.policy.max_stream_seconds:.0f} s (the server's "
                 "--max-stream-seconds); the index goes on building: ask again later",
             )
+        except DatasetGoneError as error:
+            log.error("%s", error)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{error}; ask its operator")
         except DatasetChangedError as error:
             await context.abort(
                 grpc.StatusCode.ABORTED,

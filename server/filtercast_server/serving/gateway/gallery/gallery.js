@@ -3,12 +3,15 @@
 // the selection, so a link shows the same pictures (from the cache when warm).
 // A dropped image is analysed (POST /v1/models/{model}:analyze): its top channels
 // with heatmaps; a channel's Accentuate shows it grown from the image
-// (POST /v1/visualize:accentuate).
+// (POST /v1/visualize:accentuate). With a dataset chosen, each filter's picture
+// gets the dataset's images that excite it most beside it
+// (POST /v1/models/{model}/datasets/{dataset}:examples).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const FIELDS = [
-  "model", "layer", "preset", "filters", "objective", "diversity", "seed", "size", "steps",
+  "model", "layer", "preset", "dataset", "filters", "objective", "diversity", "seed", "size",
+  "steps",
 ];
 let models = [];
 let running = null; // the AbortController of the stream in progress
@@ -16,6 +19,8 @@ let download = null; // the object URL of the picture the detail offers to save
 let photo = null; // the dropped image: { bytes (base64), name }
 const PHOTO_TYPES = ["image/png", "image/jpeg"];
 const PHOTO_TOP_K = 8;
+const EXAMPLES_TOP_K = 4;
+let examples = new Map(); // channel -> its dataset examples, for the run in progress
 
 function headers(extra) {
   const token = $("token").value.trim();
@@ -47,11 +52,14 @@ function fillSelect(select, options, chosen) {
   );
 }
 
-function fillLayers(chosen) {
+function fillLayers(chosen, dataset) {
   const model = models.find((m) => m.name === $("model").value);
   if (!model) return;
   const layers = model.layers.map((l) => [l.name, `${l.name} (${l.channels} filters)`]);
   fillSelect($("layer"), layers, chosen || model.defaultLayer);
+  const datasets = (model.datasets || []).map((d) => [d.name, d.name]);
+  fillSelect($("dataset"), [["", "none"], ...datasets], dataset || "");
+  $("dataset-label").hidden = datasets.length === 0;
 }
 
 async function loadModels() {
@@ -61,7 +69,7 @@ async function loadModels() {
   models = listing.models || [];
   const url = new URLSearchParams(location.search);
   fillSelect($("model"), models.map((m) => [m.name, m.displayName || m.name]), url.get("model"));
-  fillLayers(url.get("layer"));
+  fillLayers(url.get("layer"), url.get("dataset"));
   const presets = (listing.presets || []).map((p) => [p.name, p.name]);
   const model = models.find((m) => m.name === $("model").value) || {};
   const preferred = (model.defaultPreset || "PRESET_CLASSIC").replace("PRESET_", "").toLowerCase();
@@ -190,11 +198,86 @@ function tile(result, accepted) {
   button.append(caption);
   button.addEventListener("click", () => detail(result, name));
   const item = document.createElement("li");
+  item.dataset.index = result.index || 0;
   if (what && accepted.params && (accepted.filters || []).length > 1 && !result.member) {
     item.className = "row-start"; // the first picture of a group (or of an objective)
   }
   item.append(button);
+  if (!what) attachExamples(item);
   return item;
+}
+
+// A filter's dataset examples under its picture, when both have arrived (either comes first).
+function attachExamples(item) {
+  const found = examples.get(Number(item.dataset.index));
+  if (!found || item.querySelector(".examples")) return;
+  const strip = document.createElement("div");
+  strip.className = "examples";
+  for (const example of found) {
+    const img = document.createElement("img");
+    img.src = "data:image/png;base64," + example.crop.data;
+    img.alt = `${example.image}, where it excites filter ${item.dataset.index} most`;
+    img.title = `${example.image} · ${number(example.value, 2)}`;
+    strip.append(img);
+  }
+  item.append(strip);
+}
+
+function exampleEvent(event) {
+  if (event.error) throw new Error(event.error.message);
+  const result = event.result;
+  if (result.progress) {
+    const p = result.progress;
+    const state = (p.state || "").replace("INDEX_STATE_", "").toLowerCase();
+    $("examples-status").textContent = state === "ready"
+      ? "" : `${$("dataset").value}: index ${state}, ${p.imagesDone || 0} of ${p.imagesTotal || 0} images`;
+  } else if (result.channel) {
+    const index = result.channel.channel || 0;
+    examples.set(index, result.channel.examples || []);
+    const item = $("tiles").querySelector(`li[data-index="${index}"]`);
+    if (item) attachExamples(item);
+  } else if (result.summary) {
+    const s = result.summary;
+    $("examples-status").textContent =
+      `${s.dataset}: the ${EXAMPLES_TOP_K} images of ${s.images || 0} that excite each filter most`;
+  }
+}
+
+// Every NDJSON line of a streamed response to `onEvent` as it arrives.
+async function readLines(response, onEvent) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    // Lines end in this chunk or later: search only what arrived.
+    let from = buffer.length;
+    buffer += value;
+    let newline;
+    while ((newline = buffer.indexOf("\n", from)) >= 0) {
+      const line = buffer.slice(0, newline);
+      buffer = buffer.slice(newline + 1);
+      from = 0;
+      if (line.trim()) onEvent(JSON.parse(line)); // blank lines: keepalives
+    }
+  }
+}
+
+// The chosen dataset's examples of the filters asked for, beside their pictures.
+async function fetchExamples(body, signal) {
+  const dataset = $("dataset").value;
+  if (!dataset || !body.filters) return;
+  $("examples-status").textContent = `${dataset}: looking the index up…`;
+  const route = `/v1/models/${encodeURIComponent(body.model)}/datasets/` +
+    `${encodeURIComponent(dataset)}:examples`;
+  const response = await fetch(route, {
+    method: "POST",
+    headers: headers({ "Content-Type": "application/json", Accept: "application/x-ndjson" }),
+    body: JSON.stringify({ layer: body.layer, filters: body.filters, topK: EXAMPLES_TOP_K }),
+    signal,
+  });
+  if (!response.ok) throw new Error(`${dataset}: ${await failure(response)}`);
+  await readLines(response, exampleEvent);
 }
 
 function detail(result, name) {
@@ -278,6 +361,8 @@ async function run(submit) {
   remember();
   showError("");
   $("tiles").replaceChildren();
+  examples = new Map();
+  $("examples-status").textContent = "";
   Object.assign(tally, { done: 0, total: 0, dead: 0, cached: 0, started: performance.now() });
   $("progress").textContent = "Starting…";
   $("stop").disabled = false;
@@ -299,23 +384,12 @@ async function run(submit) {
       signal: controller.signal,
     });
     if (!response.ok) throw new Error(await failure(response));
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    // The examples come beside the pictures; a failure of theirs says so and stops nothing.
+    fetchExamples(body, controller.signal).catch((error) => {
+      if (error.name !== "AbortError") $("examples-status").textContent = error.message;
+    });
     const state = { accepted: null };
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      // Lines end in this chunk or later: search only what arrived.
-      let from = buffer.length;
-      buffer += value;
-      let newline;
-      while ((newline = buffer.indexOf("\n", from)) >= 0) {
-        const line = buffer.slice(0, newline);
-        buffer = buffer.slice(newline + 1);
-        from = 0;
-        if (line.trim()) handle(JSON.parse(line), state); // blank lines: keepalives
-      }
-    }
+    await readLines(response, (event) => handle(event, state));
   } catch (error) {
     if (running !== controller) return; // a newer run replaced this one
     controller.abort(); // stop the server's work too
@@ -430,6 +504,7 @@ async function start() {
   watchDrops();
   $("controls").addEventListener("submit", run);
   $("model").addEventListener("change", () => fillLayers());
+  $("dataset").addEventListener("change", () => $("dataset").value && run());
   $("stop").addEventListener("click", () => running && running.abort());
   $("tiles").addEventListener("keydown", navigate);
   try {

@@ -1,32 +1,30 @@
-"""A dataset's index being built: background work on the scheduler's worker, a batch a step.
+"""A dataset's index being built, one batch a step: on the server's worker, or in a render.
 
-An `IndexBuild` ranks a folder's listing for one (model, layer, size): its
+An `IndexBuilder` ranks a folder's listing for one (model, layer, size): its
 images are read, checked and decoded two batches ahead on a thread pool (a
 file that fails is skipped and counted: undecodable, or changed since it was
 listed), each step sends one batch through the network (`IndexEngine.maxima`:
 every channel's maximum and where it is, the maps never leave the device)
 and merges it into the running top-k. Batches are sized to take about
 `BATCH_SECONDS` on the device, which bounds how long a picture's request
-waits behind one. Its progress is plain numbers the event loop reads; its
-result an asyncio future on that loop.
+waits behind one on the server. Its progress is plain numbers another thread
+may read. TF-free: the network is the engine's, behind `IndexEngine`.
 """
 
-import asyncio
 import time
 from collections import Counter, deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.datasets import Dataset, DatasetImage, Listing
-from filtercast_server.errors import RefusedError
 from filtercast_server.examples import ExampleIndex, ExamplesPlan, ReceptiveField, TopExamples
 from filtercast_server.images import ImageError, decode_image, square_view, to_channels
 
-if TYPE_CHECKING:  # it imports TensorFlow; a build only reads a model's description
+if TYPE_CHECKING:  # it imports TensorFlow; a builder only reads a model's description
     from filtercast_server.engine.models import LoadedModel
 
 BATCH_SECONDS = 0.5  # an index batch's device time, about: what a picture's request may wait
@@ -45,10 +43,6 @@ class IndexEngine(Protocol):
     def receptive_field(self, model: str, layer: str, size: int) -> ReceptiveField:
         """Which input pixels a position of `layer` sees."""
         ...
-
-
-class IndexBuildError(Exception):
-    """The index could not be built (UNAVAILABLE: the server is stopping, or INTERNAL)."""
 
 
 def seen_image(data: bytes, name: str, size: int, channels: int) -> np.ndarray:
@@ -78,8 +72,8 @@ class Progress:
         )
 
 
-class IndexBuild:
-    """One index being built on the scheduler's worker (BackgroundWork)."""
+class IndexBuilder:
+    """One index being built, a batch per `step` (the server's worker, or a local render)."""
 
     def __init__(
         self,
@@ -88,15 +82,13 @@ class IndexBuild:
         listing: Listing,
         model: "LoadedModel",
         engine: IndexEngine,
-        decoder: ThreadPoolExecutor,
-        loop: asyncio.AbstractEventLoop,
+        decoder: Executor,
     ) -> None:
-        """A build waiting for its receptive field (`field`), then for the scheduler."""
+        """A build; its receptive field (`field`) is measured before the first step."""
         self.plan, self.dataset, self.listing = plan, dataset, listing
         self.channels = model.channels
         self.map_shape = model.output_size(plan.layer, plan.size)
-        self.engine, self.decoder, self.loop = engine, decoder, loop
-        self.result: asyncio.Future[ExampleIndex] = loop.create_future()
+        self.engine, self.decoder = engine, decoder
         self.top = TopExamples(model.layer(plan.layer).channels)
         self.skipped: Counter[str] = Counter(listing.skipped)
         listed_skips = sum(listing.skipped.values())
@@ -106,8 +98,7 @@ class IndexBuild:
         self.batch = 1
         self._next = 0  # the next image to decode
         self._decoding: deque[tuple[int, Future[np.ndarray]]] = deque()
-        self.field: ReceptiveField | None = None  # measured before the build is queued
-        self.preparing: asyncio.Task | None = None
+        self.field: ReceptiveField | None = None
         self._started = 0.0
         self.indexed = 0
 
@@ -152,7 +143,7 @@ class IndexBuild:
         self.progress.skipped = sum(self.skipped.values())
         if self._decoding or self._next < len(self.listing.images):
             return True
-        self._finish()
+        self.progress.state = pb.INDEX_STATE_READY
         return False
 
     def _size_batches(self, seconds: float, rows: int) -> None:
@@ -162,9 +153,10 @@ class IndexBuild:
         elif seconds > BATCH_SECONDS * 2 and self.batch > 1:
             self.batch //= 2
 
-    def _finish(self) -> None:
-        assert self.field is not None
-        index = ExampleIndex.of(
+    def index(self) -> ExampleIndex:
+        """The finished index (after the last step)."""
+        assert self.field is not None and self.progress.state == pb.INDEX_STATE_READY
+        return ExampleIndex.of(
             self.top,
             self.listing.images,
             self.map_shape,
@@ -175,25 +167,18 @@ class IndexBuild:
             self.listing.content_sha256,
             time.perf_counter() - self._started,
         )
-        self.progress.state = pb.INDEX_STATE_READY
-        self.loop.call_soon_threadsafe(_settle, self.result, index, None)
 
-    def fail(self, error: BaseException) -> None:
-        """The build stops: every waiter hears why."""
+    def cancel(self) -> None:
+        """Stop decoding ahead: the build will not go on."""
         for _, future in self._decoding:
             future.cancel()
-        failure = (
-            error
-            if isinstance(error, RefusedError)
-            else IndexBuildError(f"{type(error).__name__}: {error}")
-        )
-        if not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(_settle, self.result, None, failure)
 
 
-def _settle(future: asyncio.Future, value: Any, error: BaseException | None) -> None:
-    if not future.done():
-        if error is None:
-            future.set_result(value)
-        else:
-            future.set_exception(error)
+def build_index(builder: IndexBuilder) -> ExampleIndex:
+    """Every step of `builder` in a row (no scheduler: a local render), its index."""
+    if builder.field is None:
+        plan = builder.plan
+        builder.field = builder.engine.receptive_field(plan.model, plan.layer, plan.size)
+    while builder.step():
+        pass
+    return builder.index()
