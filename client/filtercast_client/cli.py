@@ -1,5 +1,6 @@
 """The ``filtercast`` command line: models, layers, visualize, analyze, examples, render, serve."""
 
+import functools
 import os
 import signal
 import sys
@@ -290,6 +291,7 @@ def render(
 ) -> None:
     """Render filters locally, without a server (needs the `server` extra)."""
     try:
+        from filtercast_server.engine.render import LocalExamples
         from filtercast_server.engine.render import render as run_render
         from filtercast_server.errors import InvalidRequestError, ModelLoadError
     except ImportError as error:
@@ -297,15 +299,9 @@ def render(
             f"render needs the server extra ({error}); pip install 'filtercast[server]'"
         ) from error
     request = request_of(**options)
-    overrides = dict(request["overrides"])
-    named = {"size": request["size"], "steps": request["steps"], "step_size": step_size}
-    for name, value in named.items():
-        if value is not None:
-            if name in overrides:
-                raise click.UsageError(
-                    f"{name} given twice (as --{name.replace('_', '-')} and --set)"
-                )
-            overrides[name] = value
+    overrides = render_overrides(request, step_size)
+
+    deliver = functools.partial(write_local_examples, out=out / "examples")
 
     def progress(outcome: Any, done: int, total: int) -> None:
         state = "dead" if outcome.dead else f"loss {outcome.loss:10.2f}"
@@ -329,9 +325,7 @@ def render(
             device=device,
             max_batch=max_batch,
             progress=progress,
-            dataset=dataset,
-            examples_top_k=dataset_top_k,
-            on_examples=lambda index, crops: write_local_examples(index, crops, out / "examples"),
+            examples=LocalExamples(dataset, deliver, dataset_top_k) if dataset else None,
         )
     except (InvalidRequestError, ModelLoadError) as error:
         raise click.ClickException(str(error)) from error
@@ -339,6 +333,20 @@ def render(
         console.print(f"interrupted: kept the finished filters in {out} (complete: false)")
         sys.exit(130)
     report(manifest, out)
+
+
+def render_overrides(request: dict[str, Any], step_size: float | None) -> dict[str, Any]:
+    """--set's overrides with --size, --steps and --step-size (a usage error when given twice)."""
+    overrides = dict(request["overrides"])
+    named = {"size": request["size"], "steps": request["steps"], "step_size": step_size}
+    for name, value in named.items():
+        if value is not None:
+            if name in overrides:
+                raise click.UsageError(
+                    f"{name} given twice (as --{name.replace('_', '-')} and --set)"
+                )
+            overrides[name] = value
+    return overrides
 
 
 main.add_command(analyze)

@@ -9,6 +9,7 @@ server's index, built in a row here) and hands the examples to `on_examples`.
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from filtercast_server.examples import DEFAULT_TOP_K, Crop, ExampleIndex, crops_
 from filtercast_server.grid import build_grid
 from filtercast_server.indexing import IndexBuilder, build_index, seen_image
 from filtercast_server.jobs import FilterOutcome, Plan
-from filtercast_server.model_registry import parse_model_flag
+from filtercast_server.model_registry import ModelConfig, parse_model_flag
 from filtercast_server.objectives import objectives_of
 from filtercast_server.overrides import resolve
 from filtercast_server.params import Limits
@@ -73,28 +74,21 @@ def render(
     max_batch: int = 64,
     progress: Progress | None = None,
     request: pb.VisualizeFiltersRequest | None = None,
-    dataset: Path | None = None,
-    examples_top_k: int = DEFAULT_TOP_K,
-    on_examples: ExamplesSink | None = None,
+    examples: "LocalExamples | None" = None,
 ) -> dict[str, Any]:
     """Render a plan into `out`; returns the manifest written there.
 
     `model` is a built-in's name or NAME=PATH of a model file; `request` a
     request message whose objectives, diversity, interpolation and start
-    image (accentuate) are used; `dataset` a folder whose images that excite
-    each filter most go to `on_examples` once the pictures are written.
+    image (accentuate) are used; `examples` a folder whose images that excite
+    each filter most are found once the pictures are written.
     """
-    overrides = dict(overrides or {})
-    config = parse_model_flag(model) if model and "=" in model else None
-    if model:
-        overrides["model"] = config.name if config else model
-    if layer:
-        overrides["layer"] = layer
+    config, overrides = _named(model, layer, overrides)
     # Check what needs no model before the slow load; make_plan checks the rest.
     model_name = resolve(preset, overrides, Limits()).params.model
     request = request or pb.VisualizeFiltersRequest()
     wanted, diversity, interpolation = objectives_of(request)
-    if dataset is not None and (wanted or interpolation):
+    if examples is not None and (wanted or interpolation):
         raise InvalidRequestError("a dataset shows the examples of filters; give no objective")
     accentuate = accentuate_of(request)
     chosen_device = select_device(device)
@@ -120,11 +114,31 @@ def render(
         complete = True
     finally:
         written = folder.finish(complete)
-    if dataset is not None:
-        index, crops = dataset_examples(models, plan, dataset, examples_top_k)
-        if on_examples is not None:
-            on_examples(index, crops)
+    if examples is not None:
+        examples.deliver(*dataset_examples(models, plan, examples.folder, examples.top_k))
     return written
+
+
+@dataclass(frozen=True)
+class LocalExamples:
+    """A render's dataset: its folder, examples per filter, and who takes them."""
+
+    folder: Path
+    deliver: ExamplesSink
+    top_k: int = DEFAULT_TOP_K
+
+
+def _named(
+    model: str | None, layer: str | None, overrides: dict[str, Any] | None
+) -> tuple[ModelConfig | None, dict[str, Any]]:
+    """The model file's config (NAME=PATH), and the overrides with the model and layer named."""
+    overrides = dict(overrides or {})
+    config = parse_model_flag(model) if model and "=" in model else None
+    if model:
+        overrides["model"] = config.name if config else model
+    if layer:
+        overrides["layer"] = layer
+    return config, overrides
 
 
 def dataset_examples(
