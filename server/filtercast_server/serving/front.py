@@ -87,8 +87,8 @@ class Front:
         """One loaded model, or NOT_FOUND listing the served ones (UNAVAILABLE while loading)."""
         return await (await self._ready(context)).DescribeModel(data, context)
 
-    async def VisualizeFilters(self, data: bytes, context: Any) -> None:  # noqa: N802
-        """Accepted, one FilterResult per filter as it finishes, Grid, Summary."""
+    async def _streaming(self, context: Any) -> FilterVisualizerServicer:
+        """The servicer for a new stream; UNAVAILABLE while loading or draining."""
         servicer = await self._ready(context)
         if self.draining:
             await self._unavailable(
@@ -97,7 +97,11 @@ class Front:
                 "this server is shutting down; another replica will answer",
                 DRAINING_RETRY_SECONDS,
             )
-        await servicer.VisualizeFilters(data, context)
+        return servicer
+
+    async def VisualizeFilters(self, data: bytes, context: Any) -> None:  # noqa: N802
+        """Accepted, one FilterResult per filter as it finishes, Grid, Summary."""
+        await (await self._streaming(context)).VisualizeFilters(data, context)
 
     async def AnalyzeImage(self, data: bytes, context: Any) -> pb.AnalyzeImageResponse:  # noqa: N802
         """The top channels of a layer on one image, with heatmaps (UNAVAILABLE while loading)."""
@@ -105,12 +109,4 @@ class Front:
 
     async def DatasetExamples(self, data: bytes, context: Any) -> None:  # noqa: N802
         """A dataset's best images per channel, its index built when needed."""
-        servicer = await self._ready(context)
-        if self.draining:
-            await self._unavailable(
-                context,
-                "draining",
-                "this server is shutting down; another replica will answer",
-                DRAINING_RETRY_SECONDS,
-            )
-        await servicer.DatasetExamples(data, context)
+        await (await self._streaming(context)).DatasetExamples(data, context)
