@@ -234,3 +234,36 @@ def test_a_folder_gone_from_the_server_is_a_failed_precondition(folder: Path) ->
             client.examples("photos")
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "dataset photos: its folder is gone from the server" in str(raised.value)
+
+
+def test_replicas_on_one_redis_share_an_index_and_refuse_a_tenants_forgery(
+    folder: Path, redis_url: str
+) -> None:
+    import redis
+
+    from filtercast_server.cache.backends import REDIS_PREFIX, RedisBackend
+
+    first = StandIn(datasets={"photos": folder}, cache_backend=RedisBackend(redis_url, None))
+    with first as a, Client(a.address) as client:
+        built = client.examples("photos", filters=[3])
+    maps = IndexMaps()
+    other = StandIn(
+        datasets={"photos": folder}, cache_backend=RedisBackend(redis_url, None), index_maps=maps
+    )
+    with other as b, Client(b.address) as client:
+        shared = client.examples("photos", filters=[3])
+    assert shared.summary["fromStore"] and maps.images == 0, "the second replica built nothing"
+    assert [e.image for e in shared.channels[0].examples] == [
+        e.image for e in built.channels[0].examples
+    ]
+    tenant = redis.Redis.from_url(redis_url)
+    (key,) = tenant.keys(REDIS_PREFIX + "*")
+    tenant.set(key, b"FCX1" + bytes(32) + b"{}")  # another tenant's index, without the secret
+    maps = IndexMaps()
+    third = StandIn(
+        datasets={"photos": folder}, cache_backend=RedisBackend(redis_url, None), index_maps=maps
+    )
+    with third as c, Client(c.address) as client:
+        rebuilt = client.examples("photos", filters=[3])
+        assert c.metrics.cache_errors.labels("index_corrupt")._value.get() == 1
+    assert not rebuilt.summary.get("fromStore") and maps.images == 7
