@@ -67,16 +67,9 @@ def main() -> None:
 def models(connection: Connection) -> None:
     """List the models a server has loaded."""
     table = Table(
-        "model",
-        "kind",
-        "weights",
-        "sha256",
-        "input",
-        "device",
-        "auto precision",
-        "layers",
-        "datasets",
+        "model", "kind", "weights", "sha256", "input", "device", "auto precision", "layers"
     )
+    datasets = []
     try:
         with connection.client() as client:
             for info in client.list_models():
@@ -90,11 +83,14 @@ def models(connection: Connection) -> None:
                     info.device,
                     info.auto_precision,
                     str(len(info.layers)),
-                    ", ".join(info.datasets) or "-",
                 )
+                if info.datasets:
+                    datasets.append(f"{info.name} datasets: {', '.join(info.datasets)}")
     except FiltercastError as error:
         raise rpc_failure(error) from error
     Console().print(table)
+    for line in datasets:  # below the table: it stays narrow enough for a terminal
+        Console().print(line)
 
 
 @main.command()

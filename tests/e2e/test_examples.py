@@ -88,6 +88,10 @@ def test_examples_are_built_served_and_read_back_after_a_restart(tmp_path: Path)
     try:
         again = examples(server, "--filters", "0:3", "--out", str(tmp_path / "out"))
         assert again.returncode == 0, again.stderr
+        listed = subprocess.run(
+            [FILTERCAST, "models", "--server", server.address], capture_output=True, text=True
+        )
+        assert "vgg16 datasets: photos" in listed.stdout
         assert server.metric("filtercast_index_builds_total", outcome="store") == 1
         assert server.metric("filtercast_index_builds_total", outcome="built") == 0
     finally:
