@@ -411,6 +411,7 @@ def test_reflection_lists_and_describes_the_service(server) -> None:
         "DescribeModel",
         "VisualizeFilters",
         "AnalyzeImage",
+        "DatasetExamples",
     ]
 
 
