@@ -1,6 +1,7 @@
 """`filtercast examples`: the dataset images that excite each channel of a layer most."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,9 @@ def write_examples(channels: list[ChannelExamples], out: Path) -> None:
         folder = out / f"channel_{channel.channel:04d}"
         folder.mkdir(exist_ok=True)
         for rank, example in enumerate(channel.examples, 1):
-            name = example.image.replace("/", "_").rsplit(".", 1)[0]
+            # Its own name only, of bounded length: a folder's path never leaves `out`.
+            name = re.sub(r"[^\w.-]", "_", example.image.rsplit("/", 1)[-1].rsplit(".", 1)[0])
+            name = name[:80]
             Image.fromarray(example.crop.squeeze()).save(folder / f"{rank:02d}_{name}.png")
         pictures = strip(channel)
         if pictures is not None:

@@ -53,7 +53,7 @@ class ReceptiveField:
     def box(self, y: int, x: int, side: int) -> tuple[int, int, int, int]:
         """(top, left, height, width) of position (y, x)'s field, clipped to a side x side image."""
         top, left = self.offset + y * self.stride, self.offset + x * self.stride
-        top0, left0 = max(0, top), max(0, left)
+        top0, left0 = min(max(0, top), side - 1), min(max(0, left), side - 1)
         bottom, right = min(side, top + self.size), min(side, left + self.size)
         return top0, left0, max(1, bottom - top0), max(1, right - left0)
 

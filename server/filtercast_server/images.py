@@ -166,15 +166,20 @@ def _rgb(image: Image.Image) -> np.ndarray:
 
 
 def square_view(pixels: np.ndarray, size: int) -> np.ndarray:
-    """The shorter side resized to `size` (Lanczos), then the centre `size` x `size` crop."""
+    """The centre square of the image, resized (Lanczos) to `size` x `size`.
+
+    The square is cut before anything is resized: an image of extreme shape
+    (10 000 000 x 1 px passes every size check) costs its square, never the
+    whole image scaled up.
+    """
     height, width = pixels.shape[:2]
-    scale = size / min(height, width)
-    resized_w, resized_h = max(size, round(width * scale)), max(size, round(height * scale))
+    side = min(height, width)
+    left, top = (width - side) // 2, (height - side) // 2
     image = Image.fromarray(pixels)
-    if (resized_w, resized_h) != (width, height):
-        image = image.resize((resized_w, resized_h), Image.Resampling.LANCZOS)
-    left, top = (resized_w - size) // 2, (resized_h - size) // 2
-    return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    if side == size:
+        return np.asarray(image.crop((left, top, left + side, top + side)), dtype=np.uint8)
+    box = (left, top, left + side, top + side)
+    return np.asarray(image.resize((size, size), Image.Resampling.LANCZOS, box=box), np.uint8)
 
 
 def to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:

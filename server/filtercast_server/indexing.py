@@ -6,14 +6,15 @@ file that fails is skipped and counted: undecodable, or changed since it was
 listed), each step sends one batch through the network (`IndexEngine.maxima`:
 every channel's maximum and where it is, the maps never leave the device)
 and merges it into the running top-k. Batches are sized to take about
-`BATCH_SECONDS` on the device, which bounds how long a picture's request
-waits behind one on the server. Its progress is plain numbers another thread
+`BATCH_SECONDS` on the device, and a step waits for decoding no longer than
+that, which bounds how long a picture's request waits behind one on the
+server. Its progress is plain numbers another thread
 may read. TF-free: the network is the engine's, behind `IndexEngine`.
 """
 
 import time
 from collections import Counter, deque
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -22,7 +23,7 @@ import numpy as np
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.datasets import Dataset, DatasetImage, Listing
 from filtercast_server.examples import ExampleIndex, ExamplesPlan, ReceptiveField, TopExamples
-from filtercast_server.images import ImageError, decode_image, square_view, to_channels
+from filtercast_server.images import decode_image, square_view, to_channels
 
 if TYPE_CHECKING:  # it imports TensorFlow; a builder only reads a model's description
     from filtercast_server.engine.models import LoadedModel
@@ -115,22 +116,29 @@ class IndexBuilder:
             self._next += 1
 
     def step(self) -> bool:
-        """One batch through the network; False once every image is ranked."""
+        """One batch through the network; False once every image is ranked.
+
+        It waits for decoding at most BATCH_SECONDS, for the next image only,
+        and takes the images decoded by then (in order): on the server's
+        worker, slow files cost a picture's request no more than a short step.
+        """
         if self.progress.state == pb.INDEX_STATE_QUEUED:
             self._started = time.perf_counter()
             self.progress.state = pb.INDEX_STATE_BUILDING
         self._prefetch()
+        if self._decoding:
+            wait([self._decoding[0][1]], timeout=BATCH_SECONDS)
         numbers: list[int] = []
         pixels: list[np.ndarray] = []
-        while self._decoding and len(numbers) < self.batch:
+        while self._decoding and len(numbers) < self.batch and self._decoding[0][1].done():
             number, future = self._decoding.popleft()
             try:
                 pixels.append(future.result())
                 numbers.append(number)
-            except ImageError:
-                self.skipped["undecodable"] += 1
-            except OSError:
+            except OSError:  # changed, gone or swapped since the listing
                 self.skipped["changed"] += 1
+            except Exception:  # ImageError, or whatever else a hostile file makes Pillow raise
+                self.skipped["undecodable"] += 1
         if pixels:
             started = time.perf_counter()
             values, positions, _ = self.engine.maxima(

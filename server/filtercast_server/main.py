@@ -106,6 +106,7 @@ async def serve(settings: Settings) -> int:
             admission = StreamAdmission(
                 settings.max_concurrent_streams, settings.client_max_streams
             )
+            admissions = [admission]
             front = Front(metrics, server_limits(settings))
             health_servicer = await open_ports(
                 ports, settings, front, metrics=metrics, cache=cache, authenticator=authenticator
@@ -124,6 +125,7 @@ async def serve(settings: Settings) -> int:
             examples = dataset_examples(settings, engine, maps, scheduler, index_store, metrics)
             if examples is not None:  # closed before the cache: its last stores land
                 parts.push_async_callback(asyncio.to_thread, examples.close)
+                admissions.append(examples.admission)
             servicer = FilterVisualizerServicer(
                 engine.models,
                 scheduler,
@@ -138,7 +140,7 @@ async def serve(settings: Settings) -> int:
             front.open(servicer)
             await announce_serving(health_servicer, engine, metrics)
             await stop.wait()
-        await drain(settings, front, admission, health_servicer)
+        await drain(settings, front, admissions, health_servicer)
     log.info("stopped")
     return code
 
@@ -408,15 +410,15 @@ async def announce_serving(health_servicer: Any, engine: AscentEngine, metrics: 
 
 
 async def drain(
-    settings: Settings, front: Front, admission: StreamAdmission, health_servicer: Any
+    settings: Settings, front: Front, admissions: list[StreamAdmission], health_servicer: Any
 ) -> None:
-    """Refuse new streams, health NOT_SERVING; in-flight ones get the grace period."""
+    """Refuse new streams, health NOT_SERVING; in-flight ones (of every kind) get the grace."""
     log.info("draining: in-flight streams have %.0f s to finish", settings.grace_seconds)
     front.draining = True
     await health_servicer.enter_graceful_shutdown()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.grace_seconds
-    while admission.open and loop.time() < deadline:
+    while (open_streams := sum(a.open for a in admissions)) and loop.time() < deadline:
         await asyncio.sleep(DRAIN_POLL_SECONDS)
-    if admission.open:
-        log.warning("grace period over: ending %d streams", admission.open)
+    if open_streams:
+        log.warning("grace period over: ending %d streams", open_streams)

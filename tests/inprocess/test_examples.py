@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from filtercast_client import Client, InvalidRequest, NotFound
+from filtercast_client import Client, InvalidRequest, NotFound, Overloaded
 from filtercast_server.cache.backends import DiskBackend
 from filtercast_server.images import square_view
 from tests.support.standin import IndexMaps, StandIn, standin_maps
@@ -32,9 +32,9 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def photos(folder: Path, count: int = 7) -> Path:
+def photos(folder: Path, count: int = 7, seed: int = 4) -> Path:
     """`count` images, each with one bright square somewhere, and three files that are not."""
-    rng = np.random.default_rng(4)
+    rng = np.random.default_rng(seed)
     for n in range(count):
         pixels = rng.integers(0, 60, (240, 300, 3), dtype=np.uint8)
         y, x = rng.integers(0, 200, 2)
@@ -267,3 +267,33 @@ def test_replicas_on_one_redis_share_an_index_and_refuse_a_tenants_forgery(
         rebuilt = client.examples("photos", filters=[3])
         assert c.metrics.cache_errors.labels("index_corrupt")._value.get() == 1
     assert not rebuilt.summary.get("fromStore") and maps.images == 7
+
+
+def test_a_client_may_start_two_index_builds_at_once(tmp_path: Path) -> None:
+    folders = {}
+    for seed, name in enumerate("abc"):  # other contents: other indexes (equal ones share)
+        (tmp_path / name).mkdir()
+        folders[name] = photos(tmp_path / name, count=2, seed=seed)
+    gate = threading.Event()
+    with StandIn(datasets=folders, index_maps=IndexMaps(gate=gate)) as server:
+        results: list = []
+
+        def ask(name: str) -> None:
+            with Client(server.address) as client:
+                results.append(client.examples(name, filters=[0]))
+
+        askers = [threading.Thread(target=ask, args=(name,)) for name in "ab"]
+        for asker in askers:
+            asker.start()
+        examples = server.servicer.examples
+        deadline = time.monotonic() + 30
+        while len(examples._builds) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with Client(server.address) as client, pytest.raises(Overloaded, match="started 2"):
+            client.examples("c", filters=[0])
+        gate.set()
+        for asker in askers:
+            asker.join(30)
+        assert len(results) == 2
+        with Client(server.address) as client:  # the builds are done: room again
+            assert client.examples("c", filters=[0]).channels

@@ -96,7 +96,8 @@ def test_fewer_images_than_the_depth_leave_no_phantom_examples() -> None:
         (ReceptiveField(132, 16, -58), (7, 7), (54, 54, 132, 132)),  # VGG16 block5_conv1, middle
         (ReceptiveField(132, 16, -58), (0, 13), (0, 150, 74, 74)),  # a corner: clipped
         (ReceptiveField(3, 1, -1), (0, 5), (0, 4, 2, 3)),
-        (ReceptiveField(500, 16, -240), (3, 3), (0, 0, 224, 224)),  # larger than the image
+        (ReceptiveField(672, 16, -224), (3, 3), (0, 0, 224, 224)),  # the whole image
+        (ReceptiveField(3, 1, -1), (0, 300), (0, 223, 2, 1)),  # past the edge: one pixel
     ],
 )
 def test_a_receptive_field_box_is_clipped_to_the_image(
@@ -147,9 +148,10 @@ def test_a_folder_lists_its_images_recursively_in_path_order_and_nothing_else(
 def test_bounds_skip_and_count_never_fail(tmp_path: Path) -> None:
     root = folder_of(tmp_path, {f"{n}.png": b"x" * (10 if n == 1 else 4) for n in range(5)})
     (tmp_path / "5.png").symlink_to(tmp_path / "gone.png")  # a dangling link: unreadable
-    listing = Dataset("d", root, max_images=4, max_file_bytes=8).list()
+    # The count bound is of images kept: a skipped file does not push a good one out.
+    listing = Dataset("d", root, max_images=3, max_file_bytes=8).list()
     assert [image.name for image in listing.images] == ["0.png", "2.png", "3.png"]
-    assert listing.skipped == {"too_many": 2, "too_large": 1}
+    assert listing.skipped == {"too_many": 1, "too_large": 1, "unreadable": 1}
     assert Dataset("d", root, max_file_bytes=8).list().skipped == {
         "too_large": 1,
         "unreadable": 1,
@@ -344,3 +346,66 @@ def test_a_file_swapped_after_its_listing_is_refused_without_blocking(tmp_path: 
     (root / "a.png").write_bytes(b"grew past the bound")  # the size check is the read's own
     with pytest.raises(OSError, match="over 8 bytes"):
         dataset.read(image)
+
+
+def test_a_symlink_loop_or_a_swap_out_of_the_folder_is_refused(tmp_path: Path) -> None:
+    root = folder_of(tmp_path / "data", {"a.png": b"one", "b.png": b"two"})
+    (root / "loop.png").symlink_to(root / "loop.png")
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(b"two")  # the same bytes as b.png: the hash alone cannot tell
+    dataset = Dataset("d", root)
+    listing = dataset.list()
+    assert [i.name for i in listing.images] == ["a.png", "b.png"]
+    assert listing.skipped == {"unreadable": 1}
+    (root / "b.png").unlink()
+    (root / "b.png").symlink_to(outside)  # swapped after the listing
+    with pytest.raises(OSError, match="leads out of the folder"):
+        dataset.read(listing.images[1])
+
+
+def test_a_file_rewritten_with_the_same_size_and_time_is_hashed_again(tmp_path: Path) -> None:
+    root = folder_of(tmp_path, {"a.png": b"one"})
+    dataset = Dataset("d", root)
+    first = dataset.list()
+    stat = (root / "a.png").stat()
+    (root / "a.png").write_bytes(b"two")  # same size
+    os.utime(root / "a.png", ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same mtime
+    assert dataset.list().content_sha256 != first.content_sha256
+
+
+def test_a_build_step_never_waits_long_for_slow_files(tmp_path: Path) -> None:
+    """A file still decoding holds a step back at most BATCH_SECONDS; the device waits."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    from PIL import Image
+
+    from filtercast_server.examples import ExamplesPlan
+    from filtercast_server.indexing import IndexBuilder
+    from tests.support.standin import IndexMaps, Model
+
+    for n in range(3):
+        Image.fromarray(np.full((32, 32, 3), 40 * n + 10, np.uint8)).save(tmp_path / f"{n}.png")
+    (tmp_path / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # undecodable
+    released = threading.Event()
+
+    class Slow(Dataset):
+        def read(self, image: DatasetImage) -> bytes:
+            if image.name == "0.png":
+                released.wait(30)  # a file on a slow disk
+            return super().read(image)
+
+    dataset = Slow("d", tmp_path)
+    plan = ExamplesPlan("vgg16", "block5_conv1", "d", 64, (0,), 4)
+    engine = IndexMaps()
+    with ThreadPoolExecutor(2) as decoder:
+        builder = IndexBuilder(plan, dataset, dataset.list(), Model(), engine, decoder)
+        builder.field = ReceptiveField(16, 16, 0)
+        assert builder.step() and engine.images == 0, "it waited, then let the worker go"
+        released.set()
+        while builder.step():
+            pass
+    index = builder.index()
+    assert engine.images == 3 and index.indexed == 3 and index.skipped == {"undecodable": 1}
+    assert [i.name for i, *_ in index.examples(0, 4)] == ["2.png", "1.png", "0.png"]

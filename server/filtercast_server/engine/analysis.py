@@ -27,7 +27,7 @@ Output = Literal["maps", "maxima"]
 class LayerMaps:
     """Activation maps of model layers on single images (thread-safe)."""
 
-    MAX_FUNCTIONS = 32  # (model, layer) pairs kept compiled; the oldest goes
+    MAX_FUNCTIONS = 32  # (model, layer, output) kept compiled; the least recently used goes
 
     def __init__(self, models: Mapping[str, LoadedModel]) -> None:
         self.models = models
@@ -85,6 +85,7 @@ class LayerMaps:
                 if len(self._functions) >= self.MAX_FUNCTIONS:
                     del self._functions[next(iter(self._functions))]
                 self._functions[key] = maps if output == "maps" else maxima
+            self._functions[key] = self._functions.pop(key)  # the most recently used last
             return self._functions[key]
 
     def receptive_field(self, model: str, layer: str, size: int) -> ReceptiveField:
@@ -104,21 +105,55 @@ class LayerMaps:
         return self._fields[key]
 
     def _measure_field(self, model: str, layer: str, size: int) -> ReceptiveField:
+        """The field of two diagonal neighbours in the middle: its size, the stride between them.
+
+        A field that reaches the image's edge is measured again on an image
+        twice the size (when the model takes any size); still clipped, it is
+        taken as the whole image, which every crop then is.
+        """
         loaded = self.models[model]
         extractor = loaded.extractor(layer, Precision.FLOAT32, training_preprocessing=True)
+        probes = (size,) if loaded.input_size else (size, 2 * size)
+        for probe in probes:
+            boxes, height = self._field_boxes(loaded, extractor, probe)
+            if boxes is None:  # a layer blind to its input (all weights zero)
+                break
+            (top, left, bottom, right), (next_top, *_) = boxes
+            if top > 0 and left > 0 and bottom < probe - 1 and right < probe - 1:
+                stride = max(1, next_top - top)
+                middle = height // 2
+                extent = max(bottom - top, right - left) + 1
+                return ReceptiveField(int(extent), int(stride), int(top - middle * stride))
+        return ReceptiveField(3 * size, max(1, round(probe / height)), -size)
+
+    @staticmethod
+    def _field_boxes(
+        loaded: LoadedModel, extractor: Callable[..., tf.Tensor], probe: int
+    ) -> tuple[list[tuple[int, int, int, int]] | None, int]:
+        """The boxes of the pixels reaching the middle position and its diagonal neighbour.
+
+        Each is (top, left, bottom, right) on random `probe` px images (None:
+        no pixel reaches), with the map's height. Two images per position, a
+        square added to the sum: a channel a ReLU holds at 0 on one image
+        still has a path on the other.
+        """
         with tf.device(loaded.device.name):
-            image = tf.random.stateless_uniform((2, size, size, loaded.channels), (0, 1), 0, 255)
+            image = tf.random.stateless_uniform((4, probe, probe, loaded.channels), (0, 1), 0, 255)
             with tf.GradientTape() as tape:
                 tape.watch(image)
                 found = tf.cast(extractor(image, training=False), tf.float32)
-                height, width = int(found.shape[1]), int(found.shape[2])
-                middle = found[:, height // 2, width // 2, :]
-                # Squares: a ReLU'd channel at 0 on one image still has a path on the other.
-                total = tf.reduce_sum(middle) + tf.reduce_sum(tf.square(middle))
-            seen = tf.reduce_any(tape.gradient(total, image) != 0, axis=(0, 3)).numpy()
-        rows, columns = np.flatnonzero(seen.any(axis=1)), np.flatnonzero(seen.any(axis=0))
-        if not len(rows):  # a layer blind to its input (all weights zero): the whole image
-            return ReceptiveField(size, max(1, round(size / height)), 0)
-        stride = max(1, round(size / height))
-        extent = max(rows[-1] - rows[0], columns[-1] - columns[0]) + 1
-        return ReceptiveField(int(extent), stride, int(rows[0]) - (height // 2) * stride)
+                height = int(found.shape[1])
+                middle = height // 2
+                after = min(middle + 1, height - 1)
+                chosen = tf.concat(
+                    [found[:2, middle, middle, :], found[2:, after, after, :]], axis=0
+                )
+                total = tf.reduce_sum(chosen) + tf.reduce_sum(tf.square(chosen))
+            reached = (tape.gradient(total, image) != 0).numpy().any(axis=3)
+        boxes = []
+        for seen in (reached[:2].any(axis=0), reached[2:].any(axis=0)):
+            rows, columns = np.flatnonzero(seen.any(axis=1)), np.flatnonzero(seen.any(axis=0))
+            if not len(rows):
+                return None, height
+            boxes.append((int(rows[0]), int(columns[0]), int(rows[-1]), int(columns[-1])))
+        return boxes, height

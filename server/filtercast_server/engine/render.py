@@ -24,7 +24,14 @@ from filtercast_server.engine.ascent import AscentEngine
 from filtercast_server.engine.devices import Device, select_device
 from filtercast_server.engine.models import LoadedModel
 from filtercast_server.errors import InvalidRequestError
-from filtercast_server.examples import DEFAULT_TOP_K, Crop, ExampleIndex, crops_of, plan_examples
+from filtercast_server.examples import (
+    DEFAULT_TOP_K,
+    Crop,
+    ExampleIndex,
+    ExamplesPlan,
+    crops_of,
+    plan_examples,
+)
 from filtercast_server.grid import build_grid
 from filtercast_server.indexing import IndexBuilder, build_index, seen_image
 from filtercast_server.jobs import FilterOutcome, Plan
@@ -106,6 +113,7 @@ def render(
         interpolation=interpolation,
         accentuate=accentuate,
     )
+    chosen = examples.checked(models, plan) if examples else None  # refused before rendering
     engine = AscentEngine(models, max_batch=max_batch)
     folder = manifest.OutputFolder(out, manifest_fields(plan, preset, chosen_device, loaded))
     complete = False
@@ -114,8 +122,8 @@ def render(
         complete = True
     finally:
         written = folder.finish(complete)
-    if examples is not None:
-        examples.deliver(*dataset_examples(models, plan, examples.folder, examples.top_k))
+    if examples is not None and chosen is not None:
+        examples.deliver(*dataset_examples(models, *chosen))
     return written
 
 
@@ -126,6 +134,16 @@ class LocalExamples:
     folder: Path
     deliver: ExamplesSink
     top_k: int = DEFAULT_TOP_K
+
+    def checked(self, models: dict[str, LoadedModel], plan: Plan) -> tuple[Dataset, ExamplesPlan]:
+        """The folder as a dataset and the examples asked of it (InvalidRequestError)."""
+        model = plan.params.model
+        dataset = Dataset(self.folder.name or "dataset", self.folder)
+        datasets = {model: {dataset.name: dataset}}
+        layer, filters = plan.params.layer, list(plan.filters)
+        return dataset, plan_examples(
+            models, datasets, model, layer, dataset.name, filters, self.top_k
+        )
 
 
 def _named(
@@ -142,16 +160,10 @@ def _named(
 
 
 def dataset_examples(
-    models: dict[str, LoadedModel], plan: Plan, folder: Path, top_k: int
+    models: dict[str, LoadedModel], dataset: Dataset, wanted: ExamplesPlan
 ) -> tuple[ExampleIndex, dict[int, list[Crop]]]:
-    """The index of `folder` on the plan's layer, and each filter's best `top_k` crops."""
-    model = plan.params.model
-    dataset = Dataset(folder.name or "dataset", folder)
-    datasets = {model: {dataset.name: dataset}}
-    wanted = plan_examples(
-        models, datasets, model, plan.params.layer, dataset.name, list(plan.filters), top_k
-    )
-    loaded = models[model]
+    """The index of `dataset` on the plan's layer, and each filter's best crops."""
+    loaded = models[wanted.model]
     with ThreadPoolExecutor(2, thread_name_prefix="filtercast-dataset") as decoder:
         builder = IndexBuilder(wanted, dataset, dataset.list(), loaded, LayerMaps(models), decoder)
         index = build_index(builder)
@@ -159,7 +171,7 @@ def dataset_examples(
     def seen(image: DatasetImage) -> np.ndarray:
         return seen_image(dataset.read(image), image.name, wanted.size, loaded.channels)
 
-    return index, {c: crops_of(index, c, top_k, seen) for c in wanted.channels}
+    return index, {c: crops_of(index, c, wanted.top_k, seen) for c in wanted.channels}
 
 
 def _write(

@@ -14,9 +14,10 @@ cropped to the receptive field of their maximum and sent as PNG.
 """
 
 import asyncio
+import functools
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 
 MAX_STREAMS = 16  # examples streams at once, in all
 MAX_CLIENT_STREAMS = 4  # per client
+MAX_BUILDS = 4  # indexes being prepared, waiting or building at once
+MAX_CLIENT_BUILDS = 2  # of those, started by one client
 MEMORY_INDEXES = 8  # built or loaded indexes kept in memory, the least recently used go
 PROGRESS_SECONDS = 0.5
 SEEN_KEPT = 64  # decoded images one request keeps while it crops (many channels share them)
@@ -115,16 +118,24 @@ class DatasetExamples:
         self.models, self.datasets, self.engine = models, datasets, engine
         self.scheduler, self.store, self.metrics = scheduler, store, metrics
         self.admission = StreamAdmission(MAX_STREAMS, MAX_CLIENT_STREAMS, what="examples streams")
+        # Pools of their own, so no job waits behind another kind: listings and crops;
+        # a build's decoding ahead; stores; a new (model, layer)'s trace and field, beside
+        # the scheduler's worker rather than on it.
         self._io = ThreadPoolExecutor(2, thread_name_prefix="filtercast-dataset")
-        # A new (model, layer)'s trace and field, beside the scheduler's thread, not on it.
+        self._decode = ThreadPoolExecutor(2, thread_name_prefix="filtercast-index-decode")
+        self._stores = ThreadPoolExecutor(1, thread_name_prefix="filtercast-index-store")
         self._prepare = ThreadPoolExecutor(1, thread_name_prefix="filtercast-index-prepare")
         self._builds: dict[str, IndexBuild] = {}
+        self._builds_by_client: Counter[str] = Counter()
         self._memory: OrderedDict[str, ExampleIndex] = OrderedDict()
+        self._closed = False
 
     def close(self) -> None:
         """Wait for the stores in hand (a finished index is written before the process ends)."""
-        self._prepare.shutdown(wait=False, cancel_futures=True)
-        self._io.shutdown(wait=True)
+        self._closed = True
+        for pool in (self._prepare, self._decode, self._io):
+            pool.shutdown(wait=False, cancel_futures=True)
+        self._stores.shutdown(wait=True)
 
     def plan(self, request: pb.DatasetExamplesRequest) -> ExamplesPlan:
         """The validated request (InvalidRequestError naming the field, NOT_FOUND ones)."""
@@ -138,8 +149,11 @@ class DatasetExamples:
             request.top_k if request.HasField("top_k") else None,
         )
 
-    async def run(self, plan: ExamplesPlan, write: Write) -> None:
-        """Progress, one ChannelExamples per channel, the summary, each through `write`."""
+    async def run(self, plan: ExamplesPlan, write: Write, client: str = "") -> None:
+        """Progress, one ChannelExamples per channel, the summary, each through `write`.
+
+        A build it starts counts against `client`'s (RefusedError past the bounds).
+        """
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         dataset = self.datasets[plan.model][plan.dataset]
@@ -148,7 +162,7 @@ class DatasetExamples:
         key = index_key(
             model.cache_identity, plan.layer, plan.size, listing.content_sha256, INDEX_DEPTH
         )
-        index, built = await self._index(key, plan, dataset, listing, write)
+        index, built = await self._index(key, plan, dataset, listing, write, client)
         seen: OrderedDict[str, np.ndarray] = OrderedDict()
         for channel in plan.channels:
             message = await loop.run_in_executor(
@@ -158,7 +172,13 @@ class DatasetExamples:
         await write(self._summary(plan, index, not built, time.perf_counter() - started))
 
     async def _index(
-        self, key: str, plan: ExamplesPlan, dataset: Dataset, listing: Listing, write: Write
+        self,
+        key: str,
+        plan: ExamplesPlan,
+        dataset: Dataset,
+        listing: Listing,
+        write: Write,
+        client: str,
     ) -> tuple[ExampleIndex, bool]:
         """(the index, whether this request waited for its build), progress written meanwhile."""
         found = self._memory.get(key)
@@ -172,6 +192,12 @@ class DatasetExamples:
             found = await asyncio.get_running_loop().run_in_executor(
                 self._io, self.store.load, key, expect
             )
+            if found is not None and not set(found.images) <= set(listing.images):
+                # Only a holder of the secret could sign it; even so, it names no file
+                # outside this listing.
+                log.error("a stored %s index names images its folder lacks", plan.dataset)
+                self._count("failed")
+                found = None
         if found is not None:
             self._count(source)
             self._remember(key, found)
@@ -179,7 +205,7 @@ class DatasetExamples:
             files = found.indexed + skips
             await write(Progress(pb.INDEX_STATE_READY, files, files, skips).message())
             return found, False
-        build = self._builds.get(key) or self._start(key, plan, dataset, listing)
+        build = self._builds.get(key) or self._start(key, plan, dataset, listing, client)
         while not build.result.done():
             await write(build.builder.progress.message())
             await asyncio.wait({build.result}, timeout=PROGRESS_SECONDS)
@@ -188,25 +214,28 @@ class DatasetExamples:
         return index, True
 
     def _start(
-        self, key: str, plan: ExamplesPlan, dataset: Dataset, listing: Listing
+        self, key: str, plan: ExamplesPlan, dataset: Dataset, listing: Listing, client: str
     ) -> IndexBuild:
         """A new build of `key`: prepared, then queued on the scheduler, whoever waits for it.
 
         Its receptive field is measured, and its function traced, on a thread
-        of its own: the scheduler's worker runs only its short batches.
+        of its own: the scheduler's worker runs only its short batches. At most
+        MAX_BUILDS build or wait at once, MAX_CLIENT_BUILDS started by one client.
         """
+        self._check_room(client)
         loop = asyncio.get_running_loop()
         model = self.models[plan.model]
-        builder = IndexBuilder(plan, dataset, listing, model, self.engine, self._io)
+        builder = IndexBuilder(plan, dataset, listing, model, self.engine, self._decode)
         build = IndexBuild(builder, loop)
         self._builds[key] = build
+        self._builds_by_client[client] += 1
 
         async def prepare_and_queue() -> None:
             try:
                 field = await loop.run_in_executor(self._prepare, self._prepared, plan)
                 builder.field = field
                 self.scheduler.submit_background(build)  # QueueFullError when it is full
-            except Exception as error:
+            except (Exception, asyncio.CancelledError) as error:  # cancelled: shutting down
                 build.fail(error)
 
         build.preparing = asyncio.create_task(prepare_and_queue())
@@ -218,22 +247,52 @@ class DatasetExamples:
             len(listing.images),
         )
 
-        def finished(result: asyncio.Future) -> None:
-            del self._builds[key]
-            self._count("failed" if result.exception() else "built")
-            if result.exception() is None:
-                index = result.result()
-                if self.metrics is not None:
-                    self.metrics.index_images.labels("ranked").inc(index.indexed)
-                    skipped = sum(index.skipped.values())
-                    self.metrics.index_images.labels("skipped").inc(skipped)
-                self._remember(key, index)
-                log.info("built the %s index in %.1f s", plan.dataset, index.seconds)
-                if self.store is not None:
-                    loop.run_in_executor(self._io, self.store.save, key, index)
-
-        build.result.add_done_callback(finished)
+        build.result.add_done_callback(
+            functools.partial(self._finished, key, plan.dataset, client, loop)
+        )
         return build
+
+    def _check_room(self, client: str) -> None:
+        """RefusedError when MAX_BUILDS are under way, or MAX_CLIENT_BUILDS of `client`'s."""
+        if len(self._builds) >= MAX_BUILDS:
+            raise RefusedError(
+                "index_builds",
+                f"{len(self._builds)} dataset indexes are being built, the most at once; "
+                "retry when one has finished",
+                30.0,
+            )
+        if self._builds_by_client[client] >= MAX_CLIENT_BUILDS:
+            raise RefusedError(
+                "client_index_builds",
+                f"this client started {MAX_CLIENT_BUILDS} dataset indexes that are still "
+                "building; ask again when one is ready",
+                30.0,
+            )
+
+    def _finished(
+        self,
+        key: str,
+        dataset: str,
+        client: str,
+        loop: asyncio.AbstractEventLoop,
+        result: asyncio.Future,
+    ) -> None:
+        """A build ended: counted, remembered and stored when it succeeded."""
+        del self._builds[key]
+        self._builds_by_client[client] -= 1
+        if self._builds_by_client[client] <= 0:
+            del self._builds_by_client[client]
+        self._count("failed" if result.exception() else "built")
+        if result.exception() is None:
+            index = result.result()
+            if self.metrics is not None:
+                self.metrics.index_images.labels("ranked").inc(index.indexed)
+                skipped = sum(index.skipped.values())
+                self.metrics.index_images.labels("skipped").inc(skipped)
+            self._remember(key, index)
+            log.info("built the %s index in %.1f s", dataset, index.seconds)
+            if self.store is not None and not self._closed:
+                loop.run_in_executor(self._stores, self.store.save, key, index)
 
     def _prepared(self, plan: ExamplesPlan) -> ReceptiveField:
         """The layer's receptive field, and its maxima function traced on one image."""

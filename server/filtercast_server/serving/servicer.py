@@ -233,15 +233,24 @@ class FilterVisualizerServicer:
         stall = self.policy.stall_seconds
         try:
             with examples.admission.admit(client):
-                plan = examples.plan(request)
+                # Planning may build a layer's extractor (Keras): off the event loop.
+                loop = asyncio.get_running_loop()
+                plan = await loop.run_in_executor(self._planner, examples.plan, request)
                 async with asyncio.timeout(self.policy.max_stream_seconds):
-                    await examples.run(plan, lambda message: _write_within(context, message, stall))
+                    await examples.run(
+                        plan, lambda message: _write_within(context, message, stall), client
+                    )
         except RefusedError as error:
             await self._refused(context, client, error)
         except InvalidRequestError as error:
             await self._invalid(context, error, visualize=False)
+        except _ClientGoneError:
+            return  # the call ended under a write: nobody is left to tell
         except _StalledError as stalled:
-            await stalled.write  # the status cannot overtake it; the client's exit ends both
+            try:
+                await stalled.write  # the status cannot overtake it; the client's exit ends both
+            except Exception:
+                return
             await context.abort(
                 grpc.StatusCode.DEADLINE_EXCEEDED, f"the client read nothing for {stall:.0f} s"
             )
@@ -402,6 +411,10 @@ class FilterVisualizerServicer:
                     return fallback
 
 
+class _ClientGoneError(Exception):
+    """The call ended under a write (the client left, or its connection broke)."""
+
+
 class _StalledError(Exception):
     """The client read nothing within the stall limit; `write` is still pending."""
 
@@ -417,3 +430,8 @@ async def _write_within(context: Any, message: Message, seconds: float) -> None:
         await asyncio.wait_for(asyncio.shield(write), seconds)
     except TimeoutError:
         raise _StalledError(write) from None
+    except asyncio.CancelledError:
+        write.cancel()
+        raise
+    except Exception as error:  # grpc.aio's or the gateway's: the client is gone
+        raise _ClientGoneError from error
