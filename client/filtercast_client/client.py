@@ -257,19 +257,19 @@ class _ClientBase(Generic[StreamT]):
         image: ImageInput | None = None,
         pull: float | None = None,
         pull_space: str = "pixels",
+        preview_every: int = 0,
         timeout: float | None = None,
     ) -> StreamT:
         """Start a VisualizeFilters stream: iterate it for Accepted, FilterImages, Grid, Summary.
 
-        layer, model: names as ListModels gives them ("": the preset's).
-        filters: a spec ("0:64", "1,5,9", "0:8,100:104", "all") or a list of
-            indices; None: the preset's default.
+        layer, model: names as ListModels gives them ("": the preset's). filters: a
+            spec ("0:64", "1,5,9", "0:8,100:104", "all"), a list, None: the preset's.
         preset: any of ListModels' presets (classic, upscale, keras_io, robust; any case).
         size, steps, step_size: side in pixels, steps per round, learning rate
             (None: the preset's); `overrides`: any other Overrides field (border, ...).
         seed: reproduces a request (None: the server draws one, see Accepted.seed).
-        precision: "auto", "float32" or "bfloat16". image_format: "png" or "raw".
-        grid, grid_n, grid_margin, keep_dead_filters: the grid at the end.
+        precision: "auto", "float32", "bfloat16"; image_format: "png", "raw"; grid,
+            grid_n, grid_margin, keep_dead_filters: the grid at the end.
         objectives: what to visualize instead of filters, one picture each, in
             the objective grammar ("block5_conv1:12 - 0.5*block5_conv1:40",
             "block5_conv1:12@center", "layer(block4_conv3)", "dense_1:3",
@@ -279,9 +279,9 @@ class _ClientBase(Generic[StreamT]):
         interpolate, frames: "A..B" and the frames from A to B (robust preset).
         image, pull, pull_space: every picture starts from this image (path,
             bytes, uint8 array), pulled towards it ("pixels" or "features").
-        timeout: the stream's deadline in seconds. Bad arguments raise InvalidRequest.
+        preview_every: FilterPreview events of the pictures in flight every so many
+            steps (0: none). timeout: the deadline, s. Bad arguments raise InvalidRequest.
         """
-        # Every argument but the deadline is a field of the request.
         fields = {key: value for key, value in locals().items() if key not in ("self", "timeout")}
         message = build_request(**fields)
         return self._stream(

@@ -105,12 +105,30 @@ class FilterImage:
     objective: str = ""  # what it maximizes (objectives only; "" for a plain filter)
     target: int = 0  # which of the request's objectives
     member: int = 0  # its place in its diversity group or interpolation
+    loss_curve: np.ndarray | None = None  # float32, the objective before each step (not cached)
 
     @property
     def pil(self) -> Image.Image | None:
         """The picture as a PIL image (mode RGB, or L for a grayscale model)."""
         if self.image is None:
             return None
+        return Image.fromarray(self.image[..., 0] if self.image.shape[-1] == 1 else self.image)
+
+
+@dataclass(frozen=True)
+class FilterPreview:
+    """A picture in flight (previews are droppable: a slow reader gets fewer)."""
+
+    index: int
+    step: int  # steps it has made so far
+    loss: float  # the objective before that step
+    image: np.ndarray  # uint8 (H, W, C), at most 128 px a side
+    target: int = 0
+    member: int = 0
+
+    @property
+    def pil(self) -> Image.Image:
+        """The picture as a PIL image."""
         return Image.fromarray(self.image[..., 0] if self.image.shape[-1] == 1 else self.image)
 
 
@@ -136,7 +154,7 @@ class Summary:
     cached: int = 0  # filters served from the result cache
 
 
-Event = Accepted | FilterImage | GridImage | Summary
+Event = Accepted | FilterImage | FilterPreview | GridImage | Summary
 
 
 @dataclass
@@ -148,6 +166,7 @@ class EventChecker:
     live: set[int] = field(default_factory=set)
     cached: set[int] = field(default_factory=set)
     finished: bool = False
+    preview_steps: dict[int, int] = field(default_factory=dict)  # index -> its latest step
 
     def event(self, response: pb.VisualizeFiltersResponse) -> Event:
         """The typed event of one response, or ProtocolError."""
@@ -160,6 +179,8 @@ class EventChecker:
             return self._accepted(response.accepted)
         if which == "filter":
             return self._filter(response.filter)
+        if which == "preview":
+            return self._preview(response.preview)
         if which == "grid":
             return self._grid(response.grid)
         if which == "summary":
@@ -225,6 +246,20 @@ class EventChecker:
             self.accepted.objectives[index] if self.accepted.objectives else "",
             message.target,
             message.member,
+            np.frombuffer(message.loss_curve, "<f4") if message.loss_curve else None,
+        )
+
+    def _preview(self, message: pb.FilterPreview) -> FilterPreview:
+        assert self.accepted is not None
+        index = message.index
+        if index not in self.accepted.filters or index in self.seen:
+            raise ProtocolError(f"a preview of filter {index}, not one in flight")
+        if message.step <= self.preview_steps.get(index, 0):
+            raise ProtocolError(f"a preview of filter {index} at step {message.step}, not later")
+        self.preview_steps[index] = message.step
+        image = decode_image(message.image)
+        return FilterPreview(
+            index, message.step, message.loss, image, message.target, message.member
         )
 
     def _grid(self, message: pb.Grid) -> GridImage:

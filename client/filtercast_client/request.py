@@ -41,6 +41,7 @@ def build_request(
     image: ImageInput | None = None,
     pull: float | None = None,
     pull_space: str = "pixels",
+    preview_every: int = 0,
 ) -> pb.VisualizeFiltersRequest:
     """A VisualizeFiltersRequest (see Client.visualize); InvalidRequest names a bad argument."""
     try:
@@ -65,13 +66,10 @@ def build_request(
             grpc.StatusCode.INVALID_ARGUMENT, str(error), field=error.field
         ) from error
     named = {"size": size, "steps": steps, "step_size": step_size}
-    _override(
-        request,
-        {name: value for name, value in named.items() if value is not None},
-        overrides or {},
-    )
-    if seed is not None:
-        _set("seed", functools.partial(setattr, request, "seed", seed))
+    _override(request, {n: v for n, v in named.items() if v is not None}, overrides or {})
+    for name, value in (("seed", seed), ("preview_every", preview_every or None)):
+        if value is not None:
+            _set(name, functools.partial(setattr, request, name, value))
     _grid(request.grid, grid, grid_n, grid_margin)
     return request
 

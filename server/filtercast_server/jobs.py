@@ -48,6 +48,7 @@ class Plan:
     seed: int
     targets: tuple[Target, ...] = ()
     start: StartImage | None = None  # accentuation: every picture starts from it
+    preview_every: int = 0  # steps between previews of a picture in flight; 0: none
 
     def target(self, index: int) -> Target:
         """What picture `index` maximizes."""
@@ -83,7 +84,15 @@ class Plan:
             target = self.target(index)
             token = tokens.setdefault(target.target, object()) if target.group else None
             jobs.append(
-                Job(index, self.seed, target=target, group=token, start=self.start, **fields)
+                Job(
+                    index,
+                    self.seed,
+                    target=target,
+                    group=token,
+                    start=self.start,
+                    preview_every=self.preview_every,
+                    **fields,
+                )
             )
         return jobs
 
@@ -101,6 +110,17 @@ class FilterOutcome:
     revived: int = 0  # restarts from fresh noise before it came alive
     cached: bool = False  # served from the result cache, not computed for this request
     png: bytes | None = None  # the picture as PNG when it came so (the cache): not re-encoded
+    curve: tuple[float, ...] = ()  # the objective before each step (none when cached)
+
+
+@dataclass(frozen=True)
+class FilterPreview:
+    """A picture in flight, as it is after `step` steps (droppable: never cached)."""
+
+    index: int
+    step: int
+    loss: float
+    image: np.ndarray  # uint8 (H, W, C), deprocessed as a final picture is
 
 
 @dataclass(eq=False)
@@ -116,6 +136,7 @@ class Job:
     target: Target
     group: object | None = None  # shared by the jobs of one group of one submission
     start: StartImage | None = None  # accentuation: the image it starts from
+    preview_every: int = 0  # its owner's: steps between previews; 0: none
     owner: Any = None
     is_cancelled: Callable[[], bool] = lambda: False
     key: str = ""
@@ -124,8 +145,9 @@ class Job:
 
 # Returns up to n jobs to start now (fewer, or none, is fine).
 JobSource = Callable[[int], list[Job]]
-# The jobs that ended in one step, each with its outcome (None: dropped, cancelled).
-Ended = list[tuple[Job, FilterOutcome | None]]
+# The jobs that ended in one step, each with its outcome (None: dropped, cancelled),
+# and the previews of jobs in flight that step made.
+Ended = list[tuple[Job, FilterOutcome | FilterPreview | None]]
 
 
 class EngineObserver:

@@ -27,7 +27,7 @@ from filtercast_server.cache.indexes import IndexStore
 from filtercast_server.cache.results import ResultCache
 from filtercast_server.datasets import Dataset
 from filtercast_server.examples import ReceptiveField
-from filtercast_server.jobs import FilterOutcome, JobSource, Precision
+from filtercast_server.jobs import FilterOutcome, FilterPreview, JobSource, Precision
 from filtercast_server.model_registry import ModelConfig
 from filtercast_server.objectives import Structure
 from filtercast_server.observability.metrics import Metrics
@@ -148,6 +148,11 @@ class Engine:
                     rows.remove(row)
                     self.finished.append(job.index)
                     ended.append((job, outcome(job.index, params)))
+                elif job.preview_every and row[1] % job.preview_every == 0:
+                    # In flight: the picture so far, its value the step it is at.
+                    side = params.output_size
+                    picture = np.full((side, side, 3), row[1] % 256, np.uint8)
+                    ended.append((job, FilterPreview(job.index, row[1], float(row[1]), picture)))
             yield ended
 
 
@@ -190,7 +195,8 @@ def outcome(index: int, params: AscentParams) -> FilterOutcome:
     dead = index % 7 == 3
     side = params.output_size
     image = None if dead else np.full((side, side, 3), index % 256, np.uint8)
-    return FilterOutcome(index, float(index), dead, image, params.steps, 0.01)
+    curve = tuple(float(step) for step in range(params.steps))
+    return FilterOutcome(index, float(index), dead, image, params.steps, 0.01, curve=curve)
 
 
 class StandIn:

@@ -328,3 +328,51 @@ def test_background_work_is_bounded_and_fails_when_the_server_stops() -> None:
         scheduler.submit_background(Background(scheduler, steps=1))
     scheduler.stop()
     assert all("stopping" in str(work.failed[0]) for work in works)
+
+
+class PreviewingEngine(StandInEngine):
+    """Each job takes `steps` steps; after every step but its last, a preview of it."""
+
+    def run_jobs(self, params, precision, structure, source):
+        from filtercast_server.jobs import FilterPreview
+
+        rows: list[list] = []  # [job, steps done]
+        while True:
+            rows += [[job, 0] for job in source(self.rows - len(rows))]
+            if not rows:
+                return
+            ended = []
+            for row in rows:
+                row[1] += 1
+                image = np.zeros((2, 2, 3), np.uint8)
+                if row[1] == params.steps:
+                    ended.append((row[0], FilterOutcome(row[0].index, 1.0, False, image, 1, 0)))
+                else:
+                    ended.append((row[0], FilterPreview(row[0].index, row[1], 0.0, image)))
+            rows = [row for row in rows if row[1] < params.steps]
+            yield ended
+
+
+def test_previews_never_hold_back_or_crowd_out_results() -> None:
+    """A request that reads nothing until the end finds every result, and few previews."""
+    from filtercast_server.serving.scheduler import PREVIEW_BACKLOG, Preview
+
+    scheduler = Scheduler(PreviewingEngine(rows=2), SchedulerPolicy(stream_buffer=64))
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        handle = scheduler.submit("r", plan("block5_conv1", range(8), steps=6), loop)
+        scheduler.start()
+        while handle.remaining:  # nothing read until every picture is done
+            await asyncio.sleep(0.01)
+        return await drain(scheduler, handle)
+
+    try:
+        events = asyncio.run(run())
+    finally:
+        scheduler.stop()
+    results = [e for e in events if isinstance(e, Result)]
+    previews = [e for e in events if isinstance(e, Preview)]
+    assert sorted(r.outcome.index for r in results) == list(range(8))
+    # 8 pictures x 5 previews were made; unread ones are capped, the rest dropped
+    assert len(previews) == PREVIEW_BACKLOG

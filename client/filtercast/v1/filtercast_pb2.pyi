@@ -102,7 +102,7 @@ class PresetInfo(_message.Message):
     def __init__(self, preset: _Optional[_Union[Preset, str]] = ..., name: _Optional[str] = ..., defaults: _Optional[_Union[ResolvedParams, _Mapping]] = ..., default_filters: _Optional[int] = ...) -> None: ...
 
 class ServerLimits(_message.Message):
-    __slots__ = ("min_size", "max_size", "max_steps", "max_filters", "max_request_cost", "max_grid_n", "max_grid_margin", "max_message_bytes", "max_request_bytes", "queue_limit", "client_queue_limit", "max_concurrent_streams", "client_max_streams", "max_stream_seconds", "stall_seconds", "max_objective_terms", "max_direction_values", "max_group_pictures", "max_image_bytes", "max_image_pixels", "max_analyzed_channels", "client_new_steps_per_minute")
+    __slots__ = ("min_size", "max_size", "max_steps", "max_filters", "max_request_cost", "max_grid_n", "max_grid_margin", "max_message_bytes", "max_request_bytes", "queue_limit", "client_queue_limit", "max_concurrent_streams", "client_max_streams", "max_stream_seconds", "stall_seconds", "max_objective_terms", "max_direction_values", "max_group_pictures", "max_image_bytes", "max_image_pixels", "max_analyzed_channels", "client_new_steps_per_minute", "min_preview_every")
     MIN_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +125,7 @@ class ServerLimits(_message.Message):
     MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_ANALYZED_CHANNELS_FIELD_NUMBER: _ClassVar[int]
     CLIENT_NEW_STEPS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    MIN_PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
     min_size: int
     max_size: int
     max_steps: int
@@ -147,7 +148,8 @@ class ServerLimits(_message.Message):
     max_image_pixels: int
     max_analyzed_channels: int
     client_new_steps_per_minute: int
-    def __init__(self, min_size: _Optional[int] = ..., max_size: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_filters: _Optional[int] = ..., max_request_cost: _Optional[int] = ..., max_grid_n: _Optional[int] = ..., max_grid_margin: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., queue_limit: _Optional[int] = ..., client_queue_limit: _Optional[int] = ..., max_concurrent_streams: _Optional[int] = ..., client_max_streams: _Optional[int] = ..., max_stream_seconds: _Optional[float] = ..., stall_seconds: _Optional[float] = ..., max_objective_terms: _Optional[int] = ..., max_direction_values: _Optional[int] = ..., max_group_pictures: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_analyzed_channels: _Optional[int] = ..., client_new_steps_per_minute: _Optional[int] = ...) -> None: ...
+    min_preview_every: int
+    def __init__(self, min_size: _Optional[int] = ..., max_size: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_filters: _Optional[int] = ..., max_request_cost: _Optional[int] = ..., max_grid_n: _Optional[int] = ..., max_grid_margin: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., queue_limit: _Optional[int] = ..., client_queue_limit: _Optional[int] = ..., max_concurrent_streams: _Optional[int] = ..., client_max_streams: _Optional[int] = ..., max_stream_seconds: _Optional[float] = ..., stall_seconds: _Optional[float] = ..., max_objective_terms: _Optional[int] = ..., max_direction_values: _Optional[int] = ..., max_group_pictures: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_analyzed_channels: _Optional[int] = ..., client_new_steps_per_minute: _Optional[int] = ..., min_preview_every: _Optional[int] = ...) -> None: ...
 
 class DescribeModelRequest(_message.Message):
     __slots__ = ("model",)
@@ -368,7 +370,7 @@ class GridOptions(_message.Message):
     def __init__(self, disabled: _Optional[bool] = ..., n: _Optional[int] = ..., margin: _Optional[int] = ...) -> None: ...
 
 class VisualizeFiltersRequest(_message.Message):
-    __slots__ = ("model", "layer", "filters", "preset", "overrides", "seed", "precision", "image_format", "grid", "keep_dead_filters", "objectives", "diversity", "interpolation", "accentuate")
+    __slots__ = ("model", "layer", "filters", "preset", "overrides", "seed", "precision", "image_format", "grid", "keep_dead_filters", "objectives", "diversity", "interpolation", "accentuate", "preview_every")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
@@ -383,6 +385,7 @@ class VisualizeFiltersRequest(_message.Message):
     DIVERSITY_FIELD_NUMBER: _ClassVar[int]
     INTERPOLATION_FIELD_NUMBER: _ClassVar[int]
     ACCENTUATE_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
     model: str
     layer: str
     filters: FilterSelection
@@ -397,19 +400,38 @@ class VisualizeFiltersRequest(_message.Message):
     diversity: Diversity
     interpolation: Interpolation
     accentuate: Accentuation
-    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., filters: _Optional[_Union[FilterSelection, _Mapping]] = ..., preset: _Optional[_Union[Preset, str]] = ..., overrides: _Optional[_Union[Overrides, _Mapping]] = ..., seed: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., image_format: _Optional[_Union[ImageFormat, str]] = ..., grid: _Optional[_Union[GridOptions, _Mapping]] = ..., keep_dead_filters: _Optional[bool] = ..., objectives: _Optional[_Iterable[_Union[Objective, _Mapping]]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ..., interpolation: _Optional[_Union[Interpolation, _Mapping]] = ..., accentuate: _Optional[_Union[Accentuation, _Mapping]] = ...) -> None: ...
+    preview_every: int
+    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., filters: _Optional[_Union[FilterSelection, _Mapping]] = ..., preset: _Optional[_Union[Preset, str]] = ..., overrides: _Optional[_Union[Overrides, _Mapping]] = ..., seed: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., image_format: _Optional[_Union[ImageFormat, str]] = ..., grid: _Optional[_Union[GridOptions, _Mapping]] = ..., keep_dead_filters: _Optional[bool] = ..., objectives: _Optional[_Iterable[_Union[Objective, _Mapping]]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ..., interpolation: _Optional[_Union[Interpolation, _Mapping]] = ..., accentuate: _Optional[_Union[Accentuation, _Mapping]] = ..., preview_every: _Optional[int] = ...) -> None: ...
 
 class VisualizeFiltersResponse(_message.Message):
-    __slots__ = ("accepted", "filter", "grid", "summary")
+    __slots__ = ("accepted", "filter", "grid", "summary", "preview")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     GRID_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
     accepted: Accepted
     filter: FilterResult
     grid: Grid
     summary: Summary
-    def __init__(self, accepted: _Optional[_Union[Accepted, _Mapping]] = ..., filter: _Optional[_Union[FilterResult, _Mapping]] = ..., grid: _Optional[_Union[Grid, _Mapping]] = ..., summary: _Optional[_Union[Summary, _Mapping]] = ...) -> None: ...
+    preview: FilterPreview
+    def __init__(self, accepted: _Optional[_Union[Accepted, _Mapping]] = ..., filter: _Optional[_Union[FilterResult, _Mapping]] = ..., grid: _Optional[_Union[Grid, _Mapping]] = ..., summary: _Optional[_Union[Summary, _Mapping]] = ..., preview: _Optional[_Union[FilterPreview, _Mapping]] = ...) -> None: ...
+
+class FilterPreview(_message.Message):
+    __slots__ = ("index", "step", "loss", "image", "target", "member")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    step: int
+    loss: float
+    image: Image
+    target: int
+    member: int
+    def __init__(self, index: _Optional[int] = ..., step: _Optional[int] = ..., loss: _Optional[float] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., target: _Optional[int] = ..., member: _Optional[int] = ...) -> None: ...
 
 class ResolvedParams(_message.Message):
     __slots__ = ("model", "layer", "preset", "precision", "seed", "size", "steps", "step_size", "init_scale", "init_offset", "gradient_norm", "border", "dead_threshold", "upscale_rounds", "upscale_factor", "deprocess_std", "deprocess_eps", "crop", "grid_n", "grid_margin", "grid_order", "grid_disabled", "image_format", "parameterization", "objective", "preprocessing", "revive", "pad", "jitter", "scale_jitter", "rotate_degrees", "start_image_sha256", "pull", "pull_space")
@@ -520,7 +542,7 @@ class Image(_message.Message):
     def __init__(self, format: _Optional[_Union[ImageFormat, str]] = ..., data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., channels: _Optional[int] = ...) -> None: ...
 
 class FilterResult(_message.Message):
-    __slots__ = ("index", "loss", "dead", "image", "steps", "seconds", "done", "total", "revived", "cached", "image_key", "target", "member")
+    __slots__ = ("index", "loss", "dead", "image", "steps", "seconds", "done", "total", "revived", "cached", "image_key", "target", "member", "loss_curve")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
     DEAD_FIELD_NUMBER: _ClassVar[int]
@@ -534,6 +556,7 @@ class FilterResult(_message.Message):
     IMAGE_KEY_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     MEMBER_FIELD_NUMBER: _ClassVar[int]
+    LOSS_CURVE_FIELD_NUMBER: _ClassVar[int]
     index: int
     loss: float
     dead: bool
@@ -547,7 +570,8 @@ class FilterResult(_message.Message):
     image_key: str
     target: int
     member: int
-    def __init__(self, index: _Optional[int] = ..., loss: _Optional[float] = ..., dead: _Optional[bool] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., steps: _Optional[int] = ..., seconds: _Optional[float] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., revived: _Optional[int] = ..., cached: _Optional[bool] = ..., image_key: _Optional[str] = ..., target: _Optional[int] = ..., member: _Optional[int] = ...) -> None: ...
+    loss_curve: bytes
+    def __init__(self, index: _Optional[int] = ..., loss: _Optional[float] = ..., dead: _Optional[bool] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., steps: _Optional[int] = ..., seconds: _Optional[float] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., revived: _Optional[int] = ..., cached: _Optional[bool] = ..., image_key: _Optional[str] = ..., target: _Optional[int] = ..., member: _Optional[int] = ..., loss_curve: _Optional[bytes] = ...) -> None: ...
 
 class Grid(_message.Message):
     __slots__ = ("image", "n", "margin", "order")

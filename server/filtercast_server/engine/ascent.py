@@ -28,6 +28,7 @@ from filtercast_server.jobs import (
     Ended,
     EngineObserver,
     FilterOutcome,
+    FilterPreview,
     Job,
     JobSource,
     Plan,
@@ -131,7 +132,7 @@ class AscentEngine:
             return taken
 
         for ended in self.run_jobs(plan.params, plan.precision, plan.structure, source):
-            yield from (outcome for _, outcome in ended if outcome is not None)
+            yield from (outcome for _, outcome in ended if isinstance(outcome, FilterOutcome))
 
     def run_jobs(
         self,
@@ -208,6 +209,10 @@ class AscentEngine:
                 losses = losses.numpy()
             self.observer.on_step(params, precision, len(rows), time.perf_counter() - started)
             ended, keep, done = self._sort_rows(params, rows, losses, revived)
+            due = [position for position in keep if rows[position].preview_due()]
+            if due:
+                with tf.device(device):
+                    ended.extend(_previews(method, rows, state, due))
             finished = [rows[p] for p in done]
             free = capacity - len(keep)
             fresh = refill(free) if refill and free else []
@@ -238,6 +243,7 @@ class AscentEngine:
         for position, (row, loss) in enumerate(zip(rows, losses, strict=True)):
             row.steps += 1
             row.loss = float(loss)
+            row.curve.append(row.loss)
             if row.job.is_cancelled():
                 ended.append((row.job, None))
             elif threshold is not None and row.loss <= threshold:
@@ -275,7 +281,17 @@ class AscentEngine:
             row.steps + row.attempt,
             row.age(),
             revived=row.attempt,
+            curve=tuple(row.curve),
         )
+
+
+def _previews(method: Method, rows: list[Row], state: State, due: list[int]) -> Ended:
+    """The pictures of the rows at `due` as they are now (the finals' deprocessing)."""
+    pictures = method.pictures(tuple(_take(t, due) for t in state))
+    return [
+        (rows[p].job, FilterPreview(rows[p].index, rows[p].steps, rows[p].loss, picture))
+        for p, picture in zip(due, pictures, strict=True)
+    ]
 
 
 def _regroup(

@@ -26,6 +26,12 @@ class Row:
     steps: int = 0  # of this attempt
     end: int = 0  # the step at which this row's current round ends
     loss: float = float("nan")
+    curve: list[float] = field(default_factory=list)  # the objective before each step
+
+    def preview_due(self) -> bool:
+        """Whether its requester wants a preview after the step it just made."""
+        every = self.job.preview_every
+        return every > 0 and self.steps % every == 0
 
     @property
     def index(self) -> int:

@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from filtercast_server.errors import RefusedError
-from filtercast_server.jobs import Ended, FilterOutcome, Job, JobSource, Plan, Precision
+from filtercast_server.jobs import (
+    Ended,
+    FilterOutcome,
+    FilterPreview,
+    Job,
+    JobSource,
+    Plan,
+    Precision,
+)
 from filtercast_server.objectives import Structure
 from filtercast_server.params import AscentParams
 
@@ -46,6 +54,13 @@ class Failed:
 
 
 @dataclass(frozen=True)
+class Preview:
+    """A picture of the request in flight (droppable: a slow reader gets fewer)."""
+
+    preview: FilterPreview
+
+
+@dataclass(frozen=True)
 class Result:
     """One filter's outcome and how long it waited before computing."""
 
@@ -66,6 +81,7 @@ class RequestHandle:
     submitted: float = field(default_factory=time.perf_counter)
     remaining: int = 0
     buffered: int = 0  # results posted and not yet taken by the stream
+    previews: int = 0  # previews posted and not yet taken (a few at most: the rest drop)
     paused: bool = False  # its buffer filled up; runs again once half of it is read
     cancelled: bool = False
     finished: bool = False
@@ -153,6 +169,27 @@ class SchedulerPolicy:
     client_queue_limit: int = 2048  # filters one client may have queued
     stream_buffer: int = 16  # unsent results before a stream's work pauses
     max_cohorts: int = 4  # batches of different keys advanced in turn
+
+
+class Completions:
+    """The times of recent completions, behind the retry hints of a full queue."""
+
+    WINDOW = 256
+
+    def __init__(self) -> None:
+        self._times: deque[float] = deque(maxlen=self.WINDOW)
+
+    def record(self) -> None:
+        """One job finished now."""
+        self._times.append(time.perf_counter())
+
+    def drain_seconds(self, excess: int) -> float:
+        """How long until `excess` more filters have left the queue, at the recent rate."""
+        if len(self._times) < 2:
+            return 5.0
+        span = self._times[-1] - self._times[0]
+        rate = (len(self._times) - 1) / span if span > 0 else 1.0
+        return min(60.0, max(1.0, excess / rate))
 
 
 @dataclass(eq=False)

@@ -3,33 +3,28 @@
 One worker thread drives the engine for its device. Every request becomes one
 job per filter. Jobs of requests with the same compute key (model, layer,
 size, steps, precision, ...) share one continuous batch, a *cohort*; freed
-rows go round-robin to the waiting requests of that key, so a request waits at
-most one filter's lifetime for a row.
+rows go round-robin to the waiting requests of that key.
 
-Up to `max_cohorts` cohorts of different keys are active at once and the
-worker advances them one compiled step at a time, always the cohort that has
-used the least device time so far. A newcomer starts level with the least
-served, with a head start of one step of the slowest active cohort, so a
-small request behind a big one of another key waits for the big cohort's
-step in hand and then runs its own steps, not for the whole big request. When more keys
-wait than there are slots, an active cohort stops taking new jobs after one
-batch worth, drains, and hands its slot on.
+Up to `max_cohorts` cohorts of different keys are active at once, advanced one
+compiled step at a time, the one that has used the least device time first. A
+newcomer starts level with the least served, with a head start of one step of
+the slowest active cohort: a small request behind a big one waits for the big
+cohort's step in hand, not for the whole request. When more keys wait than
+there are slots, a cohort stops taking jobs after one batch worth and drains.
 
-Bounds: a global and a per-client limit on queued filters (over either, a
-request is refused at once with a retry estimate); a per-stream limit on
-results that wait to be sent: a stream whose client does not read stops
-getting rows, so its work pauses while others proceed.
+Bounds: a global and a per-client limit on queued filters (refused at once
+with a retry estimate); a stream whose client does not read stops getting
+rows once `stream_buffer` results wait. Previews (pictures in flight) never
+count there: past PREVIEW_BACKLOG unread ones, a request's previews drop.
 
-De-duplication: jobs carry their result-cache key. A request whose filter is
-already queued or running for another request (same key) follows that job
-instead of queuing its own: computed once, delivered to both. When the job's
-owner leaves, the first follower still there inherits it; a finished job is
-handed to the ResultSink (the cache) even when every requester has left.
+De-duplication: a request whose filter is queued or running for another
+request (same cache key) follows that job: computed once, delivered to both;
+the first follower still there inherits a job its owner leaves, and a
+finished job goes to the ResultSink (the cache) even when everyone has left.
 
 Background work (a dataset's index) runs one short step at a time when no
-request's batch can: a request waits for one such step at most.
-
-Results travel back to each request's asyncio queue through its event loop.
+request's batch can. Results reach each request's asyncio queue through its
+event loop.
 """
 
 import asyncio
@@ -40,15 +35,17 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 
-from filtercast_server.jobs import Ended, FilterOutcome, Job, Plan
+from filtercast_server.jobs import Ended, FilterOutcome, FilterPreview, Job, Plan
 from filtercast_server.serving.batching import (
     BackgroundQueue,
     BackgroundWork,
     BatchEngine,
     BatchFailedError,
     Cohort,
+    Completions,
     Done,
     Failed,
+    Preview,
     QueueFullError,
     RequestHandle,
     Result,
@@ -61,7 +58,7 @@ from filtercast_server.serving.batching import (
 
 log = logging.getLogger(__name__)
 
-RATE_WINDOW = 256  # recent completions behind the throughput estimate of retry hints
+PREVIEW_BACKLOG = 4  # a request's previews waiting to be read; past it, previews drop
 
 
 def _next_unit(pending: deque[Job]) -> int:
@@ -100,7 +97,7 @@ class Scheduler:
         self._queued_by_client: Counter[str] = Counter()
         self._active: dict[tuple, Cohort] = {}
         self._opened = 0
-        self._completions: deque[float] = deque(maxlen=RATE_WINDOW)
+        self._completions = Completions()
         self._background = BackgroundQueue()
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
@@ -162,7 +159,7 @@ class Scheduler:
                     "queue",
                     f"server queue is full: {self._queued} filters queued, this request adds "
                     f"{count}, limit {self.queue_limit}; retry later or ask for fewer filters",
-                    self._drain_seconds(self._queued + count - self.queue_limit),
+                    self._completions.drain_seconds(self._queued + count - self.queue_limit),
                 )
             mine = self._queued_by_client[client]
             if mine + count > self.client_queue_limit:
@@ -171,7 +168,7 @@ class Scheduler:
                     f"this client has {mine} filters queued, this request adds {count}, "
                     f"limit {self.client_queue_limit} per client; retry when earlier "
                     "requests have started, or ask for fewer filters",
-                    self._drain_seconds(mine + count - self.client_queue_limit),
+                    self._completions.drain_seconds(mine + count - self.client_queue_limit),
                 )
             for job in shared:
                 job.followers.append(handle)
@@ -190,10 +187,13 @@ class Scheduler:
             self._observer.on_shared(len(shared))
         return handle
 
-    async def next_event(self, handle: RequestHandle) -> Result | Done | Failed:
+    async def next_event(self, handle: RequestHandle) -> Result | Preview | Done | Failed:
         """The request's next event; taking a result frees room in its buffer."""
         event = await handle.events.get()
-        if isinstance(event, Result):
+        if isinstance(event, Preview):
+            with self._lock:
+                handle.previews -= 1
+        elif isinstance(event, Result):
             with self._lock:
                 handle.buffered -= 1
                 if handle.paused and handle.buffered <= self.stream_buffer // 2:
@@ -234,14 +234,6 @@ class Scheduler:
         if self._queued_by_client[handle.client] <= 0:
             del self._queued_by_client[handle.client]
         self._observer.on_queue_depth(self._queued)
-
-    def _drain_seconds(self, excess: int) -> float:
-        """How long until `excess` more filters have left the queue, at the recent rate."""
-        if len(self._completions) < 2:
-            return 5.0
-        span = self._completions[-1] - self._completions[0]
-        rate = (len(self._completions) - 1) / span if span > 0 else 1.0
-        return min(60.0, max(1.0, excess / rate))
 
     def _pass_on(
         self, job: Job, owner: RequestHandle, fit: Callable[[RequestHandle], bool]
@@ -293,14 +285,7 @@ class Scheduler:
                     quantum=self.engine.batch_size(params),
                     opened=self._opened,
                 )
-                log.debug(
-                    "opened a batch for %s/%s at %d px, %d steps (%d active)",
-                    params.model,
-                    params.layer,
-                    params.size,
-                    params.steps,
-                    len(self._active) + 1,
-                )
+                log.debug("opened a batch for %s (%d active)", params, len(self._active) + 1)
                 cohort.slices = self.engine.run_jobs(
                     params, precision, structure, functools.partial(self._take, cohort)
                 )
@@ -373,12 +358,12 @@ class Scheduler:
     def _close(self, cohort: Cohort) -> None:
         with self._lock:
             del self._active[cohort.key]
-        params = cohort.key[0]
-        log.debug(
-            "closed the batch for %s at %d px, %d steps", params.layer, params.size, params.steps
-        )
+        log.debug("closed the batch for %s", cohort.key[0])
 
-    def _deliver(self, job: Job, outcome: FilterOutcome | None) -> None:
+    def _deliver(self, job: Job, outcome: FilterOutcome | FilterPreview | None) -> None:
+        if isinstance(outcome, FilterPreview):
+            self._offer_preview(job, outcome)
+            return
         if outcome is not None and job.key:
             # Stored (in memory at once) before the job stops being in flight: a request
             # arriving in between finds one or the other.
@@ -388,13 +373,26 @@ class Scheduler:
             # abandoned() never turns back: a dropped job (None) has no one left to wait.
             owners = [h for h in (job.owner, *job.followers) if not h.cancelled]
             if outcome is not None:
-                self._completions.append(time.perf_counter())
+                self._completions.record()
         if outcome is None or not owners:
             self._observer.on_filters("cancelled", 1)
             return
         self._observer.on_filters("dead" if outcome.dead else "ok", 1)
         for handle in owners:
             self._post_result(handle, outcome)
+
+    def _offer_preview(self, job: Job, preview: FilterPreview) -> None:
+        """To each requester still reading, unless PREVIEW_BACKLOG of its previews wait."""
+        with self._lock:
+            takers = [
+                h
+                for h in (job.owner, *job.followers)
+                if not (h.cancelled or h.finished) and h.previews < PREVIEW_BACKLOG
+            ]
+            for handle in takers:
+                handle.previews += 1
+        for handle in takers:
+            handle.post(Preview(preview))
 
     def _post_result(self, handle: RequestHandle, outcome: FilterOutcome) -> None:
         queue_seconds = max(0.0, time.perf_counter() - handle.submitted - outcome.seconds)

@@ -10,6 +10,7 @@ RetryInfo hint.
 """
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -57,6 +58,7 @@ from filtercast_server.serving.wire import (
     precision_name,
     preset_infos,
     preset_name,
+    preview_every_of,
     resolved_params,
 )
 
@@ -339,6 +341,7 @@ class FilterVisualizerServicer:
                     accentuate=accentuate,
                 ),
             )
+            plan = dataclasses.replace(plan, preview_every=preview_every_of(request))
             check_grid_fits(plan, request.grid.disabled, self.policy.max_message_bytes)
             check_groups_fit(plan, self.streams.scheduler.engine.batch_size(plan.params))
         except InvalidRequestError as error:

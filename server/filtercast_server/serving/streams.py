@@ -22,10 +22,10 @@ from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.cache.entry import Expectation
 from filtercast_server.cache.results import ResultCache
 from filtercast_server.grid import GridCollector
-from filtercast_server.jobs import FilterOutcome, Plan
+from filtercast_server.jobs import FilterOutcome, FilterPreview, Plan
 from filtercast_server.observability.logs import ThrottledLog
 from filtercast_server.serving.admission import Slot
-from filtercast_server.serving.batching import Done, Failed, RequestHandle, Result
+from filtercast_server.serving.batching import Done, Failed, Preview, RequestHandle, Result
 from filtercast_server.serving.scheduler import Scheduler
 from filtercast_server.serving.status import ErrorFacts, refuse
 from filtercast_server.serving.wire import (
@@ -33,6 +33,7 @@ from filtercast_server.serving.wire import (
     filter_message,
     grid_message,
     picture_of,
+    preview_message,
     summary_message,
 )
 
@@ -226,6 +227,9 @@ class Stream:
             while not isinstance(event := await self.tools.scheduler.next_event(handle), Done):
                 if isinstance(event, Failed):
                     raise EngineFailedError(event.error)
+                if isinstance(event, Preview):
+                    await self._preview(event.preview)
+                    continue
                 assert isinstance(event, Result)
                 self.tools.metrics.filter_queue_wait.observe(event.queue_seconds)
                 self.tools.metrics.filter_compute.observe(event.outcome.seconds)
@@ -241,6 +245,12 @@ class Stream:
                 work.request_id, plan, loop, work.client, work.keys
             )
             work.handles.append(handle)
+
+    async def _preview(self, preview: FilterPreview) -> None:
+        loop = asyncio.get_running_loop()
+        plan = self.work.plan
+        message = await loop.run_in_executor(self.tools.encoder, preview_message, preview, plan)
+        await self.send(message)
 
     async def _result(self, outcome: FilterOutcome) -> None:
         tally = self.tally

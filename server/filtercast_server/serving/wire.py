@@ -5,12 +5,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
 from filtercast import contract
 from filtercast.contract import IMAGE_FORMATS, PRECISIONS, PRESETS, ContractError
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.errors import InvalidRequestError
-from filtercast_server.jobs import FilterOutcome, Plan
+from filtercast_server.jobs import FilterOutcome, FilterPreview, Plan
 from filtercast_server.objectives import decimal
 
 if TYPE_CHECKING:  # it imports TensorFlow; wire only reads a loaded model's description
@@ -23,6 +24,9 @@ from filtercast_server.presets import CATALOG
 from filtercast_server.selection import FilterSelection
 from filtercast_server.targets import MAX_GROUP
 
+MIN_PREVIEW_EVERY = 5  # a preview costs a deprocess: not every step of every row
+MAX_PREVIEW_EVERY = 100_000
+PREVIEW_SIDE = 128  # pixels: larger previews are shrunk to it
 OVERRIDE_FIELDS = (
     "size",
     "steps",
@@ -58,6 +62,18 @@ FIELD_PATHS = {
     "grid_margin": "grid.margin",
     "dead_threshold": "keep_dead_filters",
 }
+
+
+def preview_every_of(request: pb.VisualizeFiltersRequest) -> int:
+    """Steps between previews (0: none), or InvalidRequestError below the server's minimum."""
+    every = request.preview_every if request.HasField("preview_every") else 0
+    if every and not MIN_PREVIEW_EVERY <= every <= MAX_PREVIEW_EVERY:
+        raise InvalidRequestError(
+            f"preview_every={every}: take {MIN_PREVIEW_EVERY}..{MAX_PREVIEW_EVERY} steps "
+            "between previews, or 0 for none",
+            "preview_every",
+        )
+    return every
 
 
 def field_path(name: str | None) -> str:
@@ -242,6 +258,7 @@ def limits_message(limits: Limits, **serving: Any) -> pb.ServerLimits:
         max_image_bytes=contract.MAX_IMAGE_BYTES,
         max_image_pixels=MAX_IMAGE_PIXELS,
         max_analyzed_channels=MAX_CHANNELS,
+        min_preview_every=MIN_PREVIEW_EVERY,
         **serving,
     )
 
@@ -317,8 +334,29 @@ def filter_message(
         revived=outcome.revived,
         cached=outcome.cached,
         image_key=image_key,
+        loss_curve=np.asarray(outcome.curve, "<f4").tobytes(),
     )
     return pb.VisualizeFiltersResponse(filter=message)
+
+
+def preview_message(preview: FilterPreview, plan: Plan) -> pb.VisualizeFiltersResponse:
+    """A picture in flight, encoded as PNG (a picture past PREVIEW_SIDE shrunk to it)."""
+    target = plan.targets[preview.index] if plan.targets else None
+    image = preview.image
+    if max(image.shape[:2]) > PREVIEW_SIDE:  # a preview is glanced at, not kept
+        small = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image)
+        small.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE), Image.Resampling.BILINEAR)
+        image = np.asarray(small).reshape(small.height, small.width, image.shape[-1])
+    return pb.VisualizeFiltersResponse(
+        preview=pb.FilterPreview(
+            index=preview.index,
+            step=preview.step,
+            loss=preview.loss,
+            image=encode_image(image, pb.IMAGE_FORMAT_PNG),
+            target=target.target if target else 0,
+            member=target.member if target else 0,
+        )
+    )
 
 
 def grid_message(
