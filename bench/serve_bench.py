@@ -13,9 +13,12 @@ cache (classic, 64 filters):
 repeats:
 5. 200 identical cached requests at once (64 filters each) on a directory
    cache: lookup faults, filters computed again, and the requests' times.
+previews (robust, 100 steps, 4 filters, cache off):
+6. The same request with preview_every=10 and without, alternating, each
+   pair with a new seed: what previews cost, and the time to the first one.
 
-    .venv/bin/python bench/serve_bench.py [--only serving|cache|repeats] [--weights PATH]
-        [--size 128] [--steps 20] [--pairs 2] [--repeats 200]
+    .venv/bin/python bench/serve_bench.py [--only serving|cache|repeats|previews]
+        [--weights PATH] [--size 128] [--steps 20] [--pairs 2] [--repeats 200]
 """
 
 import argparse
@@ -28,7 +31,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from filtercast_client.client import Client, FilterImage
+from filtercast_client import Client, FilterImage, FilterPreview
 from filtercast_client.local_server import LocalServer
 
 DEFAULT_WEIGHTS = (
@@ -289,13 +292,56 @@ def repeat_rows(weights: str, overrides: dict, precision: str, repeats: int) -> 
     )
 
 
+def timed_robust(client: Client, seed: int, preview_every: int) -> tuple[float, float, int]:
+    """(seconds to the first event with a picture, to the end, previews) of one robust request."""
+    started, first, previews = time.perf_counter(), None, 0
+    for event in client.visualize(
+        preset="robust", filters="0:4", seed=seed, preview_every=preview_every
+    ):
+        if first is None and isinstance(event, FilterImage | FilterPreview):
+            first = time.perf_counter() - started
+        previews += isinstance(event, FilterPreview)
+    assert first is not None
+    return first, time.perf_counter() - started, previews
+
+
+def preview_rows(weights: str, precision: str, pairs: int) -> None:
+    """Row 6: robust with previews every 10 steps against without, alternating."""
+    server = LocalServer(
+        "--cache", "off", "--weights", weights, "--precision", precision,
+        log_path=Path("/tmp/filtercast-bench-previews.log"), metrics=False,
+    )  # fmt: skip
+    try:
+        server.wait_serving()
+        with Client(server.address) as client:
+            timed_robust(client, 10_000, 10)  # the trace, outside the timings
+            rows: dict[int, list[tuple[float, float, int]]] = {0: [], 10: []}
+            for pair in range(pairs):
+                order = [0, 10] if pair % 2 == 0 else [10, 0]
+                for every in order:
+                    rows[every].append(timed_robust(client, pair, every))
+                    print(f"  pair {pair}: preview_every={every:2d} {rows[every][-1][1]:.2f} s")
+    finally:
+        server.stop()
+    without = statistics.median(t for _, t, _ in rows[0])
+    with_previews = statistics.median(t for _, t, _ in rows[10])
+    first = statistics.median(f for f, _, _ in rows[10])
+    print(
+        f"\nrobust, 4 filters, 100 steps, median of {pairs}:\n"
+        f"  no previews          {without:6.2f} s\n"
+        f"  preview_every=10     {with_previews:6.2f} s ({with_previews / without:.3f}x), "
+        f"{rows[10][0][2]} previews, the first after {first:.2f} s\n"
+        f"  first picture without previews: {statistics.median(f for f, _, _ in rows[0]):.2f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--only", choices=["serving", "cache", "repeats"])
+    parser.add_argument("--only", choices=["serving", "cache", "repeats", "previews"])
     parser.add_argument("--pairs", type=int, default=2, help="cold off/on pairs (cache)")
     parser.add_argument("--repeats", type=int, default=200, help="concurrent cached repeats")
     args = parser.parse_args()
@@ -311,6 +357,8 @@ def main() -> None:
         cache_rows(weights, overrides, args.precision, args.pairs)
     if args.only in (None, "repeats"):
         repeat_rows(weights, overrides, args.precision, args.repeats)
+    if args.only in (None, "previews"):
+        preview_rows(weights, args.precision, args.pairs)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from filtercast_client.cli_options import (
     request_options,
     rpc_failure,
 )
-from filtercast_client.cli_output import console, report, visualize_into
+from filtercast_client.cli_output import Frames, console, report, visualize_into
 from filtercast_client.errors import FiltercastError, InvalidRequest
 from filtercast_client.request import build_request
 
@@ -121,10 +121,33 @@ def layers(connection: Connection, model: str) -> None:
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("visualize-output"), show_default=True
 )
+@click.option(
+    "--preview-every", type=int, default=0, help="Previews of pictures in flight every N steps."
+)
+@click.option(
+    "--previews",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write each preview to DIR/filter_NNNN/step_SSSS.png (previews every 10 steps "
+    "unless --preview-every says otherwise).",
+)
+@click.option("--animate", is_flag=True, help="With --previews: DIR/filter_NNNN.webp per filter.")
 @request_options
-def visualize(connection: Connection, out: Path, timeout: float | None, **options: Any) -> None:
+def visualize(
+    connection: Connection,
+    out: Path,
+    preview_every: int,
+    previews: Path | None,
+    animate: bool,
+    timeout: float | None,
+    **options: Any,
+) -> None:
     """Stream a layer's filters from a server into PNGs, grid.png and manifest.json."""
-    manifest = visualize_into(connection, out, timeout, **request_of(**options))
+    if animate and previews is None:
+        raise click.UsageError("--animate writes into the --previews folder: give --previews DIR")
+    writer = Frames(previews, animate) if previews else None
+    every = preview_every or (10 if previews else 0)
+    request = request_of(**options)
+    manifest = visualize_into(connection, out, timeout, writer, preview_every=every, **request)
     report(manifest, out)
 
 

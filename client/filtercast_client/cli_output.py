@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from PIL import Image
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -20,7 +21,7 @@ from rich.text import Text
 from filtercast import manifest
 from filtercast_client.cli_options import Connection, rpc_failure
 from filtercast_client.errors import FiltercastError
-from filtercast_client.events import Accepted, FilterImage, GridImage, Summary
+from filtercast_client.events import Accepted, FilterImage, FilterPreview, GridImage, Summary
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -40,12 +41,55 @@ class RateColumn(ProgressColumn):
         return Text(f"{task.completed / elapsed:.2f} filters/s", style="cyan")
 
 
+class Frames:
+    """Previews as files, DIR/filter_NNNN/step_SSSS.png; with `animate` also an animation.
+
+    DIR/filter_NNNN.webp (the previews, then the final picture) is written
+    once the filter is done.
+    """
+
+    FRAME_MS = 150
+
+    def __init__(self, folder: Path, animate: bool) -> None:
+        self.folder = folder
+        self.animate = animate
+        self._frames: dict[int, list[Image.Image]] = {}
+
+    def preview(self, event: FilterPreview) -> None:
+        """Write one frame (and keep it, to animate)."""
+        folder = self.folder / f"filter_{event.index:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        event.pil.save(folder / f"step_{event.step:04d}.png")
+        if self.animate:
+            self._frames.setdefault(event.index, []).append(event.pil)
+
+    def final(self, event: FilterImage) -> None:
+        """A filter is done: its animation, when asked for and it has frames and a picture."""
+        frames = self._frames.pop(event.index, [])
+        if not (self.animate and frames and event.pil is not None):
+            return
+        last = event.pil.resize(frames[0].size, Image.Resampling.LANCZOS)
+        frames[0].save(
+            self.folder / f"filter_{event.index:04d}.webp",
+            save_all=True,
+            append_images=[*frames[1:], last],
+            duration=self.FRAME_MS,
+            loop=0,
+            lossless=True,
+        )
+
+
 def visualize_into(
-    connection: Connection, out: Path, timeout: float | None, **request: Any
+    connection: Connection,
+    out: Path,
+    timeout: float | None,
+    previews_to: Frames | None = None,
+    **request: Any,
 ) -> dict[str, Any]:
     """Stream one request into `out` with a progress bar; the manifest written.
 
-    Ctrl-C cancels the stream, keeps what arrived and exits 130.
+    Previews go to `previews_to` when given. Ctrl-C cancels the stream, keeps what
+    arrived and exits 130.
     """
     client = connection.client()
     try:
@@ -53,7 +97,7 @@ def visualize_into(
     except FiltercastError as error:
         client.close()
         raise rpc_failure(error) from error
-    recorder = Recorder(out, connection)
+    recorder = Recorder(out, connection, previews_to)
     try:
         with Progress(*progress_columns(), console=console, transient=False) as progress:
             task = progress.add_task("connecting", total=None)
@@ -89,21 +133,30 @@ def progress_columns() -> tuple[ProgressColumn, ...]:
 class Recorder:
     """Writes a stream's events into an output folder, and shows them on a progress bar."""
 
-    def __init__(self, out: Path, connection: Connection) -> None:
+    def __init__(self, out: Path, connection: Connection, frames: Frames | None = None) -> None:
         self.out = out
         self.connection = connection
+        self.frames = frames
         self.folder: manifest.OutputFolder | None = None
+        self.in_flight: set[int] = set()  # filters with previews and no final yet
+        self.layer = ""
 
     def record(self, event: Any, progress: Progress, task: TaskID) -> None:
         """Write one event; move the bar."""
         if isinstance(event, Accepted):
             self.folder = manifest.OutputFolder(self.out, manifest_fields(event, self.connection))
-            progress.update(
-                task,
-                total=len(event.filters),
-                description=f"{event.params['layer']} (seed {event.seed})",
-            )
+            self.layer = f"{event.params['layer']} (seed {event.seed})"
+            progress.update(task, total=len(event.filters), description=self.layer)
+        elif isinstance(event, FilterPreview):
+            self.in_flight.add(event.index)
+            if self.frames is not None:
+                self.frames.preview(event)
+            description = f"{self.layer}, {len(self.in_flight)} in flight"
+            progress.update(task, description=description)
         elif isinstance(event, FilterImage):
+            self.in_flight.discard(event.index)
+            if self.frames is not None:
+                self.frames.final(event)
             assert self.folder is not None  # EventChecker: Accepted comes first
             self.folder.add_filter(
                 event.index,

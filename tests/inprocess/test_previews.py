@@ -82,3 +82,24 @@ def test_the_gateway_streams_previews_as_ndjson_lines() -> None:
             ]
     assert kinds[:1] == ["accepted"] and kinds.count("preview") == 3
     assert kinds.index("filter") > max(i for i, k in enumerate(kinds) if k == "preview")
+
+
+def test_the_cli_writes_frames_and_an_animation_per_filter(tmp_path) -> None:
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from filtercast_client.cli import main
+
+    with StandIn(engine=Engine(step_seconds=0.002)) as server:
+        args = ["visualize", "--server", server.address, "--filters", "0:3", "--steps", "20"]
+        args += ["--out", str(tmp_path / "out"), "--previews", str(tmp_path / "frames")]
+        result = CliRunner().invoke(main, [*args, "--preview-every", "5", "--animate"])
+    assert result.exit_code == 0, result.output
+    for index in (0, 1, 2):
+        steps = sorted(p.name for p in (tmp_path / "frames" / f"filter_{index:04d}").iterdir())
+        assert steps == ["step_0005.png", "step_0010.png", "step_0015.png"]
+        animation = Image.open(tmp_path / "frames" / f"filter_{index:04d}.webp")
+        assert animation.n_frames == 4  # three previews, then the final picture
+    assert (tmp_path / "out" / "manifest.json").exists()
+    refused = CliRunner().invoke(main, ["visualize", "--animate"])
+    assert refused.exit_code == 2 and "give --previews DIR" in refused.output
