@@ -293,3 +293,48 @@ def test_a_dataset_shows_its_examples_under_each_picture(browser, server) -> Non
     assert all(img.get_attribute("src").startswith("data:image/png") for s in strips for img in s)
     assert "drawn_" in strips[0][0].get_attribute("title")
     assert not errors(browser)
+
+
+def test_tiles_animate_while_they_form_and_the_detail_draws_the_loss_curve(browser, server) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get_log("browser")
+    selection = {**SELECTION, "steps": "30", "filters": "0:2", "seed": "11"}
+    browser.get(f"{server.http_url}/?{urllib.parse.urlencode(selection)}")
+    wait_done(browser)
+    # Watch the grid from here on, then run again: every forming picture is recorded.
+    browser.execute_script(
+        """
+        window.seenFrames = [];
+        new MutationObserver((changes) => {
+          for (const change of changes) {
+            const img = change.target.closest && change.target.closest("li.forming")
+              ? change.target : null;
+            if (img && img.tagName === "IMG") window.seenFrames.push(img.alt);
+          }
+        }).observe(document.getElementById("tiles"),
+                   {subtree: true, attributes: true, attributeFilter: ["src"]});
+        """
+    )
+    browser.find_element(By.ID, "seed").clear()
+    browser.find_element(By.ID, "seed").send_keys("12")  # new pictures: not from the cache
+    browser.find_element(By.ID, "show").click()
+    WebDriverWait(browser, 120).until(
+        lambda _: (
+            browser.find_element(By.ID, "progress").text.startswith("Done")
+            and "seed=12" in browser.current_url
+        )
+    )
+    frames = browser.execute_script("return window.seenFrames")
+    assert any("forming: step 10" in f for f in frames), frames
+    assert not browser.find_elements(By.CSS_SELECTOR, "li.forming"), "finals replaced them"
+    tile = next(
+        t
+        for t in browser.find_elements(By.CSS_SELECTOR, ".tile")
+        if "dead" not in (t.get_attribute("class") or "")
+    )
+    tile.click()
+    curve = browser.find_element(By.CSS_SELECTOR, "#detail-curve polyline")
+    assert len(curve.get_attribute("points").split()) == 30  # one point per step
+    assert not errors(browser)

@@ -20,6 +20,7 @@ let photo = null; // the dropped image: { bytes (base64), name }
 const PHOTO_TYPES = ["image/png", "image/jpeg"];
 const PHOTO_TOP_K = 8;
 const EXAMPLES_TOP_K = 4;
+const PREVIEW_EVERY = 10;
 let examples = new Map(); // channel -> its dataset examples, for the run in progress
 
 function headers(extra) {
@@ -138,6 +139,7 @@ function request() {
   }
   if (Object.keys(overrides).length) body.overrides = overrides;
   if (photo && $("photo-start").checked) body.accentuate = { image: photo.bytes };
+  body.previewEvery = PREVIEW_EVERY; // tiles animate while they form
   return body;
 }
 
@@ -286,6 +288,7 @@ function detail(result, name) {
   image.hidden = !result.image;
   image.src = result.image ? "data:image/png;base64," + result.image.data : "";
   image.alt = result.image ? name : "";
+  drawCurve(result.lossCurve);
   const numbers = [
     ["Loss", number(result.loss, 4)],
     ["Dead", result.dead ? "yes" : "no"],
@@ -328,17 +331,65 @@ function handle(event, state) {
     tally.done += 1;
     tally.dead += filter.dead ? 1 : 0;
     tally.cached += filter.cached ? 1 : 0;
-    // In index order, whatever order they finish in: a reload lays out the same.
     const index = filter.index || 0;
-    const after = [...$("tiles").children].find((li) => Number(li.firstChild.dataset.index) > index);
-    $("tiles").insertBefore(tile(filter, state.accepted), after || null);
+    const forming = $("tiles").querySelector(`li.forming[data-index="${index}"]`);
+    if (forming) forming.remove();
+    place(tile(filter, state.accepted), index);
     if (!$("tiles").querySelector('.tile[tabindex="0"]')) {
       $("tiles").querySelector(".tile").tabIndex = 0;
     }
     progress(false);
+  } else if (result.preview) {
+    formingTile(result.preview);
   } else if (result.summary) {
     progress(true);
   }
+}
+
+// In index order, whatever order they finish in: a reload lays out the same.
+function place(item, index) {
+  const after = [...$("tiles").children].find((li) => Number(li.firstChild.dataset.index) > index);
+  $("tiles").insertBefore(item, after || null);
+}
+
+// A picture in flight: its tile shows each preview until the final replaces it.
+function formingTile(preview) {
+  const index = preview.index || 0;
+  let item = $("tiles").querySelector(`li.forming[data-index="${index}"]`);
+  if (!item) {
+    item = document.createElement("li");
+    item.className = "forming";
+    item.dataset.index = index;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "tile";
+    button.dataset.index = index;
+    button.tabIndex = -1;
+    button.disabled = true; // nothing to open yet
+    const caption = document.createElement("span");
+    caption.className = "caption";
+    button.append(document.createElement("img"), caption);
+    item.append(button);
+    place(item, index);
+  }
+  const img = item.querySelector("img");
+  img.src = "data:image/png;base64," + preview.image.data;
+  img.alt = `filter ${index}, forming: step ${preview.step || 0}`;
+  item.querySelector(".caption").textContent = `#${index} · step ${preview.step || 0}`;
+}
+
+// FilterResult.lossCurve (float32 little-endian, base64) as the detail's line.
+function drawCurve(encoded) {
+  const svg = $("detail-curve");
+  const bytes = Uint8Array.from(atob(encoded || ""), (c) => c.charCodeAt(0));
+  const values = new Float32Array(bytes.buffer, 0, Math.floor(bytes.length / 4));
+  svg.hidden = values.length < 2;
+  if (svg.hidden) return;
+  const low = Math.min(...values);
+  const span = Math.max(...values) - low || 1;
+  const points = [...values].map((v, i) =>
+    `${(240 * i / (values.length - 1)).toFixed(1)},${(58 - 56 * (v - low) / span).toFixed(1)}`);
+  svg.querySelector("polyline").setAttribute("points", points.join(" "));
 }
 
 async function run(submit) {
