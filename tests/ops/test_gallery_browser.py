@@ -338,3 +338,21 @@ def test_tiles_animate_while_they_form_and_the_detail_draws_the_loss_curve(brows
     curve = browser.find_element(By.CSS_SELECTOR, "#detail-curve polyline")
     assert len(curve.get_attribute("points").split()) == 30  # one point per step
     assert not errors(browser)
+
+
+def test_a_first_visit_shows_robust_pictures_forming_without_choosing_anything(
+    browser, server
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get_log("browser")
+    browser.get(f"{server.http_url}/")
+    assert browser.find_element(By.ID, "preset").get_attribute("value") == "robust"
+    # No click: the default layer's pictures start forming (previews every 10 steps).
+    WebDriverWait(browser, 240).until(
+        lambda _: browser.find_elements(By.CSS_SELECTOR, "li.forming img[src^='data:image/png']")
+    )
+    assert browser.find_element(By.ID, "layer").get_attribute("value") == "block5_conv1"
+    browser.find_element(By.ID, "stop").click()  # the server stops computing them
+    assert not errors(browser)

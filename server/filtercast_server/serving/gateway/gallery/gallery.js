@@ -21,6 +21,7 @@ const PHOTO_TYPES = ["image/png", "image/jpeg"];
 const PHOTO_TOP_K = 8;
 const EXAMPLES_TOP_K = 4;
 const PREVIEW_EVERY = 10;
+const FIRST_VIEW_PRESET = "PRESET_ROBUST";
 let examples = new Map(); // channel -> its dataset examples, for the run in progress
 
 function headers(extra) {
@@ -73,12 +74,13 @@ async function loadModels() {
   fillLayers(url.get("layer"), url.get("dataset"));
   const presets = (listing.presets || []).map((p) => [p.name, p.name]);
   const model = models.find((m) => m.name === $("model").value) || {};
-  const preferred = (model.defaultPreset || "PRESET_CLASSIC").replace("PRESET_", "").toLowerCase();
+  // A first visit (no selection in the URL) looks with the best preset for looking: robust.
+  const chosen = url.has("model") ? model.defaultPreset : FIRST_VIEW_PRESET;
+  const preferred = (chosen || "PRESET_CLASSIC").replace("PRESET_", "").toLowerCase();
   fillSelect($("preset"), presets, url.get("preset") || preferred);
   for (const name of ["filters", "objective", "diversity", "seed", "size", "steps"]) {
     if (url.has(name)) $(name).value = url.get(name);
   }
-  return url.has("model");
 }
 
 // "0:16", "1,5,9", "0:8,100:104" as a filtercast.v1.FilterSelection.
@@ -559,7 +561,9 @@ async function start() {
   $("stop").addEventListener("click", () => running && running.abort());
   $("tiles").addEventListener("keydown", navigate);
   try {
-    if (await loadModels()) await run();
+    // A first visit runs at once too: what the cache holds shows at once, the rest forms.
+    await loadModels();
+    await run();
   } catch (error) {
     showError(error.message);
   }
