@@ -7,8 +7,8 @@ cache, submit, stream back); `wire` converts between messages and the core's
 values and builds every response message; `status` writes error details;
 `admission` bounds streams; `scheduler` (its vocabulary in `batching`)
 batches jobs across requests on the one device thread; `analysis` answers
-AnalyzeImage beside it, `examples` DatasetExamples, whose indexes
-`indexing` builds as the scheduler's background work; `interceptor` and
+AnalyzeImage beside it, `examples` DatasetExamples (its indexes, built by
+the core's `indexing`, run as the scheduler's background work); `interceptor` and
 `auth` authenticate and count every call; `listeners`, `tls` and
 `reflection` are the ports'; `gateway/` is the HTTP/JSON face and the
 gallery over the same front.
