@@ -16,6 +16,9 @@ repeats:
 previews (robust, 100 steps, 4 filters, cache off):
 6. The same request with preview_every=10 and without, alternating, each
    pair with a new seed: what previews cost, and the time to the first one.
+7. In the engine alone: a preview's pictures against a step of the same
+   batch (median of 12 each, interleaved): the engine's share, free of the
+   noise that whole requests carry.
 
     .venv/bin/python bench/serve_bench.py [--only serving|cache|repeats|previews]
         [--weights PATH] [--size 128] [--steps 20] [--pairs 2] [--repeats 200]
@@ -335,6 +338,44 @@ def preview_rows(weights: str, precision: str, pairs: int) -> None:
     )
 
 
+def preview_engine_share(weights: str, precision: str) -> None:
+    """Row 7: the seconds of one preview's pictures against a step, the 4 rows of row 6."""
+    import tensorflow as tf
+
+    from filtercast_server.engine.ascent import AscentEngine
+    from filtercast_server.engine.devices import select_device
+    from filtercast_server.engine.models import LoadedModel
+    from filtercast_server.engine.rows import Row
+    from filtercast_server.planning import make_plan
+
+    device = select_device("auto")
+    models = {"vgg16": LoadedModel("vgg16", weights, device)}
+    plan = make_plan(
+        models, preset="robust", overrides={}, filters="0:4", precision=precision, seed=0
+    )
+    method = AscentEngine(models).method(plan.params, plan.precision)
+    rows = [Row(job) for job in plan.jobs(list(range(4)))]
+    every = tf.constant(list(range(4)), tf.int32)
+    state = tuple(tf.constant(a) for a in method.initial(rows))
+    steps, pictures = [], []
+    for _ in range(14):  # the first two trace both functions: not timed
+        started = time.perf_counter()
+        state, losses = method.step(state, rows)
+        losses.numpy()
+        steps.append(time.perf_counter() - started)
+        for row in rows:
+            row.steps += 1
+        started = time.perf_counter()
+        method.pictures(tuple(tf.gather(t, every) for t in state))  # as the engine takes them
+        pictures.append(time.perf_counter() - started)
+    step, picture = statistics.median(steps[2:]), statistics.median(pictures[2:])
+    print(
+        f"\nin the engine ({plan.precision.value}), 4 rows: a step {step * 1e3:.1f} ms, "
+        f"a preview's pictures {picture * 1e3:.1f} ms: "
+        f"{picture / (10 * step):.2%} of the steps at preview_every=10"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
@@ -359,6 +400,7 @@ def main() -> None:
         repeat_rows(weights, overrides, args.precision, args.repeats)
     if args.only in (None, "previews"):
         preview_rows(weights, args.precision, args.pairs)
+        preview_engine_share(weights, args.precision)
 
 
 if __name__ == "__main__":

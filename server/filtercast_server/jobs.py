@@ -142,6 +142,14 @@ class Job:
     key: str = ""
     followers: list[Any] = field(default_factory=list)
 
+    def wants_preview(self, step: int) -> bool:
+        """Whether its owner wants a preview of it after `step` steps.
+
+        After the first step, so one comes at once, then every preview_every-th.
+        """
+        every = self.preview_every
+        return every > 0 and (step == 1 or step % every == 0)
+
 
 # Returns up to n jobs to start now (fewer, or none, is fine).
 JobSource = Callable[[int], list[Job]]

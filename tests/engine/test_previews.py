@@ -34,14 +34,27 @@ def test_a_preview_is_the_final_picture_of_that_many_steps(vgg, preset: str) -> 
     events = events_of(engine, dataclasses.replace(plan, preview_every=5))
     previews = [o for _, o in events if isinstance(o, FilterPreview)]
     finals = {o.index: o for _, o in events if isinstance(o, FilterOutcome)}
-    short = dataclasses.replace(plan, params=dataclasses.replace(plan.params, steps=5))
-    at_five = {o.index: o for o in engine.run(short)}
-    alive = [index for index, outcome in sorted(at_five.items()) if not outcome.dead]
-    assert alive, "at least one filter lives to show its preview"
-    assert sorted((p.index, p.step) for p in previews) == [(index, 5) for index in alive]
+    shorter = {
+        steps: {
+            o.index: o
+            for o in engine.run(
+                dataclasses.replace(plan, params=dataclasses.replace(plan.params, steps=steps))
+            )
+        }
+        for steps in (1, 5)
+    }
+    at_five = shorter[5]
+    expected = [
+        (index, steps)
+        for steps, outcomes in shorter.items()
+        for index, outcome in outcomes.items()
+        if not outcome.dead
+    ]
+    assert expected, "at least one filter lives to show its previews"
+    assert sorted((p.index, p.step) for p in previews) == sorted(expected)  # after steps 1 and 5
     for preview in previews:
-        np.testing.assert_array_equal(preview.image, at_five[preview.index].image)
-        assert preview.loss == pytest.approx(at_five[preview.index].loss)
+        np.testing.assert_array_equal(preview.image, shorter[preview.step][preview.index].image)
+        assert preview.loss == pytest.approx(shorter[preview.step][preview.index].loss)
     for final in (f for f in finals.values() if not f.dead):
         assert len(final.curve) == 10 and final.curve[-1] == final.loss
         assert final.curve[:5] == pytest.approx(at_five[final.index].curve)

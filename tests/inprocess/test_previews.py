@@ -34,7 +34,7 @@ def test_previews_come_in_step_order_before_their_final() -> None:
             for n, e in enumerate(events)
             if isinstance(e, FilterPreview) and e.index == index
         ]
-        assert [e.step for _, e in previews] == [5, 10, 15]  # the last step is the final
+        assert [e.step for _, e in previews] == [1, 5, 10, 15]  # the last step is the final
         assert all(n < finals[index] for n, _ in previews)
         assert all(int(e.image[0, 0, 0]) == e.step for _, e in previews)  # the step's picture
     final = next(e for e in events if isinstance(e, FilterImage) and not e.dead)
@@ -80,7 +80,7 @@ def test_the_gateway_streams_previews_as_ndjson_lines() -> None:
                 for line in response.read().splitlines()
                 if line.strip()
             ]
-    assert kinds[:1] == ["accepted"] and kinds.count("preview") == 3
+    assert kinds[:1] == ["accepted"] and kinds.count("preview") == 4  # steps 1, 5, 10, 15
     assert kinds.index("filter") > max(i for i, k in enumerate(kinds) if k == "preview")
 
 
@@ -97,9 +97,9 @@ def test_the_cli_writes_frames_and_an_animation_per_filter(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     for index in (0, 1, 2):
         steps = sorted(p.name for p in (tmp_path / "frames" / f"filter_{index:04d}").iterdir())
-        assert steps == ["step_0005.png", "step_0010.png", "step_0015.png"]
+        assert steps == [f"step_{step:04d}.png" for step in (1, 5, 10, 15)]
         animation = Image.open(tmp_path / "frames" / f"filter_{index:04d}.webp")
-        assert animation.n_frames == 4  # three previews, then the final picture
+        assert animation.n_frames == 5  # four previews, then the final picture
     assert (tmp_path / "out" / "manifest.json").exists()
     refused = CliRunner().invoke(main, ["visualize", "--animate"])
     assert refused.exit_code == 2 and "give --previews DIR" in refused.output

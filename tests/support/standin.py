@@ -148,7 +148,7 @@ class Engine:
                     rows.remove(row)
                     self.finished.append(job.index)
                     ended.append((job, outcome(job.index, params)))
-                elif job.preview_every and row[1] % job.preview_every == 0:
+                elif job.wants_preview(row[1]):
                     # In flight: the picture so far, its value the step it is at.
                     side = params.output_size
                     picture = np.full((side, side, 3), row[1] % 256, np.uint8)

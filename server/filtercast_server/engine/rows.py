@@ -30,8 +30,7 @@ class Row:
 
     def preview_due(self) -> bool:
         """Whether its requester wants a preview after the step it just made."""
-        every = self.job.preview_every
-        return every > 0 and self.steps % every == 0
+        return self.job.wants_preview(self.steps)
 
     @property
     def index(self) -> int:

@@ -15,7 +15,7 @@ there are slots, a cohort stops taking jobs after one batch worth and drains.
 Bounds: a global and a per-client limit on queued filters (refused at once
 with a retry estimate); a stream whose client does not read stops getting
 rows once `stream_buffer` results wait. Previews (pictures in flight) never
-count there: past PREVIEW_BACKLOG unread ones, a request's previews drop.
+count there: past PREVIEWS_PER_FILTER unread per filter, a request's previews drop.
 
 De-duplication: a request whose filter is queued or running for another
 request (same cache key) follows that job: computed once, delivered to both;
@@ -58,7 +58,8 @@ from filtercast_server.serving.batching import (
 
 log = logging.getLogger(__name__)
 
-PREVIEW_BACKLOG = 4  # a request's previews waiting to be read; past it, previews drop
+# Unread previews a request may hold: 2 per filter it waits for (a whole step's), 32 at most.
+PREVIEWS_PER_FILTER, PREVIEW_BACKLOG = 2, 32
 
 
 def _next_unit(pending: deque[Job]) -> int:
@@ -382,12 +383,13 @@ class Scheduler:
             self._post_result(handle, outcome)
 
     def _offer_preview(self, job: Job, preview: FilterPreview) -> None:
-        """To each requester still reading, unless PREVIEW_BACKLOG of its previews wait."""
+        """To each requester still reading, unless its share of unread previews is full."""
         with self._lock:
             takers = [
                 h
                 for h in (job.owner, *job.followers)
-                if not (h.cancelled or h.finished) and h.previews < PREVIEW_BACKLOG
+                if not (h.cancelled or h.finished)
+                and h.previews < min(PREVIEW_BACKLOG, PREVIEWS_PER_FILTER * h.remaining)
             ]
             for handle in takers:
                 handle.previews += 1
