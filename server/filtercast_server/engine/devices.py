@@ -113,8 +113,18 @@ def select_device(requested: str = "auto", preferred: Precision | str = "auto") 
     )
 
 
-def memory_in_use(device: Device) -> int | None:
-    """Bytes of accelerator memory TensorFlow holds on `device`; None for a CPU."""
+def memory_in_use(device: Device, peak: bool = False) -> int | None:
+    """Bytes of accelerator memory TensorFlow holds on `device`; None for a CPU.
+
+    With `peak`, the most it held since the last reset_memory_peak (or start).
+    """
     if device.kind != "gpu":
         return None
-    return int(tf.config.experimental.get_memory_info(device.name.lstrip("/"))["current"])
+    info = tf.config.experimental.get_memory_info(device.name.lstrip("/"))
+    return int(info["peak" if peak else "current"])
+
+
+def reset_memory_peak(device: Device) -> None:
+    """Start memory_in_use(device, peak=True) afresh from what is held now (no-op on a CPU)."""
+    if device.kind == "gpu":
+        tf.config.experimental.reset_memory_stats(device.name.lstrip("/"))
