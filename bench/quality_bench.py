@@ -112,11 +112,15 @@ def run_peer(
 
 
 def run_preset(
-    engine: AscentEngine, models: dict, overrides: dict, filters: list[int]
+    engine: AscentEngine,
+    models: dict,
+    overrides: dict,
+    filters: list[int],
+    preset: str = "classic",
 ) -> tuple[Pictures, float]:
-    """Pictures of one engine run and its seconds."""
+    """Pictures of one engine run (the preset with `overrides`, seed 0) and its seconds."""
     plan = make_plan(
-        models, preset="classic", overrides=overrides, filters=filters, precision="auto", seed=0
+        models, preset=preset, overrides=overrides, filters=filters, precision="auto", seed=0
     )
     started = time.perf_counter()
     outcomes = list(engine.run(plan))

@@ -27,6 +27,16 @@ GOLDEN = {
             "robust": [138.4379, -130.0191, 287.4553, 149.0666, 0, 0, 0, 0],
         },
     },
+    2: {  # robust: 45 steps of 0.2 (the tiny run's steps are its own: the step size moved)
+        "presets": "880791975b967694faeb3caabcdad6f41888eccd06d215ef00d25861ec86836b",
+        "losses": {
+            "classic": [151.813, 344.7156, 2560.1006, 1340.6345, 0, 0, 0, 0],
+            "classic+revive": [163.8993, 621.0533, 172.8791, 241.2318, 0, 1, 0, 0],
+            "upscale": [214.1906, 402.2339, 2107.2688, 1177.682, 0, 0, 0, 0],
+            "keras_io": [0.0, 0.0, 19.3636, 75.1224, 0, 0, 0, 0],
+            "robust": [325.1255, -494.9629, 368.5801, 308.3105, 0, 0, 0, 0],
+        },
+    },
 }
 # The tiny runs: preset and overrides (VGG16 block3_conv1 unless named, filters 0..3,
 # float32, seed 11). Revive runs where filters die: block5_conv1.

@@ -53,7 +53,8 @@ def test_the_preset_is_the_feature_visualization_recipe() -> None:
         "pre_activation",
         "model",
     )
-    assert (p.step_size, p.init_scale, p.pad, p.jitter) == (0.05, 0.01, 12, 8)
+    # Engine version 2: 45 steps of 0.2 (docs/benchmarks.md, robust at half the cost).
+    assert (p.steps, p.step_size, p.init_scale, p.pad, p.jitter) == (45, 0.2, 0.01, 12, 8)
     assert (p.scale_jitter, p.rotate_degrees, p.dead_threshold) == (0.1, 10.0, None)
     assert p.pixel_steps() == 152 * 152 * p.steps  # the network sees the padded view
 
