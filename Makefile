@@ -42,7 +42,7 @@ lint: install proto-lint typecheck
 # mypy: strict on the client library and the contract, basic on the server (pyproject.toml).
 typecheck: install
 	$(BIN)/mypy client/filtercast_client client/filtercast/contract.py \
-		client/filtercast/manifest.py server/filtercast_server
+		client/filtercast/manifest.py client/filtercast/grid.py server/filtercast_server
 
 # The stubs are committed; this regenerates them (tests/ops/test_proto.py fails
 # when they drift from the .proto).

@@ -119,13 +119,7 @@ def target_of(addresses: str | Sequence[str]) -> Target:
             resolved.append((family, contract.join_host_port(host, port)))
             continue
         authority = authority or address
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as error:
-            raise ContractError(f"cannot resolve {host!r}: {error.strerror}") from error
-        for family_code, *_, sockaddr in infos:
-            version = 6 if family_code == socket.AF_INET6 else 4
-            resolved.append((version, contract.join_host_port(str(sockaddr[0]), port)))
+        resolved += _resolve(host, port)
     families = {version for version, _ in resolved}
     if authority is None and len(families) > 1:  # only literals, of both families
         raise ContractError(
@@ -136,6 +130,45 @@ def target_of(addresses: str | Sequence[str]) -> Target:
     version = 4 if 4 in families else 6
     chosen = list(dict.fromkeys(address for v, address in resolved if v == version))
     return Target(f"ipv{version}:{','.join(chosen)}", authority)
+
+
+def _resolve(host: str, port: int) -> list[tuple[int, str]]:
+    """(IP version, HOST:PORT) for every address `host` has."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise ContractError(f"cannot resolve {host!r}: {error.strerror}") from error
+    return [
+        (6 if family == socket.AF_INET6 else 4, contract.join_host_port(str(sockaddr[0]), port))
+        for family, *_, sockaddr in infos
+    ]
+
+
+def backends_of(addresses: str | Sequence[str]) -> list[Target]:
+    """Every server behind `addresses`, each as its own target: what a spread request needs.
+
+    A dns:/// name or a hostname gives one per address it resolves to (now);
+    an ipv4:/ipv6: list one per entry; several HOST:PORT each of theirs. Any
+    other target (unix:) is one server.
+    """
+    if isinstance(addresses, str):
+        addresses = [addresses]
+    found: list[Target] = []
+    for address in addresses:
+        scheme, _, rest = address.partition(":") if contract.has_scheme(address) else ("", "", "")
+        if scheme in ("ipv4", "ipv6"):
+            found += [Target(f"{scheme}:{entry}") for entry in rest.split(",") if entry]
+            continue
+        if scheme not in ("", "dns"):
+            found.append(Target(address))
+            continue
+        name = rest.rsplit("/", 1)[-1] if scheme == "dns" else address
+        host, port = contract.split_host_port(name)
+        if _literal_family(host) is not None:
+            found.append(Target(f"ipv{_literal_family(host)}:{name}"))
+            continue
+        found += [Target(f"ipv{v}:{a}", name) for v, a in _resolve(host, port)]
+    return list({target.target: target for target in found}.values())
 
 
 def channel_options(

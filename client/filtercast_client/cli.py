@@ -131,6 +131,12 @@ def layers(connection: Connection, model: str) -> None:
     "unless --preview-every says otherwise).",
 )
 @click.option("--animate", is_flag=True, help="With --previews: DIR/filter_NNNN.webp per filter.")
+@click.option(
+    "--spread",
+    is_flag=True,
+    help="Deal the filters over every server behind --server (each address a dns:/// name "
+    "resolves to) and merge them into one stream, one grid.",
+)
 @request_options
 def visualize(
     connection: Connection,
@@ -138,6 +144,7 @@ def visualize(
     preview_every: int,
     previews: Path | None,
     animate: bool,
+    spread: bool,
     timeout: float | None,
     **options: Any,
 ) -> None:
@@ -147,7 +154,9 @@ def visualize(
     writer = Frames(previews, animate) if previews else None
     every = preview_every or (10 if previews else 0)
     request = request_of(**options)
-    manifest = visualize_into(connection, out, timeout, writer, preview_every=every, **request)
+    manifest = visualize_into(
+        connection, out, timeout, writer, spread=spread, preview_every=every, **request
+    )
     report(manifest, out)
 
 

@@ -20,8 +20,10 @@ from rich.text import Text
 
 from filtercast import manifest
 from filtercast_client.cli_options import Connection, rpc_failure
+from filtercast_client.client import Visualization
 from filtercast_client.errors import FiltercastError
 from filtercast_client.events import Accepted, FilterImage, FilterPreview, GridImage, Summary
+from filtercast_client.shards import SpreadVisualization
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -84,16 +86,25 @@ def visualize_into(
     out: Path,
     timeout: float | None,
     previews_to: Frames | None = None,
+    spread: bool = False,
     **request: Any,
 ) -> dict[str, Any]:
     """Stream one request into `out` with a progress bar; the manifest written.
 
-    Previews go to `previews_to` when given. Ctrl-C cancels the stream, keeps what
-    arrived and exits 130.
+    Previews go to `previews_to` when given; `spread` deals the filters over
+    every server (Client.spread). Ctrl-C cancels the stream, keeps what arrived
+    and exits 130.
     """
     client = connection.client()
+    stream: Visualization | SpreadVisualization
     try:
-        stream = client.visualize(timeout=timeout, **request)
+        if spread:
+            stream = client.spread(timeout=timeout, **request)
+        else:
+            stream = client.visualize(timeout=timeout, **request)
+    except ValueError as error:
+        client.close()
+        raise click.UsageError(str(error)) from error
     except FiltercastError as error:
         client.close()
         raise rpc_failure(error) from error

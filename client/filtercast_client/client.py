@@ -27,7 +27,15 @@ from filtercast.contract import ContractError
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast.v1 import filtercast_pb2_grpc as pb_grpc
 from filtercast_client.analysis import ImageAnalysis, ImageInput, analyze_request
-from filtercast_client.channel import RETRY_POLICY, TLS, backoff, channel_options, target_of
+from filtercast_client.channel import (
+    RETRY_POLICY,
+    TLS,
+    Target,
+    backends_of,
+    backoff,
+    channel_options,
+    target_of,
+)
 from filtercast_client.errors import (
     Cancelled,
     FiltercastError,
@@ -53,6 +61,7 @@ from filtercast_client.examples import (
     typed_events,
 )
 from filtercast_client.request import build_request
+from filtercast_client.shards import SpreadVisualization, filters_of
 
 __all__ = [
     "TLS",
@@ -211,22 +220,22 @@ class _ClientBase(Generic[StreamT]):
 
     def __init__(
         self,
-        addresses: str | Sequence[str],
+        addresses: str | Sequence[str] | Target,
         *,
         tls: TLS | None = None,
         token: str | None = None,
         attempts: int = RETRY_POLICY["maxAttempts"],
     ) -> None:
         try:
-            target = target_of(addresses)
+            target = addresses if isinstance(addresses, Target) else target_of(addresses)
         except ContractError as error:
             raise ValueError(str(error)) from error
+        self.addresses, self.tls, self.token = addresses, tls, token
         options = channel_options(attempts, tls, target.authority)
         if tls is None:
             self.channel = self._grpc.insecure_channel(target.target, options)
         else:
             self.channel = self._grpc.secure_channel(target.target, tls.credentials(), options)
-        # The generated stub module has no type information.
         self.stub = pb_grpc.FilterVisualizerServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.attempts = attempts
         self.metadata = (("authorization", f"Bearer {token}"),) if token else None
@@ -306,8 +315,26 @@ class Client(_ClientBase[Visualization]):
         self.close()
 
     def close(self) -> None:
-        """Close the channel."""
+        """Close the channel (and those of a spread's servers)."""
+        for backend in self.__dict__.pop("_backends", []):
+            backend.close()
         self.channel.close()
+
+    def spread(
+        self, *, filters: str | Sequence[int] | None, timeout: float | None = None, **request: Any
+    ) -> SpreadVisualization:
+        """visualize() spread over every server behind the addresses (filtercast_client.shards).
+
+        `filters` names every filter (closed ranges); `request`: visualize's other arguments.
+        """
+        if "_backends" not in self.__dict__:  # a channel per server; a failing one is left
+            self._backends = [
+                Client(target, tls=self.tls, token=self.token, attempts=1)
+                for target in backends_of(self.addresses)  # type: ignore[arg-type]
+            ]
+        return SpreadVisualization.over(
+            self._backends, filters_of(filters), request, self.attempts, timeout
+        )
 
     def _unary(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:

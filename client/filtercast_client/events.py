@@ -16,6 +16,7 @@ from google.protobuf.json_format import MessageToDict
 from PIL import Image, UnidentifiedImageError
 
 from filtercast import contract
+from filtercast.grid import GridImage as GridImage  # re-exported: the typed grid event
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_client.errors import ProtocolError
 
@@ -130,16 +131,6 @@ class FilterPreview:
     def pil(self) -> Image.Image:
         """The picture as a PIL image."""
         return Image.fromarray(self.image[..., 0] if self.image.shape[-1] == 1 else self.image)
-
-
-@dataclass(frozen=True)
-class GridImage:
-    """The best filters stitched together."""
-
-    image: np.ndarray
-    n: int
-    margin: int
-    order: list[int]
 
 
 @dataclass(frozen=True)

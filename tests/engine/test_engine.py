@@ -8,13 +8,13 @@ import pytest
 import tensorflow as tf
 
 from filtercast.contract import FilterSpan
+from filtercast.grid import build_grid, grid_layout
 from filtercast_server.engine.ascent import AscentEngine
 from filtercast_server.engine.devices import cpu_flags
 from filtercast_server.engine.models import LoadedModel
 from filtercast_server.engine.pixels import initial_image
 from filtercast_server.engine.rows import Row
 from filtercast_server.errors import InvalidRequestError, UnknownModelError
-from filtercast_server.grid import build_grid, grid_layout
 from filtercast_server.jobs import FilterOutcome, Precision
 from filtercast_server.planning import OverBudgetError, make_plan
 from filtercast_server.presets import CATALOG

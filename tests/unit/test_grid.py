@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from filtercast_server.grid import GridCollector, grid_layout
+from filtercast.grid import GridCollector, grid_layout
 from filtercast_server.jobs import FilterOutcome
 from filtercast_server.params import GridParams
 

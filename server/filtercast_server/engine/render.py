@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from filtercast import manifest
+from filtercast.grid import build_grid
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.accentuation import accentuate_of
 from filtercast_server.datasets import Dataset, DatasetImage
@@ -32,7 +33,6 @@ from filtercast_server.examples import (
     crops_of,
     plan_examples,
 )
-from filtercast_server.grid import build_grid
 from filtercast_server.indexing import IndexBuilder, build_index, seen_image
 from filtercast_server.jobs import FilterOutcome, Plan
 from filtercast_server.model_registry import ModelConfig, parse_model_flag

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from filtercast.grid import GridCollector
 from filtercast.v1 import filtercast_pb2 as pb
 from filtercast_server.cache.entry import Expectation
 from filtercast_server.cache.results import ResultCache
-from filtercast_server.grid import GridCollector
 from filtercast_server.jobs import FilterOutcome, FilterPreview, Plan
 from filtercast_server.observability.logs import ThrottledLog
 from filtercast_server.serving.admission import Slot
