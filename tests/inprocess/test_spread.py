@@ -99,9 +99,16 @@ def test_a_bad_request_is_raised_and_stops_every_shard() -> None:
             list(spread)
 
 
-def test_servers_that_share_a_cache_never_compute_a_filter_twice(tmp_path) -> None:
-    shared = DiskBackend(tmp_path, 1 << 30, None)
-    with StandIn(cache_backend=shared) as a, StandIn(cache_backend=shared) as b:
+@pytest.mark.parametrize("store", ["redis", "directory"])
+def test_servers_that_share_a_cache_never_compute_a_filter_twice(store, request, tmp_path) -> None:
+    if store == "redis":  # each replica its own connection to one Redis, as in production
+        from filtercast_server.cache.backends import RedisBackend
+
+        url = request.getfixturevalue("redis_url")
+        backends = RedisBackend(url, None), RedisBackend(url, None)
+    else:
+        backends = (DiskBackend(tmp_path, 1 << 30, None),) * 2
+    with StandIn(cache_backend=backends[0]) as a, StandIn(cache_backend=backends[1]) as b:
         with Client([a.address, b.address]) as client:
             list(client.spread(filters=f"0:{FILTERS}", **REQUEST))
         a.cache.flush()
