@@ -164,8 +164,9 @@ def backends_of(addresses: str | Sequence[str]) -> list[Target]:
             continue
         name = rest.rsplit("/", 1)[-1] if scheme == "dns" else address
         host, port = contract.split_host_port(name)
-        if _literal_family(host) is not None:
-            found.append(Target(f"ipv{_literal_family(host)}:{name}"))
+        family = _literal_family(host)
+        if family is not None:
+            found.append(Target(f"ipv{family}:{name}"))
             continue
         found += [Target(f"ipv{v}:{a}", name) for v, a in _resolve(host, port)]
     return list({target.target: target for target in found}.values())

@@ -42,6 +42,7 @@ from filtercast_client.request import build_request
 RETRIED = (Unavailable, ServerError, ProtocolError, Overloaded)
 SHARD_BUFFER = 32  # events a shard's reader holds before it stops reading (backpressure)
 SEED_BOUND = 2**31  # a drawn seed: the same for every shard
+MAX_SPREAD_FILTERS = 1 << 16  # more than any layer has; a huge range is refused, not expanded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,14 +92,19 @@ def filters_of(spec: str | Sequence[int] | None) -> list[int]:
         spans = parse_filter_spec(spec)
     except ContractError as error:
         raise ValueError(str(error)) from error
+    if any(span.stop is None for span in spans):
+        raise ValueError(
+            f"filters {spec!r}: a spread request names its filters with closed "
+            "ranges (e.g. 0:512), so it can deal them out"
+        )
+    count = sum(span.stop - span.start for span in spans if span.stop is not None)
+    if count > MAX_SPREAD_FILTERS:  # counted before anything is allocated
+        raise ValueError(
+            f"filters {spec!r}: {count} filters; a spread takes at most {MAX_SPREAD_FILTERS}"
+        )
     found: list[int] = []
     for span in spans:
-        if span.stop is None:
-            raise ValueError(
-                f"filters {spec!r}: a spread request names its filters with closed "
-                "ranges (e.g. 0:512), so it can deal them out"
-            )
-        found.extend(range(span.start, span.stop))
+        found.extend(range(span.start, span.stop or span.start))
     return list(dict.fromkeys(found))
 
 

@@ -53,6 +53,8 @@ def test_a_spread_names_every_filter_in_order_once() -> None:
         filters_of(None)
     with pytest.raises(ValueError):
         filters_of("0:x")
+    with pytest.raises(ValueError, match="at most 65536"):  # refused before it is expanded
+        filters_of("0:1000000000")
 
 
 def test_a_drawn_seed_is_within_the_seed_range() -> None:
